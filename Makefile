@@ -1,0 +1,43 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv (once) and install the package.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# torch 2.13.0 is pinned: here it installs from a local CPU build; any other version pulls CUDA packages.
+EXTRAS := dev,formats
+
+.PHONY: setup demo test test-all lint bench-train bench-scan bench-mitigation clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' torch==2.13.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/neuralcleanse demo
+
+# The default run skips tests marked slow; CI (CI=true) runs them too.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(if $(CI),-m "slow or not slow",)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
+
+bench-train: $(STAMP)
+	$(BIN)/python benchmarks/train_models.py
+
+bench-scan: $(STAMP)
+	$(BIN)/python benchmarks/scan_speed.py
+
+bench-mitigation: $(STAMP)
+	$(BIN)/python benchmarks/mitigation.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,60 @@
+"""Shared by the benchmark scripts: the four models of the paper's BadNets table, trained once and reused."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neuralcleanse.io import is_saved_model_dir, load_saved_model
+from neuralcleanse.workflows import train_model
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+MODELS = ROOT.parent / "runs" / "models"  # not committed: rebuilt by train_models.py when missing
+
+TRIGGER = "square:size=4,position=bottom-right,color=white"  # the paper's BadNets trigger
+TARGETS = {"mnist": 7, "gtsrb": 33}  # any label works; 33 is the original code's GTSRB example target
+
+#: (name, dataset, infected)
+SUITE = [("mnist-badnets", "mnist", True), ("mnist-clean", "mnist", False),
+         ("gtsrb-badnets", "gtsrb", True), ("gtsrb-clean", "gtsrb", False)]
+
+
+def model_dir(name: str) -> Path:
+    return MODELS / name
+
+
+def ensure_model(name: str, dataset: str, infected: bool, retrain: bool = False) -> dict[str, Any]:
+    """Train the model unless it is already saved; return its metadata."""
+    out = model_dir(name)
+    if retrain or not is_saved_model_dir(out):
+        specs, targets = ([TRIGGER], [TARGETS[dataset]]) if infected else ([], [])
+        train_model(dataset, dataset, out, specs, targets, seed=0, overwrite=True)
+    return load_saved_model(out).metadata
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_results(name: str, rows: list[dict[str, Any]], table: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(table)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "—" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

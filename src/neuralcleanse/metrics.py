@@ -1,0 +1,46 @@
+"""Evaluation: predictions, clean accuracy and attack success rate, in batches, on the model's device."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._torch import eval_mode, model_device
+from .triggers import Trigger
+
+__all__ = ["accuracy", "attack_success_rate", "predict"]
+
+_BATCH = 512  # images per forward pass: fits any of the reference models in a few hundred MB
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = _BATCH,
+            trigger: Trigger | None = None) -> torch.Tensor:
+    """Predicted labels (N,) of ``images`` (N, C, H, W), stamped with ``trigger`` first when given."""
+    device = model_device(model)
+    out = []
+    with eval_mode(model):
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size].to(device)
+            if trigger is not None:
+                batch = trigger.stamp(batch)
+            out.append(model(batch).argmax(dim=1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.int64)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = _BATCH) -> float:
+    """Share of ``images`` classified as their ``labels``."""
+    if images.shape[0] == 0:
+        raise ValueError("accuracy needs at least one image")
+    return float((predict(model, images, batch_size) == labels.cpu()).float().mean())
+
+
+def attack_success_rate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, target: int,
+    batch_size: int = _BATCH,
+) -> float:
+    """Share of images *not* of label ``target`` that ``trigger`` sends to ``target``."""
+    keep = labels.cpu() != target
+    if not keep.any():
+        raise ValueError(f"attack success needs images whose label is not the target {target}")
+    return float((predict(model, images[keep], batch_size, trigger) == target).float().mean())
