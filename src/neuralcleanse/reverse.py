@@ -1,0 +1,249 @@
+"""Trigger reverse engineering: for each label, the smallest mask (and its pattern) that sends clean images
+to that label.
+
+For label y this minimises ``CE(f((1 - m) * x + m * p), y) + λ_y * |m|_1`` over clean images x, with the mask
+``m`` (1, H, W) and the pattern ``p`` (C, H, W) parametrised through tanh so they stay in [0, 1], and λ_y driven
+by :class:`~neuralcleanse.schedule.CostSchedule` so the trigger keeps its attack success at the threshold.
+One loop serves every label set: K labels are stacked into (K, ...) tensors and each step is one batched
+forward/backward over K x B stamped images (split into chunks of at most ``max_images_per_pass``). A label
+leaves the batch when its early stop fires. The losses of different labels are summed, so their gradients, and
+Adam's element-wise updates, are independent: optimising K labels together gives each label the same updates
+as optimising it alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ._torch import frozen, model_device
+from .progress import ProgressCallback, report
+from .schedule import CostSchedule, EarlyStop
+
+__all__ = ["ReverseConfig", "ReverseResult", "reverse_engineer"]
+
+_EPSILON = 1e-7  # Keras' K.epsilon(), used by the original tanh parametrisation
+
+
+@dataclass(frozen=True)
+class ReverseConfig:
+    """Settings of the optimisation. The defaults are the original GTSRB example's (``gtsrb_visualize_example.py``
+    and ``visualizer.py`` of bolunwang/backdoor); :data:`FAST` in :mod:`neuralcleanse.scan` changes a few."""
+
+    threshold: float = 0.99  # ATTACK_SUCC_THRESHOLD
+    lr: float = 0.1  # LR
+    betas: tuple[float, float] = (0.5, 0.9)  # Adam(beta_1=0.5, beta_2=0.9)
+    batch_size: int = 32  # BATCH_SIZE, images per label per step
+    steps_per_epoch: int = 31  # mini_batch = NB_SAMPLE // BATCH_SIZE = 1000 // 32
+    max_epochs: int = 1000  # STEPS
+    init_cost: float = 1e-3  # INIT_COST
+    start_cost: float = 0.0  # the original starts with no norm penalty until a trigger is found
+    patience: int = 5  # PATIENCE
+    cost_up: float = 2.0  # COST_MULTIPLIER
+    cost_down: float = 2.0**1.5  # COST_MULTIPLIER ** 1.5
+    early_stop_patience: int = 25  # EARLY_STOP_PATIENCE = 5 * PATIENCE
+    early_stop_threshold: float = 1.0  # EARLY_STOP_THRESHOLD
+    max_images_per_pass: int = 1024  # memory bound of one forward/backward (ours)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be a fraction in (0, 1], got {self.threshold}")
+        for name in ("batch_size", "steps_per_epoch", "max_epochs", "patience", "early_stop_patience",
+                     "max_images_per_pass"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.init_cost > 0 and self.start_cost >= 0):
+            raise ValueError("lr and init_cost must be > 0 and start_cost >= 0")
+        if not (self.cost_up > 1 and self.cost_down > 1):
+            raise ValueError(f"cost_up and cost_down must be > 1, got {self.cost_up} and {self.cost_down}")
+
+
+@dataclass(frozen=True)
+class ReverseResult:
+    """Reversed triggers of K labels.
+
+    Attributes:
+        labels: (K,) the labels, in the order of the other fields.
+        masks: (K, 1, H, W) best masks (smallest norm among epochs whose attack success reached the threshold;
+            the last mask when none did).
+        patterns: (K, C, H, W) their patterns.
+        norms: (K,) L1 norms of ``masks``.
+        attack_success: (K,) mean attack success during the epoch each mask was kept.
+        found: (K,) whether a mask reaching the threshold was found.
+        epochs: (K,) epochs run per label.
+        image_passes: (K,) stamped images passed forward and backward per label.
+    """
+
+    labels: torch.Tensor
+    masks: torch.Tensor
+    patterns: torch.Tensor
+    norms: torch.Tensor
+    attack_success: torch.Tensor
+    found: torch.Tensor
+    epochs: torch.Tensor
+    image_passes: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @staticmethod
+    def concat(parts: list[ReverseResult]) -> ReverseResult:
+        names = ("labels", "masks", "patterns", "norms", "attack_success", "found", "epochs", "image_passes")
+        return ReverseResult(**{n: torch.cat([getattr(p, n) for p in parts]) for n in names})
+
+
+def _to_param(values: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_from_param`: tanh-space parameters for values in [0, 1]."""
+    return torch.atanh((values - 0.5) * (2 - _EPSILON))
+
+
+def _from_param(param: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(param) / (2 - _EPSILON) + 0.5
+
+
+def log_probabilities(outputs: torch.Tensor, outputs_probabilities: bool) -> torch.Tensor:
+    """Log-probabilities from a model's outputs: logits, or probabilities when the model ends in a softmax."""
+    if outputs_probabilities:
+        return torch.log(outputs.clamp_min(1e-12))
+    return torch.log_softmax(outputs, dim=-1)
+
+
+def reverse_engineer(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor | list[int],
+    config: ReverseConfig = ReverseConfig(),
+    generator: torch.Generator | None = None,
+    outputs_probabilities: bool = False,
+    progress: ProgressCallback | None = None,
+) -> ReverseResult:
+    """Reverse-engineer a trigger for every label in ``targets``, all optimised together.
+
+    Args:
+        model: the classifier; frozen and put in eval mode for the search, restored afterwards.
+        images: (N, C, H, W) clean images in [0, 1]; moved to the model's device.
+        targets: the K labels to search triggers for.
+        config: optimisation settings; the default reproduces the original code.
+        generator: randomness for the initial masks/patterns and the batches (a CPU generator).
+        outputs_probabilities: the model ends in a softmax; its outputs are probabilities, not logits.
+        progress: called after every epoch with phase ``"reverse"``, the number of finished labels and K.
+
+    Shape:
+        images: (N, C, H, W); result masks (K, 1, H, W), patterns (K, C, H, W).
+    """
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    device = model_device(model)
+    targets_t = torch.as_tensor(targets, dtype=torch.int64)
+    k = targets_t.numel()
+    n, c, h, w = images.shape
+    images = images.to(device)
+    cfg = config
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    # Random initial mask and pattern (as the original), drawn label by label so that a label starts from the
+    # same point whether it is searched alone or with others.
+    inits = [(torch.rand(1, h, w, generator=g), torch.rand(c, h, w, generator=g)) for _ in range(k)]
+    mask_param = _to_param(torch.stack([m for m, _ in inits])).to(device).requires_grad_(True)
+    pattern_param = _to_param(torch.stack([p for _, p in inits])).to(device).requires_grad_(True)
+    optimizer = torch.optim.Adam([mask_param, pattern_param], lr=cfg.lr, betas=cfg.betas)
+    schedule = CostSchedule.start(k, cfg.start_cost, device, init_cost=cfg.init_cost, threshold=cfg.threshold,
+                                  patience=cfg.patience, up=cfg.cost_up, down=cfg.cost_down)
+    stop = EarlyStop.start(k, device, patience=cfg.early_stop_patience, threshold=cfg.early_stop_threshold)
+
+    best_mask = torch.zeros(k, 1, h, w, device=device)
+    best_pattern = torch.zeros(k, c, h, w, device=device)
+    best_reg = torch.full((k,), math.inf, device=device)
+    best_success = torch.zeros(k, device=device)
+    epochs = torch.zeros(k, dtype=torch.int64)
+    passes = torch.zeros(k, dtype=torch.int64)
+    done = torch.zeros(k, dtype=torch.bool)
+    target_dev = targets_t.to(device)
+    labels_per_pass = max(1, cfg.max_images_per_pass // cfg.batch_size)
+
+    with frozen(model):
+        for _ in range(cfg.max_epochs):
+            active = torch.nonzero(~done).flatten()
+            if active.numel() == 0:
+                break
+            ka = active.numel()
+            active_dev = active.to(device)
+            # Per label, an epoch walks a fresh permutation of the clean images (sampling with replacement
+            # only when an epoch needs more images than there are).
+            order = torch.rand(ka, max(n, cfg.batch_size * cfg.steps_per_epoch), generator=g).argsort(dim=1) % n
+            success_sum = torch.zeros(ka, device=device)
+            reg_sum = torch.zeros(ka, device=device)
+            for step in range(cfg.steps_per_epoch):
+                batch_idx = order[:, step * cfg.batch_size : (step + 1) * cfg.batch_size].to(device)  # (Ka, B)
+                optimizer.zero_grad(set_to_none=True)
+                for lo in range(0, ka, labels_per_pass):
+                    sel = slice(lo, lo + labels_per_pass)
+                    rows = active_dev[sel]
+                    mask = _from_param(mask_param[rows])  # (k', 1, H, W)
+                    pattern = _from_param(pattern_param[rows])  # (k', C, H, W)
+                    x = images[batch_idx[sel]]  # (k', B, C, H, W)
+                    stamped = (1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)
+                    out = model(stamped.flatten(0, 1))  # (k' * B, num_classes)
+                    logp = log_probabilities(out, outputs_probabilities).view(len(rows), -1, out.shape[-1])
+                    tgt = target_dev[rows]
+                    ce = -logp.gather(2, tgt.view(-1, 1, 1).expand(-1, logp.shape[1], 1)).squeeze(2).mean(1)
+                    reg = mask.sum(dim=(1, 2, 3))  # (k',) L1 norms (masks are non-negative)
+                    (ce + schedule.cost[rows] * reg).sum().backward()
+                    with torch.no_grad():
+                        success_sum[sel] += (logp.argmax(2) == tgt.view(-1, 1)).float().mean(1)
+                        reg_sum[sel] += reg
+                optimizer.step()
+            passes[active] += cfg.steps_per_epoch * cfg.batch_size
+            epochs[active] += 1
+
+            with torch.no_grad():
+                # One epoch's bookkeeping, for active labels only; finished labels keep their state.
+                success = torch.zeros(k, device=device)
+                success[active_dev] = success_sum / cfg.steps_per_epoch
+                reg_mean = torch.full((k,), math.inf, device=device)
+                reg_mean[active_dev] = reg_sum / cfg.steps_per_epoch
+                is_active = torch.zeros(k, dtype=torch.bool, device=device)
+                is_active[active_dev] = True
+                better = is_active & (success >= cfg.threshold) & (reg_mean < best_reg)
+                best_mask[better] = _from_param(mask_param[better])
+                best_pattern[better] = _from_param(pattern_param[better])
+                best_reg = torch.where(better, reg_mean, best_reg)
+                best_success = torch.where(better, success, best_success)
+                # The original checks the early stop with the flags of the previous epoch, then moves λ.
+                new_stop = stop.update(best_reg)
+                stopping = is_active & new_stop.should_stop(schedule)
+                new_schedule = schedule.update(success)
+                stop = _merge(stop, new_stop, is_active)
+                schedule = _merge(schedule, new_schedule, is_active)
+                done |= stopping.cpu()
+            report(progress, "reverse", int(done.sum()), k, epoch=int(epochs.max()), active=int((~done).sum()))
+
+    with torch.no_grad():
+        found = torch.isfinite(best_reg)
+        # A label that never reached the threshold keeps its last mask (as the original code does).
+        last_mask, last_pattern = _from_param(mask_param), _from_param(pattern_param)
+        masks = torch.where(found.view(-1, 1, 1, 1), best_mask, last_mask).detach()
+        patterns = torch.where(found.view(-1, 1, 1, 1), best_pattern, last_pattern).detach()
+    return ReverseResult(
+        labels=targets_t,
+        masks=masks.cpu(),
+        patterns=patterns.cpu(),
+        norms=masks.sum(dim=(1, 2, 3)).cpu(),
+        attack_success=best_success.cpu(),
+        found=found.cpu(),
+        epochs=epochs,
+        image_passes=passes,
+    )
+
+
+def _merge(old, new, keep_new: torch.Tensor):  # type: ignore[no-untyped-def]
+    """Take ``new``'s tensor fields where ``keep_new`` (K,) is true, ``old``'s elsewhere."""
+    from dataclasses import fields, replace
+
+    changes = {}
+    for f in fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if isinstance(a, torch.Tensor):
+            changes[f.name] = torch.where(keep_new, b, a)
+    return replace(old, **changes)

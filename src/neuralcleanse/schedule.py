@@ -1,0 +1,110 @@
+"""Neural Cleanse's cost schedule and early stop, as small pure state machines over K labels at once.
+
+Both follow ``visualizer.py`` of the original code (bolunwang/backdoor) step for step; each ``update`` takes the
+mean attack success of the last epoch (one value per label) and returns a new state, so the same objects drive
+the one-label reference mode and the K-label fast mode. Label ``k``'s state never depends on another label's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+__all__ = ["CostSchedule", "EarlyStop"]
+
+
+@dataclass(frozen=True)
+class CostSchedule:
+    """The weight λ of the mask's L1 norm in the loss, per label.
+
+    λ starts at ``start`` (0 in the original: first find any trigger). Once a label's trigger has reached
+    ``threshold`` for ``patience`` epochs in a row while λ is 0, λ is set to ``init_cost`` (1e-3). From then
+    on, ``patience`` epochs in a row at or above the threshold multiply λ by ``up`` (2); ``patience`` epochs
+    in a row below divide it by ``down`` (2 ** 1.5). ``moved_up``/``moved_down`` record whether λ has ever
+    moved each way since it was set: the early stop waits for both.
+
+    Shape:
+        every tensor field: (K,).
+    """
+
+    cost: torch.Tensor
+    set_counter: torch.Tensor
+    up_counter: torch.Tensor
+    down_counter: torch.Tensor
+    moved_up: torch.Tensor
+    moved_down: torch.Tensor
+    init_cost: float = 1e-3  # original: INIT_COST
+    threshold: float = 0.99  # original: ATTACK_SUCC_THRESHOLD
+    patience: int = 5  # original: PATIENCE
+    up: float = 2.0  # original: COST_MULTIPLIER
+    down: float = 2.0**1.5  # original: cost_multiplier_down = COST_MULTIPLIER ** 1.5
+
+    @classmethod
+    def start(cls, num_labels: int, start_cost: float = 0.0, device: torch.device | None = None,
+              **settings: float) -> CostSchedule:
+        """A fresh schedule for ``num_labels`` labels with λ = ``start_cost`` (0 as in the original)."""
+        zeros = torch.zeros(num_labels, dtype=torch.int64, device=device)
+        false = torch.zeros(num_labels, dtype=torch.bool, device=device)
+        cost = torch.full((num_labels,), float(start_cost), device=device)
+        return cls(cost, zeros, zeros, zeros, false, false, **settings)  # type: ignore[arg-type]
+
+    def update(self, success: torch.Tensor) -> CostSchedule:
+        """The state after an epoch whose mean attack success per label was ``success`` (K,)."""
+        reached = success >= self.threshold
+        unset = self.cost == 0
+        set_counter = torch.where(unset & reached, self.set_counter + 1, torch.zeros_like(self.set_counter))
+        just_set = set_counter >= self.patience
+        cost = torch.where(just_set, torch.full_like(self.cost, self.init_cost), self.cost)
+        up_counter = torch.where(reached, self.up_counter + 1, torch.zeros_like(self.up_counter))
+        down_counter = torch.where(reached, torch.zeros_like(self.down_counter), self.down_counter + 1)
+        # Setting λ resets the counters and flags (the original resets them inside the same `if`).
+        up_counter = torch.where(just_set, torch.zeros_like(up_counter), up_counter)
+        down_counter = torch.where(just_set, torch.zeros_like(down_counter), down_counter)
+        moved_up = self.moved_up & ~just_set
+        moved_down = self.moved_down & ~just_set
+        go_up = up_counter >= self.patience
+        go_down = ~go_up & (down_counter >= self.patience)
+        cost = torch.where(go_up, cost * self.up, torch.where(go_down, cost / self.down, cost))
+        return replace(
+            self,
+            cost=cost,
+            set_counter=torch.where(just_set, torch.zeros_like(set_counter), set_counter),
+            up_counter=torch.where(go_up, torch.zeros_like(up_counter), up_counter),
+            down_counter=torch.where(go_down, torch.zeros_like(down_counter), down_counter),
+            moved_up=moved_up | go_up,
+            moved_down=moved_down | go_down,
+        )
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop a label once λ has moved both up and down and its best norm has not improved for ``patience``
+    epochs (original: EARLY_STOP_PATIENCE = 5 * PATIENCE = 25, EARLY_STOP_THRESHOLD = 1.0, i.e. any
+    decrease counts as an improvement). The counter only runs once a valid trigger has been found.
+
+    Shape:
+        every tensor field: (K,).
+    """
+
+    counter: torch.Tensor
+    reference_best: torch.Tensor
+    patience: int = 25  # original: EARLY_STOP_PATIENCE
+    threshold: float = 1.0  # original: EARLY_STOP_THRESHOLD
+
+    @classmethod
+    def start(cls, num_labels: int, device: torch.device | None = None, **settings: float) -> EarlyStop:
+        return cls(torch.zeros(num_labels, dtype=torch.int64, device=device),
+                   torch.full((num_labels,), float("inf"), device=device), **settings)  # type: ignore[arg-type]
+
+    def update(self, best_norm: torch.Tensor) -> EarlyStop:
+        """The state after an epoch that ended with best valid norms ``best_norm`` (K,), ``inf`` if none."""
+        found = torch.isfinite(best_norm)
+        stalled = best_norm >= self.threshold * self.reference_best
+        counter = torch.where(found, torch.where(stalled, self.counter + 1, torch.zeros_like(self.counter)),
+                              self.counter)
+        return replace(self, counter=counter, reference_best=torch.minimum(best_norm, self.reference_best))
+
+    def should_stop(self, schedule: CostSchedule) -> torch.Tensor:
+        """(K,) bool: labels whose search is over."""
+        return schedule.moved_up & schedule.moved_down & (self.counter >= self.patience)

@@ -1,0 +1,130 @@
+"""Detection on hand-built models whose backdoor is known by construction (see _tiny.py)."""
+
+import pytest
+import torch
+from _tiny import CORNER, NUM_LABELS, TARGET, TemplateNet, clean_images
+
+from neuralcleanse.reverse import ReverseConfig, reverse_engineer
+from neuralcleanse.scan import FAST, NeuralCleanse, SanityCheckError
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clean_images(per_label=20)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_scan_flags_exactly_the_backdoor_label(data, seed):
+    images, labels = data
+    report = NeuralCleanse(TemplateNet(backdoor=True)).scan(images, labels, seed=seed)
+    assert report.infected and report.flagged == [TARGET]
+    assert report.anomaly_index > 3
+    mask = report.masks[TARGET, 0]
+    top4 = torch.zeros(12 * 12, dtype=torch.bool)
+    top4[mask.flatten().topk(4).indices] = True
+    assert top4.view(12, 12)[CORNER].all(), "the reversed mask sits on the 2x2 corner"
+    assert report.labels[TARGET].mask_l1 < 6
+    assert report.labels[TARGET].attack_success >= 0.99
+
+
+def test_clean_model_is_not_flagged(data):
+    images, labels = data
+    report = NeuralCleanse(TemplateNet(backdoor=False)).scan(images, labels, seed=0)
+    assert not report.infected and report.flagged == [] and report.anomaly_index < 2
+
+
+def test_reference_mode_gives_the_same_verdict(data):
+    images, labels = data
+    # The original settings, with shorter epochs to keep the test fast.
+    config = ReverseConfig(steps_per_epoch=4)
+    infected = NeuralCleanse(TemplateNet(True), mode="reference", config=config).scan(images, labels)
+    clean = NeuralCleanse(TemplateNet(False), mode="reference", config=config).scan(images, labels)
+    assert infected.flagged == [TARGET] and infected.anomaly_index > 3
+    assert clean.flagged == [] and clean.anomaly_index < 2
+
+
+def test_batched_labels_get_the_updates_they_would_get_alone(data):
+    """Optimising labels together changes nothing for each label: the same result as one at a time.
+
+    Full batches (every image at every step) make the batches independent of the label count, and each
+    label's initial mask is drawn label by label, so the only difference left is float summation order.
+    """
+    images, _ = data
+    model = TemplateNet(True)
+    full = ReverseConfig(batch_size=images.shape[0], steps_per_epoch=1, max_epochs=12, patience=2,
+                         early_stop_patience=2)
+    both = reverse_engineer(model, images, [1, TARGET], full, torch.Generator().manual_seed(0))
+    first_alone = reverse_engineer(model, images, [1], full, torch.Generator().manual_seed(0))
+    assert torch.allclose(both.masks[0], first_alone.masks[0], atol=1e-4)
+    assert torch.allclose(both.patterns[0], first_alone.patterns[0], atol=1e-4)
+    assert int(both.epochs[0]) == int(first_alone.epochs[0])
+
+
+def test_best_mask_is_the_smallest_valid_one(data):
+    """The kept mask is the smallest-norm mask among epochs reaching the threshold, not the first one."""
+    images, _ = data
+    config = ReverseConfig(batch_size=20, steps_per_epoch=3, max_epochs=40, patience=2, early_stop_patience=5)
+    r = reverse_engineer(TemplateNet(True), images, [TARGET], config, torch.Generator().manual_seed(0))
+    assert bool(r.found[0]) and float(r.norms[0]) < 6
+    start_norm = 0.5 * 12 * 12  # random init: about half of every pixel
+    assert float(r.norms[0]) < start_norm / 10
+
+
+def test_model_mode_and_grad_flags_are_restored(data):
+    images, labels = data
+    model = TemplateNet(True).train()
+    NeuralCleanse(model, config=ReverseConfig(max_epochs=2, steps_per_epoch=1)).scan(images, labels)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_probability_outputs_are_detected_and_scanned(data):
+    images, labels = data
+    model = torch.nn.Sequential(TemplateNet(True), torch.nn.Softmax(dim=1))
+    report = NeuralCleanse(model).scan(images, labels, seed=0)
+    assert report.outputs_probabilities and report.flagged == [TARGET]
+
+
+def test_same_seed_same_report(data):
+    images, labels = data
+    cfg = ReverseConfig(max_epochs=5, steps_per_epoch=2, batch_size=8)
+    a = NeuralCleanse(TemplateNet(True), config=cfg).scan(images, labels, seed=4)
+    b = NeuralCleanse(TemplateNet(True), config=cfg).scan(images, labels, seed=4)
+    assert torch.equal(a.masks, b.masks) and a.to_dict()["labels"] == b.to_dict()["labels"]
+
+
+def test_report_dict_has_the_documented_keys(data):
+    images, labels = data
+    d = NeuralCleanse(TemplateNet(True), config=ReverseConfig(max_epochs=2)).scan(images, labels).to_dict()
+    for key in ("infected", "anomaly_index", "flagged", "labels", "seconds", "mode", "seed", "config", "versions"):
+        assert key in d
+    assert len(d["labels"]) == NUM_LABELS
+    assert set(d["labels"][0]) >= {"label", "mask_l1", "attack_success", "anomaly_index"}
+
+
+def test_sanity_check_refuses_a_mismatched_model(data):
+    images, labels = data
+    with pytest.raises(SanityCheckError, match="classifies only 0.0% of the clean images"):
+        NeuralCleanse(TemplateNet(True)).scan(images, (labels + 1) % NUM_LABELS)
+    # Skipped on request.
+    NeuralCleanse(TemplateNet(True), config=ReverseConfig(max_epochs=1), min_clean_accuracy=None).scan(
+        images, (labels + 1) % NUM_LABELS)
+
+
+@pytest.mark.parametrize(("images", "message"), [
+    (torch.rand(4, 12, 12), "must be a non-empty \\(N, C, H, W\\) tensor"),
+    (torch.full((4, 1, 12, 12), 255.0), "divide 8-bit images by 255"),
+    (torch.full((4, 1, 12, 12), float("nan")), "NaN"),
+])
+def test_bad_images_are_refused(images, message):
+    with pytest.raises(ValueError, match=message):
+        NeuralCleanse(TemplateNet(True)).scan(images)
+
+
+def test_labels_beyond_the_model_outputs_are_refused(data):
+    images, labels = data
+    with pytest.raises(ValueError, match="the labels go up to 9 but the model has 6 outputs"):
+        NeuralCleanse(TemplateNet(True)).scan(images, labels.clamp(max=0) + 9)
+
+
+def test_fast_mode_is_documented_against_the_reference():
+    assert FAST.lr == 0.1 and FAST.betas == (0.5, 0.9) and FAST.threshold == 0.99
