@@ -20,8 +20,12 @@ TRIGGER = "square:size=4,position=bottom-right,color=white"  # the paper's BadNe
 TARGETS = {"mnist": 7, "gtsrb": 33}  # any label works; 33 is the original code's GTSRB example target
 
 #: (name, dataset, infected)
-SUITE = [("mnist-badnets", "mnist", True), ("mnist-clean", "mnist", False),
-         ("gtsrb-badnets", "gtsrb", True), ("gtsrb-clean", "gtsrb", False)]
+SUITE = [
+    ("mnist-badnets", "mnist", True),
+    ("mnist-clean", "mnist", False),
+    ("gtsrb-badnets", "gtsrb", True),
+    ("gtsrb-clean", "gtsrb", False),
+]
 
 
 def model_dir(name: str) -> Path:
@@ -38,9 +42,13 @@ def ensure_model(name: str, dataset: str, infected: bool, retrain: bool = False)
 
 
 def machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def write_results(name: str, rows: list[dict[str, Any]], table: str) -> None:

@@ -27,19 +27,34 @@ def main() -> None:
         specs, targets = ([TRIGGER], [TARGETS[dataset]]) if infected else ([], [])
         train_model(dataset, dataset, model_dir(name), specs, targets, seed=0, overwrite=True)
         meta = load_saved_model(model_dir(name)).metadata
-        rows.append({
-            "model": name, "dataset": dataset, "infected": infected,
-            "clean_accuracy": meta["clean_accuracy"],
-            "attack_success": meta["attack_success"] if infected else None,
-            "target": TARGETS[dataset] if infected else None,
-            "epochs": meta["epochs"], "seconds": time.perf_counter() - start, "machine": machine(),
-        })
+        rows.append(
+            {
+                "model": name,
+                "dataset": dataset,
+                "infected": infected,
+                "clean_accuracy": meta["clean_accuracy"],
+                "attack_success": meta["attack_success"] if infected else None,
+                "target": TARGETS[dataset] if infected else None,
+                "epochs": meta["epochs"],
+                "seconds": time.perf_counter() - start,
+                "machine": machine(),
+            }
+        )
         print(rows[-1], flush=True)
     table = "# Training the paper's BadNets models\n\n" + markdown_table(
         ["model", "clean accuracy", "attack success", "paper (acc / success)", "epochs", "seconds"],
-        [[r["model"], r["clean_accuracy"], r["attack_success"],
-          " / ".join(f"{v:.1%}" for v in PAPER.get((r["dataset"], r["infected"]), ())) or None,
-          r["epochs"], r["seconds"]] for r in rows])
+        [
+            [
+                r["model"],
+                r["clean_accuracy"],
+                r["attack_success"],
+                " / ".join(f"{v:.1%}" for v in PAPER.get((r["dataset"], r["infected"]), ())) or None,
+                r["epochs"],
+                r["seconds"],
+            ]
+            for r in rows
+        ],
+    )
     table += f"\nMachine: {rows[0]['machine']['processor']}, {rows[0]['machine']['torch_threads']} torch threads.\n"
     write_results("train", rows, table)
 

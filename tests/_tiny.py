@@ -3,7 +3,8 @@
 Images are 1x12x12. Labels 0..4 each read a fixed template of 28 pixels (the mean brightness over it);
 a clean image of label i has its template bright. In the infected model the last label (5) reads only the
 2x2 bottom-right corner: a 4-pixel trigger reaches it, while reaching any other label needs a mask of
-roughly ten pixels or more. Clean images of label 5 have a bright corner too. In the clean model label 5 reads a template like the others.
+roughly ten pixels or more. Clean images of label 5 have a bright corner too. In the clean model label 5
+reads a template like the others.
 """
 
 from __future__ import annotations

@@ -26,13 +26,14 @@ def test_round_trip_is_bit_identical(tmp_path):
     torch.manual_seed(0)
     model = build_model("mnist").eval()
     trigger = Trigger.patch((1, 28, 28), 4, spec="square")
-    save_model(tmp_path / "m", model, {"architecture": "mnist", "num_classes": 10, "clean_accuracy": 0.5},
-               [(trigger, 7)])
+    save_model(
+        tmp_path / "m", model, {"architecture": "mnist", "num_classes": 10, "clean_accuracy": 0.5}, [(trigger, 7)]
+    )
     loaded = load_saved_model(tmp_path / "m")
     x = torch.rand(8, 1, 28, 28)
     assert torch.equal(model(x), loaded.model(x))
     assert loaded.metadata["clean_accuracy"] == 0.5 and "versions" in loaded.metadata
-    (t, target), = loaded.triggers
+    ((t, target),) = loaded.triggers
     assert target == 7 and torch.equal(t.mask, trigger.mask) and t.spec == "square"
 
 

@@ -51,8 +51,9 @@ def test_batched_labels_get_the_updates_they_would_get_alone(data):
     """
     images, _ = data
     model = TemplateNet(True)
-    full = ReverseConfig(batch_size=images.shape[0], steps_per_epoch=1, max_epochs=12, patience=2,
-                         early_stop_patience=2)
+    full = ReverseConfig(
+        batch_size=images.shape[0], steps_per_epoch=1, max_epochs=12, patience=2, early_stop_patience=2
+    )
     both = reverse_engineer(model, images, [1, TARGET], full, torch.Generator().manual_seed(0))
     first_alone = reverse_engineer(model, images, [1], full, torch.Generator().manual_seed(0))
     assert torch.allclose(both.masks[0], first_alone.masks[0], atol=1e-4)
@@ -107,14 +108,18 @@ def test_sanity_check_refuses_a_mismatched_model(data):
         NeuralCleanse(TemplateNet(True)).scan(images, (labels + 1) % NUM_LABELS)
     # Skipped on request.
     NeuralCleanse(TemplateNet(True), config=ReverseConfig(max_epochs=1), min_clean_accuracy=None).scan(
-        images, (labels + 1) % NUM_LABELS)
+        images, (labels + 1) % NUM_LABELS
+    )
 
 
-@pytest.mark.parametrize(("images", "message"), [
-    (torch.rand(4, 12, 12), "must be a non-empty \\(N, C, H, W\\) tensor"),
-    (torch.full((4, 1, 12, 12), 255.0), "divide 8-bit images by 255"),
-    (torch.full((4, 1, 12, 12), float("nan")), "NaN"),
-])
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (torch.rand(4, 12, 12), "must be a non-empty \\(N, C, H, W\\) tensor"),
+        (torch.full((4, 1, 12, 12), 255.0), "divide 8-bit images by 255"),
+        (torch.full((4, 1, 12, 12), float("nan")), "NaN"),
+    ],
+)
 def test_bad_images_are_refused(images, message):
     with pytest.raises(ValueError, match=message):
         NeuralCleanse(TemplateNet(True)).scan(images)

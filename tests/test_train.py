@@ -20,8 +20,9 @@ def test_a_short_run_learns_the_task_and_the_backdoor():
     torch.manual_seed(0)
     model = build_model("mnist")
     assert attack_success_rate(model, test.images, test.labels, trigger, 7) < 0.5
-    train_classifier(model, poisoned.images, poisoned.labels, TrainConfig(epochs=3, batch_size=64),
-                     torch.Generator().manual_seed(0))
+    train_classifier(
+        model, poisoned.images, poisoned.labels, TrainConfig(epochs=3, batch_size=64), torch.Generator().manual_seed(0)
+    )
     assert accuracy(model, test.images, test.labels) > 0.9
     assert attack_success_rate(model, test.images, test.labels, trigger, 7) > 0.95
     assert not model.training

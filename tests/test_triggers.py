@@ -16,8 +16,10 @@ def test_patch_stamps_exact_values_and_leaves_the_rest():
     assert t.l1 == 16
 
 
-@pytest.mark.parametrize(("position", "top_left"), [("top-left", (0, 0)), ("top-right", (0, 7)),
-                                                     ("bottom-left", (7, 0)), ("center", (3, 3)), ((2, 5), (2, 5))])
+@pytest.mark.parametrize(
+    ("position", "top_left"),
+    [("top-left", (0, 0)), ("top-right", (0, 7)), ("bottom-left", (7, 0)), ("center", (3, 3)), ((2, 5), (2, 5))],
+)
 def test_patch_positions(position, top_left):
     t = Trigger.patch((1, 10, 10), size=3, position=position)
     rows, cols = torch.nonzero(t.mask[0], as_tuple=True)
@@ -67,15 +69,18 @@ def test_parse_trigger_forms():
     assert torch.allclose(parse_trigger("blend:alpha=0.3", (3, 8, 8)).mask, torch.full((1, 8, 8), 0.3))
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("star", "unknown kind 'star'"),
-    ("square:size=40", "patch size must be between 1"),
-    ("square:colour=white", "unknown option(s) ['colour']"),
-    ("square:size", "expected key=value"),
-    ("square:position=middle", "position must be one of"),
-    ("blend:alpha=2", "alpha must be a fraction"),
-    ("image:path=/nonexistent.png", "trigger image not found"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("star", "unknown kind 'star'"),
+        ("square:size=40", "patch size must be between 1"),
+        ("square:colour=white", "unknown option(s) ['colour']"),
+        ("square:size", "expected key=value"),
+        ("square:position=middle", "position must be one of"),
+        ("blend:alpha=2", "alpha must be a fraction"),
+        ("image:path=/nonexistent.png", "trigger image not found"),
+    ],
+)
 def test_parse_trigger_errors(spec, message):
     with pytest.raises(ValueError) as info:
         parse_trigger(spec, (1, 28, 28))

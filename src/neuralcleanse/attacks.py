@@ -60,7 +60,9 @@ def poison(
         images: (N, C, H, W); labels: (N,).
     """
     if images.dim() != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
+        )
     if not 0 < rate < 1:
         raise ValueError(f"rate must be a fraction in (0, 1), got {rate}")
     if not attacks:

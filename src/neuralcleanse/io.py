@@ -62,6 +62,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -174,8 +175,12 @@ def _load_triggers(directory: Path, meta: Mapping[str, Any]) -> list[tuple[Trigg
     try:
         with np.load(path, allow_pickle=False) as arrays:
             return [
-                (Trigger.from_arrays({"mask": arrays[f"mask_{i}"], "pattern": arrays[f"pattern_{i}"]}, e.get("spec")),
-                 int(e["target"]))
+                (
+                    Trigger.from_arrays(
+                        {"mask": arrays[f"mask_{i}"], "pattern": arrays[f"pattern_{i}"]}, e.get("spec")
+                    ),
+                    int(e["target"]),
+                )
                 for i, e in enumerate(entries)
             ]
     except (OSError, KeyError, ValueError) as exc:

@@ -14,8 +14,9 @@ _BATCH = 512  # images per forward pass: fits any of the reference models in a f
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = _BATCH,
-            trigger: Trigger | None = None) -> torch.Tensor:
+def predict(
+    model: nn.Module, images: torch.Tensor, batch_size: int = _BATCH, trigger: Trigger | None = None
+) -> torch.Tensor:
     """Predicted labels (N,) of ``images`` (N, C, H, W), stamped with ``trigger`` first when given."""
     device = model_device(model)
     out = []
@@ -36,7 +37,11 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 def attack_success_rate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, target: int,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    trigger: Trigger,
+    target: int,
     batch_size: int = _BATCH,
 ) -> float:
     """Share of images *not* of label ``target`` that ``trigger`` sends to ``target``."""

@@ -55,9 +55,13 @@ def mnist_net(num_classes: int = 10) -> PaperNet:
     padding as in the original Keras model.
     """
     features = nn.Sequential(
-        *_conv_relu(1, 16, 5, 0), nn.MaxPool2d(2),  # (N, 16, 12, 12)
-        *_conv_relu(16, 32, 5, 0), nn.MaxPool2d(2),  # (N, 32, 4, 4)
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 512), nn.ReLU(),  # (N, 512)
+        *_conv_relu(1, 16, 5, 0),
+        nn.MaxPool2d(2),  # (N, 16, 12, 12)
+        *_conv_relu(16, 32, 5, 0),
+        nn.MaxPool2d(2),  # (N, 32, 4, 4)
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 512),
+        nn.ReLU(),  # (N, 512)
     )
     # MNIST training-set statistics (the usual 0.1307 / 0.3081).
     return PaperNet(Normalize([0.1307], [0.3081]), features, nn.Linear(512, num_classes))
@@ -70,13 +74,23 @@ def gtsrb_net(num_classes: int = 43) -> PaperNet:
     pooling, then dense 512 and dense ``num_classes``.
     """
     features = nn.Sequential(
-        *_conv_relu(3, 32, 3, 1), *_conv_relu(32, 32, 3, 1), nn.MaxPool2d(2),  # (N, 32, 16, 16)
-        *_conv_relu(32, 64, 3, 1), *_conv_relu(64, 64, 3, 1), nn.MaxPool2d(2),  # (N, 64, 8, 8)
-        *_conv_relu(64, 128, 3, 1), *_conv_relu(128, 128, 3, 1), nn.MaxPool2d(2),  # (N, 128, 4, 4)
-        nn.Flatten(), nn.Linear(128 * 4 * 4, 512), nn.ReLU(),  # (N, 512)
+        *_conv_relu(3, 32, 3, 1),
+        *_conv_relu(32, 32, 3, 1),
+        nn.MaxPool2d(2),  # (N, 32, 16, 16)
+        *_conv_relu(32, 64, 3, 1),
+        *_conv_relu(64, 64, 3, 1),
+        nn.MaxPool2d(2),  # (N, 64, 8, 8)
+        *_conv_relu(64, 128, 3, 1),
+        *_conv_relu(128, 128, 3, 1),
+        nn.MaxPool2d(2),  # (N, 128, 4, 4)
+        nn.Flatten(),
+        nn.Linear(128 * 4 * 4, 512),
+        nn.ReLU(),  # (N, 512)
     )
     # Per-channel statistics of the 32x32 GTSRB training images in ../shared/data/gtsrb.
-    return PaperNet(Normalize([0.3398, 0.3117, 0.3210], [0.2755, 0.2647, 0.2712]), features, nn.Linear(512, num_classes))
+    return PaperNet(
+        Normalize([0.3398, 0.3117, 0.3210], [0.2755, 0.2647, 0.2712]), features, nn.Linear(512, num_classes)
+    )
 
 
 @dataclass(frozen=True)

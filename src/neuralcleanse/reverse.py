@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ._torch import frozen, model_device
+from .preprocess import log_probabilities
 from .progress import ProgressCallback, report
 from .schedule import CostSchedule, EarlyStop
 
@@ -51,8 +52,14 @@ class ReverseConfig:
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be a fraction in (0, 1], got {self.threshold}")
-        for name in ("batch_size", "steps_per_epoch", "max_epochs", "patience", "early_stop_patience",
-                     "max_images_per_pass"):
+        for name in (
+            "batch_size",
+            "steps_per_epoch",
+            "max_epochs",
+            "patience",
+            "early_stop_patience",
+            "max_images_per_pass",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and self.init_cost > 0 and self.start_cost >= 0):
@@ -102,13 +109,6 @@ def _from_param(param: torch.Tensor) -> torch.Tensor:
     return torch.tanh(param) / (2 - _EPSILON) + 0.5
 
 
-def log_probabilities(outputs: torch.Tensor, outputs_probabilities: bool) -> torch.Tensor:
-    """Log-probabilities from a model's outputs: logits, or probabilities when the model ends in a softmax."""
-    if outputs_probabilities:
-        return torch.log(outputs.clamp_min(1e-12))
-    return torch.log_softmax(outputs, dim=-1)
-
-
 def reverse_engineer(
     model: nn.Module,
     images: torch.Tensor,
@@ -148,8 +148,16 @@ def reverse_engineer(
     mask_param = _to_param(torch.stack([m for m, _ in inits])).to(device).requires_grad_(True)
     pattern_param = _to_param(torch.stack([p for _, p in inits])).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([mask_param, pattern_param], lr=cfg.lr, betas=cfg.betas)
-    schedule = CostSchedule.start(k, cfg.start_cost, device, init_cost=cfg.init_cost, threshold=cfg.threshold,
-                                  patience=cfg.patience, up=cfg.cost_up, down=cfg.cost_down)
+    schedule = CostSchedule.start(
+        k,
+        cfg.start_cost,
+        device,
+        init_cost=cfg.init_cost,
+        threshold=cfg.threshold,
+        patience=cfg.patience,
+        up=cfg.cost_up,
+        down=cfg.cost_down,
+    )
     stop = EarlyStop.start(k, device, patience=cfg.early_stop_patience, threshold=cfg.early_stop_threshold)
 
     best_mask = torch.zeros(k, 1, h, w, device=device)

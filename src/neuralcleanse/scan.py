@@ -20,6 +20,7 @@ from ._torch import eval_mode, model_device
 from .io import versions
 from .metrics import accuracy
 from .outliers import anomaly_index
+from .preprocess import is_probabilities
 from .progress import ProgressCallback, report
 from .reverse import ReverseConfig, ReverseResult, reverse_engineer
 from .triggers import Trigger
@@ -177,9 +178,7 @@ class NeuralCleanse:
         if probe.dim() != 2:
             raise ValueError(f"the model must return (N, K) scores, got shape {tuple(probe.shape)}")
         num_classes = probe.shape[1]
-        probabilities = (
-            looks_like_probabilities(probe) if self.outputs_probabilities is None else self.outputs_probabilities
-        )
+        probabilities = is_probabilities(probe) if self.outputs_probabilities is None else self.outputs_probabilities
         clean_acc = None
         if labels is not None:
             if labels.shape != images.shape[:1]:
@@ -206,9 +205,15 @@ class NeuralCleanse:
         result = self._reverse(images, targets, generator, probabilities)
         outliers = anomaly_index(result.norms, self.anomaly_threshold)
         rows = [
-            LabelResult(int(t), float(result.norms[i]), float(result.attack_success[i]),
-                        float(outliers.indices[i]), bool(result.found[i]), int(result.epochs[i]),
-                        int(result.image_passes[i]))
+            LabelResult(
+                int(t),
+                float(result.norms[i]),
+                float(result.attack_success[i]),
+                float(outliers.indices[i]),
+                bool(result.found[i]),
+                int(result.epochs[i]),
+                int(result.image_passes[i]),
+            )
             for i, t in enumerate(result.labels.tolist())
         ]
         config = {"anomaly_threshold": self.anomaly_threshold, "reverse": asdict(self.config)}
@@ -230,21 +235,16 @@ class NeuralCleanse:
             patterns=result.patterns,
         )
 
-    def _reverse(self, images: torch.Tensor, targets: list[int], generator: torch.Generator,
-                 probabilities: bool) -> ReverseResult:
+    def _reverse(
+        self, images: torch.Tensor, targets: list[int], generator: torch.Generator, probabilities: bool
+    ) -> ReverseResult:
         if self.mode == "fast":
-            return reverse_engineer(self.model, images, targets, self.config, generator, probabilities,
-                                    self.progress)
+            return reverse_engineer(self.model, images, targets, self.config, generator, probabilities, self.progress)
         parts = []
         for i, t in enumerate(targets):
             parts.append(reverse_engineer(self.model, images, [t], self.config, generator, probabilities))
             report(self.progress, "reverse", i + 1, len(targets), label=t)
         return ReverseResult.concat(parts)
-
-
-def looks_like_probabilities(outputs: torch.Tensor, tol: float = 1e-3) -> bool:
-    """Whether (N, K) outputs are rows of probabilities (non-negative, summing to 1): a model ending in softmax."""
-    return bool((outputs >= 0).all() and ((outputs.sum(dim=1) - 1).abs() < tol).all())
 
 
 def _check_images(images: torch.Tensor) -> None:

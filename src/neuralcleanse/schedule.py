@@ -41,8 +41,9 @@ class CostSchedule:
     down: float = 2.0**1.5  # original: cost_multiplier_down = COST_MULTIPLIER ** 1.5
 
     @classmethod
-    def start(cls, num_labels: int, start_cost: float = 0.0, device: torch.device | None = None,
-              **settings: float) -> CostSchedule:
+    def start(
+        cls, num_labels: int, start_cost: float = 0.0, device: torch.device | None = None, **settings: float
+    ) -> CostSchedule:
         """A fresh schedule for ``num_labels`` labels with λ = ``start_cost`` (0 as in the original)."""
         zeros = torch.zeros(num_labels, dtype=torch.int64, device=device)
         false = torch.zeros(num_labels, dtype=torch.bool, device=device)
@@ -94,15 +95,19 @@ class EarlyStop:
 
     @classmethod
     def start(cls, num_labels: int, device: torch.device | None = None, **settings: float) -> EarlyStop:
-        return cls(torch.zeros(num_labels, dtype=torch.int64, device=device),
-                   torch.full((num_labels,), float("inf"), device=device), **settings)  # type: ignore[arg-type]
+        return cls(
+            torch.zeros(num_labels, dtype=torch.int64, device=device),
+            torch.full((num_labels,), float("inf"), device=device),
+            **settings,
+        )  # type: ignore[arg-type]
 
     def update(self, best_norm: torch.Tensor) -> EarlyStop:
         """The state after an epoch that ended with best valid norms ``best_norm`` (K,), ``inf`` if none."""
         found = torch.isfinite(best_norm)
         stalled = best_norm >= self.threshold * self.reference_best
-        counter = torch.where(found, torch.where(stalled, self.counter + 1, torch.zeros_like(self.counter)),
-                              self.counter)
+        counter = torch.where(
+            found, torch.where(stalled, self.counter + 1, torch.zeros_like(self.counter)), self.counter
+        )
         return replace(self, counter=counter, reference_best=torch.minimum(best_norm, self.reference_best))
 
     def should_stop(self, schedule: CostSchedule) -> torch.Tensor:

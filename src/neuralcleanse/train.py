@@ -48,7 +48,9 @@ def train_classifier(
         labels: (N,) int64.
     """
     if images.dim() != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
+        )
     device = model_device(model)
     n = images.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)

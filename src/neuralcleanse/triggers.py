@@ -170,8 +170,11 @@ class Trigger:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], spec: str | None = None) -> Trigger:
-        return cls(torch.from_numpy(np.asarray(arrays["mask"], dtype=np.float32)),
-                   torch.from_numpy(np.asarray(arrays["pattern"], dtype=np.float32)), spec)
+        return cls(
+            torch.from_numpy(np.asarray(arrays["mask"], dtype=np.float32)),
+            torch.from_numpy(np.asarray(arrays["pattern"], dtype=np.float32)),
+            spec,
+        )
 
 
 def _check_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -270,18 +273,26 @@ def parse_trigger(spec: str, image_shape: tuple[int, int, int]) -> Trigger:
             )
             if isinstance(color, tuple) and len(color) == 1:
                 color = color[0]
-            trig = Trigger.patch(image_shape, int(take("size", "4") or 4), position(), color,
-                                 int(take("margin", "0") or 0), spec)
+            trig = Trigger.patch(
+                image_shape, int(take("size", "4") or 4), position(), color, int(take("margin", "0") or 0), spec
+            )
         elif kind == "random":
-            trig = Trigger.random_patch(image_shape, int(take("size", "4") or 4), position(),
-                                        int(take("seed", "0") or 0), int(take("margin", "0") or 0), spec)
+            trig = Trigger.random_patch(
+                image_shape,
+                int(take("size", "4") or 4),
+                position(),
+                int(take("seed", "0") or 0),
+                int(take("margin", "0") or 0),
+                spec,
+            )
         elif kind == "image":
             path = take("path")
             if not path:
                 raise ValueError("needs path=FILE")
             size = take("size")
-            trig = Trigger.image_patch(image_shape, path, None if size is None else int(size), position(),
-                                       int(take("margin", "0") or 0), spec)
+            trig = Trigger.image_patch(
+                image_shape, path, None if size is None else int(size), position(), int(take("margin", "0") or 0), spec
+            )
         elif kind == "blend":
             alpha = float(take("alpha", "0.1") or 0.1)
             path = take("path")

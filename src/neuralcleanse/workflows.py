@@ -1,0 +1,296 @@
+"""End-to-end jobs behind the CLI verbs: train, evaluate, scan, mitigate, demo.
+
+Each returns values (figures as plain dicts, reports as objects) and writes only where it is told to; the CLI
+formats and prints. Named datasets use their official splits: training on ``train``, scanning and evaluating
+on ``test`` (the defender's small clean set).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .progress import ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+#: Epochs per built-in architecture: enough for the paper's accuracy table on a CPU (measured in
+#: benchmarks/results/train.json).
+DEFAULT_EPOCHS = {"mnist": 3, "gtsrb": 8}
+HELD_OUT = 0.1  # share of a dataset given as a single file held out for evaluation after training
+
+
+def _split_for_training(spec: str, seed: int) -> tuple[Any, Any]:
+    from .data import load_dataset
+
+    named = str(spec).lower() in ("mnist", "gtsrb")
+    if named:
+        return load_dataset(spec, "train"), load_dataset(spec, "test")
+    data = load_dataset(spec)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    n_test = max(1, int(len(data) * HELD_OUT))
+    return data.subset(order[n_test:]), data.subset(order[:n_test])
+
+
+def train_model(
+    dataset: str,
+    arch: str,
+    out: Path,
+    trigger_specs: list[str] | None = None,
+    targets: list[int] | None = None,
+    poison_rate: float = 0.1,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: ProgressCallback | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train a clean model, or a BadNets model when triggers are given, evaluate it and save it to ``out``.
+
+    Returns the figures written to the model's metadata.
+    """
+    from .attacks import poison
+    from .io import METADATA_FILE, save_model, versions
+    from .metrics import accuracy, attack_success_rate
+    from .models import ARCHITECTURES, build_model
+    from .train import TrainConfig, train_classifier
+    from .triggers import parse_trigger
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    if (out / METADATA_FILE).exists() and not overwrite:
+        raise FileExistsError(
+            f"{out / METADATA_FILE} already exists; pass --overwrite to replace it or choose another --out"
+        )
+    trigger_specs, targets = trigger_specs or [], targets or []
+    if len(trigger_specs) != len(targets):
+        raise ValueError(
+            f"give one target per trigger: got {len(trigger_specs)} trigger(s) and {len(targets)} target(s)"
+        )
+    start = time.perf_counter()
+    train, test = _split_for_training(dataset, seed)
+    spec = ARCHITECTURES[arch]
+    if train.image_shape != spec.input_shape:
+        raise ValueError(
+            f"architecture {arch!r} takes {spec.input_shape} (C, H, W) images but {dataset} has {train.image_shape}"
+        )
+    attacks = [(parse_trigger(s, train.image_shape), int(t)) for s, t in zip(trigger_specs, targets, strict=True)]
+    for _, t in attacks:
+        if not 0 <= t < train.num_classes:
+            raise ValueError(f"target {t} is not a label of {dataset} (0..{train.num_classes - 1})")
+    images, labels = train.images, train.labels
+    if attacks:
+        poisoned = poison(images, labels, attacks, poison_rate, torch.Generator().manual_seed(seed))
+        images, labels = poisoned.images, poisoned.labels
+    torch.manual_seed(seed)
+    model = build_model(arch, train.num_classes).to(device)
+    config = TrainConfig(epochs=epochs or DEFAULT_EPOCHS.get(arch, 8))
+    train_classifier(model, images, labels, config, torch.Generator().manual_seed(seed), progress)
+    clean_acc = accuracy(model, test.images, test.labels)
+    trigger_rows = [
+        {
+            "spec": t.spec,
+            "target": target,
+            "attack_success": attack_success_rate(model, test.images, test.labels, t, target),
+        }
+        for t, target in attacks
+    ]
+    seconds = time.perf_counter() - start
+    metadata = {
+        "architecture": arch,
+        "input_shape": list(spec.input_shape),
+        "num_classes": train.num_classes,
+        "preprocessing": "images (N, C, H, W) float in [0, 1]; mean/std normalisation is inside the model",
+        "dataset": str(dataset),
+        "clean_accuracy": clean_acc,
+        "attack_success": trigger_rows[0]["attack_success"]
+        if len(trigger_rows) == 1
+        else [r["attack_success"] for r in trigger_rows] or None,
+        "poison_rate": poison_rate if attacks else 0.0,
+        "epochs": config.epochs,
+        "seed": seed,
+        "seconds": seconds,
+        "versions": versions(),
+    }
+    save_model(out, model.cpu(), metadata, attacks)
+    return {**metadata, "out": str(out), "triggers": trigger_rows}
+
+
+def _known_triggers(
+    loaded: Any, trigger_specs: list[str], targets: list[int], image_shape: tuple[int, int, int]
+) -> list[tuple[Any, int]]:
+    """Triggers given on the command line, else those recorded with the model."""
+    from .triggers import parse_trigger
+
+    if len(trigger_specs) != len(targets):
+        raise ValueError(
+            f"give one target per trigger: got {len(trigger_specs)} trigger(s) and {len(targets)} target(s)"
+        )
+    if trigger_specs:
+        return [(parse_trigger(s, image_shape), int(t)) for s, t in zip(trigger_specs, targets, strict=True)]
+    return list(getattr(loaded, "triggers", None) or [])
+
+
+def evaluate_model(
+    loaded: Any,
+    data: str,
+    split: str = "test",
+    trigger_specs: list[str] | None = None,
+    targets: list[int] | None = None,
+) -> dict[str, Any]:
+    """Clean accuracy on ``data`` and, per known trigger, its attack success rate."""
+    from .data import load_dataset
+    from .metrics import accuracy, attack_success_rate
+
+    dataset = load_dataset(data, split)
+    _check_compatible(loaded, dataset)
+    triggers = _known_triggers(loaded, trigger_specs or [], targets or [], dataset.image_shape)
+    return {
+        "data": dataset.name,
+        "num_images": len(dataset),
+        "clean_accuracy": accuracy(loaded.model, dataset.images, dataset.labels),
+        "triggers": [
+            {
+                "spec": t.spec,
+                "target": target,
+                "attack_success": attack_success_rate(loaded.model, dataset.images, dataset.labels, t, target),
+            }
+            for t, target in triggers
+        ],
+    }
+
+
+def _check_compatible(loaded: Any, dataset: Any) -> int:
+    """The number of model outputs, after checking the model accepts the data's images and labels."""
+    shape = getattr(loaded, "input_shape", None)
+    if shape is not None and tuple(shape) != tuple(dataset.image_shape):
+        raise ValueError(
+            f"the model takes {tuple(shape)} (C, H, W) images but {dataset.name} has {dataset.image_shape}"
+        )
+    from ._torch import model_device
+
+    try:
+        with torch.no_grad():
+            out = loaded.model(dataset.images[:2].to(model_device(loaded.model)))
+    except Exception as exc:  # a foreign model may raise anything on a wrong shape
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"the model rejects {dataset.name}'s {dataset.image_shape} images: {first}") from None
+    if out.dim() != 2:
+        raise ValueError(f"the model must return (N, K) scores, got shape {tuple(out.shape)}")
+    if dataset.num_classes > out.shape[1]:
+        raise ValueError(
+            f"{dataset.name} has {dataset.num_classes} labels but the model has only {out.shape[1]} outputs"
+        )
+    return int(out.shape[1])
+
+
+def true_trigger_overlap(reversed_mask: torch.Tensor, true_mask: torch.Tensor) -> float:
+    """Intersection over union of the top-k pixels of a reversed mask with a true mask's k non-zero pixels."""
+    true_set = true_mask.flatten() > 0
+    k = int(true_set.sum())
+    if k == 0:
+        return 0.0
+    top = torch.zeros_like(true_set)
+    top[reversed_mask.flatten().topk(k).indices] = True
+    return float((top & true_set).sum()) / float((top | true_set).sum())
+
+
+def scan_model(
+    loaded: Any,
+    model_name: str,
+    data: str,
+    out: Path,
+    mode: str = "fast",
+    samples: int = 1000,
+    seed: int = 0,
+    overwrite: bool = False,
+    skip_sanity_check: bool = False,
+    progress: ProgressCallback | None = None,
+) -> tuple[Any, Path]:
+    """Scan a loaded model with a stratified clean sample of ``data`` and write the report to ``out``."""
+    from .data import clean_sample, load_dataset
+    from .report import REPORT_FILE, ReportExistsError, write_scan_report
+    from .scan import MIN_CLEAN_ACCURACY, NeuralCleanse
+
+    if (out / REPORT_FILE).exists() and not overwrite:
+        raise ReportExistsError(
+            f"{out / REPORT_FILE} already exists; pass --overwrite to replace it or choose another --out"
+        )
+    if samples < 2:
+        raise ValueError(f"--samples must be at least 2, got {samples}")
+    dataset = load_dataset(data, "test")
+    num_outputs = _check_compatible(loaded, dataset)
+    if dataset.num_classes != num_outputs:
+        logger.warning("%s has %d labels, the model %d outputs", dataset.name, dataset.num_classes, num_outputs)
+    per_class = max(1, samples // dataset.num_classes)
+    clean = clean_sample(dataset, per_class, seed)
+    scanner = NeuralCleanse(
+        loaded.model,
+        mode=mode,  # type: ignore[arg-type]
+        outputs_probabilities=getattr(loaded, "outputs_probabilities", None),
+        min_clean_accuracy=None if skip_sanity_check else MIN_CLEAN_ACCURACY,
+        progress=progress,
+    )
+    report = scanner.scan(clean.images, clean.labels, targets=list(range(num_outputs)), seed=seed)
+    extra: dict[str, Any] = {
+        "model": model_name,
+        "data": str(data),
+        "format": getattr(loaded, "format", None),
+        "samples_per_label": per_class,
+    }
+    known = list(getattr(loaded, "triggers", None) or [])
+    if known:
+        extra["true_triggers"] = [
+            {
+                "spec": t.spec,
+                "target": target,
+                "mask_l1": t.l1,
+                "flagged": target in report.flagged,
+                "reversed_mask_iou": true_trigger_overlap(report.masks[target], t.mask),
+            }
+            for t, target in known
+        ]
+    write_scan_report(report, out, overwrite=overwrite, extra=extra)
+    return report, out
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "neuralcleanse"
+
+
+def demo(
+    out: Path, seed: int = 0, progress: ProgressCallback | None = None, log: Callable[[str], None] = logger.info
+) -> dict[str, tuple[Any, Path]]:
+    """Train (or reuse from the cache) a BadNets MNIST model and a clean one, scan both, write both reports."""
+    from . import __version__
+    from .io import is_saved_model_dir
+    from .loading import load_model
+
+    results = {}
+    for name, specs, targets in (
+        ("mnist-badnets", ["square:size=4,position=bottom-right,color=white"], [7]),
+        ("mnist-clean", [], []),
+    ):
+        model_dir = _cache_dir() / "models" / f"{name}-seed{seed}-v{__version__}"
+        if is_saved_model_dir(model_dir):
+            log(f"{name}: reusing {model_dir}")
+        else:
+            log(f"{name}: training (saved to {model_dir})")
+            train_model("mnist", "mnist", model_dir, specs, targets, seed=seed, progress=progress, overwrite=True)
+        loaded = load_model(model_dir)
+        log(f"{name}: scanning")
+        results[name] = scan_model(
+            loaded, str(model_dir), "mnist", out / name, seed=seed, overwrite=True, progress=progress
+        )
+    return results
+
+
+def mitigate_model(*args: Any, **kwargs: Any) -> dict[str, Any]:  # wired in with the mitigation package
+    raise NotImplementedError

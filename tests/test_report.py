@@ -1,0 +1,159 @@
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from neuralcleanse import report as report_module
+from neuralcleanse.report import (
+    HTML_FILE,
+    NORMS_PLOT,
+    REPORT_FILE,
+    TRIGGERS_FILE,
+    ReportExistsError,
+    png_data_uri,
+    render_html_page,
+    write_scan_report,
+)
+from neuralcleanse.scan import LabelResult, ScanReport
+
+K, SIZE, FLAGGED = 5, 8, 3
+LABEL_PNGS = [f"label_{FLAGGED}_{kind}.png" for kind in ("mask", "pattern", "trigger")]
+DATA_URI_IMG = re.compile(r'<img[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]+"')
+
+
+def make_report(channels: int = 1, flagged: tuple[int, ...] = (FLAGGED,), seed: int = 0) -> ScanReport:
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.rand(K, 1, SIZE, SIZE, generator=g)  # (K, 1, H, W)
+    patterns = torch.rand(K, channels, SIZE, SIZE, generator=g)  # (K, C, H, W)
+    norms = masks.flatten(1).sum(1)
+    rows = [LabelResult(i, float(norms[i]), 0.99, 3.0 if i in flagged else 0.5, True, 10, 800) for i in range(K)]
+    return ScanReport(
+        infected=bool(flagged),
+        anomaly_index=3.0 if flagged else 0.5,
+        flagged=list(flagged),
+        labels=rows,
+        median_l1=float(norms.median()),
+        mad_l1=1.0,
+        seconds=12.5,
+        mode="fast",
+        seed=seed,
+        num_images=50,
+        clean_accuracy=0.98,
+        outputs_probabilities=False,
+        config={"anomaly_threshold": 2.0, "reverse": {}},
+        masks=masks,
+        patterns=patterns,
+    )
+
+
+def snapshot(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_writes_a_complete_report(tmp_path, channels):
+    rep = make_report(channels)
+    extra = {"model": "models/<bad>", "data": "mnist", "true_triggers": [{"spec": "square", "target": FLAGGED}]}
+    out = write_scan_report(rep, tmp_path / "scan", extra=extra)
+
+    names = set(p.name for p in out.iterdir())
+    assert names == {REPORT_FILE, HTML_FILE, TRIGGERS_FILE, NORMS_PLOT, *LABEL_PNGS}
+
+    saved = json.loads((out / REPORT_FILE).read_text())
+    for key in ("infected", "anomaly_index", "flagged", "labels", "seconds", "mode", "seed"):
+        assert key in saved
+    assert saved["infected"] is True and saved["flagged"] == [FLAGGED] and saved["extra"] == extra
+    assert all({"label", "mask_l1", "attack_success", "anomaly_index"} <= set(r) for r in saved["labels"])
+
+    with np.load(out / TRIGGERS_FILE, allow_pickle=False) as arrays:
+        assert np.array_equal(arrays["masks"], rep.masks.numpy()) and arrays["masks"].dtype == np.float32
+        assert np.array_equal(arrays["patterns"], rep.patterns.numpy())
+        assert arrays["patterns"].shape == (K, channels, SIZE, SIZE)
+        assert arrays["labels"].dtype == np.int64 and arrays["labels"].tolist() == list(range(K))
+        assert np.allclose(arrays["mask_l1"], [r.mask_l1 for r in rep.labels])
+
+    for name in LABEL_PNGS:
+        with Image.open(out / name) as img:
+            assert img.size == (160, 160)  # 8 px upscaled by 20
+            assert img.mode == ("RGB" if channels == 3 and "mask" not in name else "L")
+    with Image.open(out / NORMS_PLOT) as img:
+        assert img.width >= 600 and img.height >= 250
+    with Image.open(out / f"label_{FLAGGED}_mask.png") as img:  # nearest neighbour: one block per pixel
+        block = np.asarray(img)[:20, :20]
+        assert (block == round(float(rep.masks[FLAGGED, 0, 0, 0]) * 255)).all()
+
+    page = (out / HTML_FILE).read_text()
+    assert "INFECTED" in page and "CLEAN" not in page
+    assert len(DATA_URI_IMG.findall(page)) == 1 + len(LABEL_PNGS) + K  # plot, flagged label, gallery
+    assert len(re.findall(r"<img", page)) == len(DATA_URI_IMG.findall(page))
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:|//)", page)
+    assert "<script" not in page
+    assert "models/&lt;bad&gt;" in page and "<bad>" not in page
+
+
+def test_clean_report_has_no_label_images(tmp_path):
+    out = write_scan_report(make_report(flagged=()), tmp_path)
+    assert not list(out.glob("label_*"))
+    page = (out / HTML_FILE).read_text()
+    assert "CLEAN" in page and "INFECTED" not in page
+    assert len(DATA_URI_IMG.findall(page)) == 1 + K
+    assert "extra" not in json.loads((out / REPORT_FILE).read_text())
+
+
+def test_refuses_to_overwrite_unless_asked(tmp_path):
+    write_scan_report(make_report(), tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(ReportExistsError, match=r"report\.json already exists; pass --overwrite to replace"):
+        write_scan_report(make_report(seed=1), tmp_path)
+    assert snapshot(tmp_path) == before
+
+    write_scan_report(make_report(seed=1, flagged=(1,)), tmp_path, overwrite=True)
+    after = snapshot(tmp_path)
+    assert after[TRIGGERS_FILE] != before[TRIGGERS_FILE]
+    assert json.loads(after[REPORT_FILE])["flagged"] == [1]
+    assert not any(name.startswith(f"label_{FLAGGED}_") for name in after)  # stale label images removed
+    assert "label_1_trigger.png" in after
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_failure_half_way_leaves_no_report_json_and_no_temp_files(tmp_path, monkeypatch, overwrite):
+    if overwrite:
+        write_scan_report(make_report(), tmp_path)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report_module, "norms_plot_png", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_scan_report(make_report(seed=1), tmp_path, overwrite=overwrite)
+    monkeypatch.undo()
+    monkeypatch.setattr(np, "savez", boom)  # fails inside an atomic write
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_scan_report(make_report(seed=1), tmp_path, overwrite=True)
+    names = [p.name for p in tmp_path.iterdir()]
+    assert REPORT_FILE not in names
+    assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="extra must hold plain JSON values"):
+        write_scan_report(make_report(), tmp_path / "a", extra={"model": object()})
+    rep = make_report()
+    bad = ScanReport(**{**rep.__dict__, "masks": rep.masks[:, :, :4]})
+    with pytest.raises(ValueError, match=r"report\.patterns must be \(K, C, H, W\)"):
+        write_scan_report(bad, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_html_helpers_escape_and_embed(tmp_path):
+    uri = png_data_uri(torch.zeros(3, 2, 2), min_size=4)
+    assert uri.startswith("data:image/png;base64,")
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="PNG signature"):
+        png_data_uri(tmp_path / "x.png")
+    page = render_html_page("<Mitigation>", [("a & b", "<p>body</p>"), ("", "<p>plain</p>")])
+    assert "<title>&lt;Mitigation&gt;</title>" in page and "<h2>a &amp; b</h2>" in page
+    assert page.count("<section>") == 2 and "<p>body</p>" in page
