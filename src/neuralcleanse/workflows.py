@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 #: Epochs per built-in architecture: enough for the paper's accuracy table on a CPU (measured in
 #: benchmarks/results/train.json).
 DEFAULT_EPOCHS = {"mnist": 3, "gtsrb": 8}
+DEFAULT_SAMPLES = 1000  # clean images for a scan: the original code's NB_SAMPLE
 HELD_OUT = 0.1  # share of a dataset given as a single file held out for evaluation after training
 
 
@@ -207,7 +208,7 @@ def scan_model(
     data: str,
     out: Path,
     mode: str = "fast",
-    samples: int = 1000,
+    samples: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
     skip_sanity_check: bool = False,
@@ -222,13 +223,18 @@ def scan_model(
         raise ReportExistsError(
             f"{out / REPORT_FILE} already exists; pass --overwrite to replace it or choose another --out"
         )
-    if samples < 2:
+    if samples is not None and samples < 2:
         raise ValueError(f"--samples must be at least 2, got {samples}")
     dataset = load_dataset(data, "test")
     num_outputs = _check_compatible(loaded, dataset)
     if dataset.num_classes != num_outputs:
         logger.warning("%s has %d labels, the model %d outputs", dataset.name, dataset.num_classes, num_outputs)
-    per_class = max(1, samples // dataset.num_classes)
+    if samples is None:
+        # Up to DEFAULT_SAMPLES images, as many per label as the scarcest label allows.
+        scarcest = int(torch.bincount(dataset.labels, minlength=dataset.num_classes).min())
+        per_class = max(1, min(DEFAULT_SAMPLES // dataset.num_classes, scarcest))
+    else:
+        per_class = max(1, samples // dataset.num_classes)
     clean = clean_sample(dataset, per_class, seed)
     scanner = NeuralCleanse(
         loaded.model,

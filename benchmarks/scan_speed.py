@@ -1,0 +1,156 @@
+"""Scan the four BadNets-table models in fast and reference mode; write benchmarks/results/scan_speed.json.
+
+Each (model, mode) row: seconds, anomaly index, flagged labels, image passes (stamped images forward and
+backward) per label, and the IoU of the target's reversed mask with the true trigger. Fast mode also runs with
+seeds 1 and 2 to show the verdict does not hang on one seed. Reference mode is the original code's schedule
+one label at a time; on this 2-core CPU a full GTSRB reference scan takes hours, so ``--reference-labels N``
+runs it on the target plus N-1 other labels and extrapolates its time (the row says so, and gives no verdict).
+
+    python benchmarks/scan_speed.py [--models mnist-badnets,...] [--modes fast,reference] [--reference-labels N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import torch
+from common import SUITE, TARGETS, ensure_model, machine, markdown_table, model_dir, write_results
+
+from neuralcleanse.data import clean_sample, load_dataset
+from neuralcleanse.io import load_saved_model
+from neuralcleanse.outliers import anomaly_index
+from neuralcleanse.reverse import ReverseResult, reverse_engineer
+from neuralcleanse.scan import REFERENCE, NeuralCleanse
+from neuralcleanse.workflows import true_trigger_overlap
+
+SAMPLES = 1000  # clean images, as the original code's NB_SAMPLE
+
+
+def scan_row(
+    name: str, dataset: str, infected: bool, mode: str, seed: int, reference_labels: int | None
+) -> dict[str, Any]:
+    saved = load_saved_model(model_dir(name))
+    data = load_dataset(dataset, "test")
+    clean = clean_sample(data, max(1, SAMPLES // data.num_classes), seed=0)
+    target = TARGETS[dataset]
+    row: dict[str, Any] = {
+        "model": name,
+        "dataset": dataset,
+        "infected": infected,
+        "mode": mode,
+        "seed": seed,
+        "num_labels": data.num_classes,
+        "num_images": len(clean),
+    }
+    if mode == "reference" and reference_labels is not None and reference_labels < data.num_classes:
+        # A subset of labels, the original schedule one at a time: time per label, extrapolated to all.
+        others = [label for label in range(data.num_classes) if label != target][: reference_labels - 1]
+        labels = [target, *others]
+        start = time.perf_counter()
+        parts: list[ReverseResult] = []
+        g = torch.Generator().manual_seed(seed)
+        for label in labels:
+            parts.append(reverse_engineer(saved.model, clean.images, [label], REFERENCE, g))
+        seconds = time.perf_counter() - start
+        result = ReverseResult.concat(parts)
+        row.update(
+            {
+                "seconds": seconds / len(labels) * data.num_classes,
+                "seconds_measured": seconds,
+                "labels_measured": labels,
+                "extrapolated": True,
+                "anomaly_index": None,
+                "flagged": None,
+                "mask_l1": dict(zip(labels, result.norms.tolist(), strict=True)),
+                "image_passes_per_label": float(result.image_passes.float().mean()),
+                "target_iou": true_trigger_overlap(result.masks[0], saved.triggers[0][0].mask) if infected else None,
+            }
+        )
+        return row
+    report = NeuralCleanse(saved.model, mode=mode).scan(clean.images, clean.labels, seed=seed)  # type: ignore[arg-type]
+    d = report.to_dict()
+    row.update(
+        {
+            "seconds": report.seconds,
+            "extrapolated": False,
+            "anomaly_index": report.anomaly_index,
+            "flagged": report.flagged,
+            "median_l1": report.median_l1,
+            "target_l1": report.labels[target].mask_l1,
+            "image_passes_per_label": d["image_passes_per_label"],
+            "target_iou": true_trigger_overlap(report.masks[target], saved.triggers[0][0].mask) if infected else None,
+            "correct": report.flagged == ([target] if infected else []),
+        }
+    )
+    assert anomaly_index(torch.tensor([r.mask_l1 for r in report.labels])).model_index == report.anomaly_index
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(name for name, _, _ in SUITE))
+    parser.add_argument("--modes", default="fast,reference")
+    parser.add_argument("--seeds", default="0,1,2", help="fast-mode seeds (reference runs seed 0)")
+    parser.add_argument(
+        "--reference-labels", type=int, help="run reference mode on this many labels only (extrapolated)"
+    )
+    parser.add_argument("--reference-full", default="mnist", help="datasets whose reference scan runs on all labels")
+    args = parser.parse_args()
+    wanted = args.models.split(",")
+    rows = []
+    for name, dataset, infected in SUITE:
+        if name not in wanted:
+            continue
+        ensure_model(name, dataset, infected)
+        for mode in args.modes.split(","):
+            seeds = [int(s) for s in args.seeds.split(",")] if mode == "fast" else [0]
+            for seed in seeds:
+                subset = None if dataset in args.reference_full.split(",") else args.reference_labels
+                rows.append(scan_row(name, dataset, infected, mode, seed, subset))
+                rows[-1]["machine"] = machine()
+                print({k: v for k, v in rows[-1].items() if k not in ("machine", "mask_l1")}, flush=True)
+                write_results("scan_speed", rows, render(rows))
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    fast = {(r["model"]): r for r in rows if r["mode"] == "fast" and r["seed"] == 0}
+    table_rows = []
+    for r in rows:
+        ratio = None
+        if r["mode"] == "reference" and r["model"] in fast:
+            ratio = r["seconds"] / fast[r["model"]]["seconds"]
+        table_rows.append(
+            [
+                r["model"],
+                r["mode"],
+                r["seed"],
+                r["seconds"] if not r["extrapolated"] else f"{r['seconds']:.0f} (extrapolated)",
+                ratio,
+                r["anomaly_index"],
+                r["flagged"],
+                r["image_passes_per_label"],
+                r["target_iou"],
+            ]
+        )
+    head = [
+        "model",
+        "mode",
+        "seed",
+        "seconds",
+        "reference / fast",
+        "anomaly index",
+        "flagged",
+        "image passes per label",
+        "target mask IoU",
+    ]
+    text = "# Scan speed and verdicts\n\n" + markdown_table(head, table_rows)
+    if rows:
+        m = rows[0]["machine"]
+        text += f"\nMachine: {m['processor']}, {m['torch_threads']} torch threads, CUDA: {m['cuda']}.\n"
+    return text
+
+
+if __name__ == "__main__":
+    main()

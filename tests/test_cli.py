@@ -1,0 +1,232 @@
+"""The command line: exit codes, one-line errors, files written (and not written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _tiny import TARGET, TemplateNet, clean_images
+
+from neuralcleanse.cli import main
+
+
+class Saturating(torch.nn.Module):
+    """Clips its input to [0, 1] first: fed 0-255 values, every pixel saturates and the model guesses."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.clamp(0, 1))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A TorchScript file of the hand-built infected model and an .npz of its clean images."""
+    root = tmp_path_factory.mktemp("tiny")
+    torch.jit.script(TemplateNet(backdoor=True)).save(str(root / "infected.pt"))
+    torch.jit.script(TemplateNet(backdoor=False)).save(str(root / "clean.pt"))
+    torch.jit.script(Saturating(TemplateNet(backdoor=True))).save(str(root / "saturating.pt"))
+    images, labels = clean_images(per_label=20)
+    np.savez(root / "clean.npz", x=(images.numpy() * 255).round().astype(np.uint8), y=labels.numpy())
+    return root
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_scan_torchscript_flags_the_backdoor(tiny, tmp_path, capsys):
+    code, out, _ = run(
+        capsys, "scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"), "--out", str(tmp_path / "r"), "-q"
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["infected"] and report["flagged"] == [TARGET] and report["anomaly_index"] > 3
+    assert {"label", "mask_l1", "attack_success", "anomaly_index"} <= set(report["labels"][0])
+    assert report["mode"] == "fast" and report["seed"] == 0 and report["seconds"] > 0
+    for name in ("report.html", "triggers.npz", "norms.png", f"label_{TARGET}_mask.png"):
+        assert (tmp_path / "r" / name).is_file()
+    assert out.startswith("INFECTED: anomaly index")
+
+
+def test_clean_model_verdict(tiny, tmp_path, capsys):
+    code, out, _ = run(
+        capsys,
+        "scan",
+        str(tiny / "clean.pt"),
+        "--data",
+        str(tiny / "clean.npz"),
+        "--out",
+        str(tmp_path / "r"),
+        "-q",
+        "--seed",
+        "3",
+    )
+    assert code == 0 and out.startswith("clean: anomaly index")
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert not report["infected"] and report["flagged"] == [] and report["seed"] == 3
+
+
+def test_existing_report_is_kept_unless_overwrite(tiny, tmp_path, capsys):
+    out_dir = tmp_path / "r"
+    out_dir.mkdir()
+    (out_dir / "report.json").write_text("{}")
+    code, _, err = run(
+        capsys, "scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"), "--out", str(out_dir)
+    )
+    assert code == 1 and "report.json already exists; pass --overwrite" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (out_dir / "report.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "message"),
+    [
+        ("missing.pt", "clean.npz", "missing.pt"),
+        ("infected.pt", "missing.npz", "missing.npz"),
+        ("garbage.pt", "clean.npz", "garbage.pt"),
+    ],
+)
+def test_bad_inputs_get_one_line_errors_and_no_report(tiny, tmp_path, capsys, model, data, message):
+    (tiny / "garbage.pt").write_bytes(b"not a model at all")
+    code, _, err = run(capsys, "scan", str(tiny / model), "--data", str(tiny / data), "--out", str(tmp_path / "r"))
+    assert code == 1 and message in err and err.startswith("neuralcleanse: error: ")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_wrong_preprocessing_stops_at_the_sanity_check(tiny, tmp_path, capsys):
+    code, _, err = run(
+        capsys,
+        "scan",
+        str(tiny / "saturating.pt"),
+        "--data",
+        str(tiny / "clean.npz"),
+        "--out",
+        str(tmp_path / "r"),
+        "--value-range",
+        "0-255",
+    )
+    assert code == 1 and "not preprocessed the way the model expects" in err
+    assert not (tmp_path / "r" / "report.json").exists()
+    code, _, _ = run(
+        capsys,
+        "scan",
+        str(tiny / "saturating.pt"),
+        "--data",
+        str(tiny / "clean.npz"),
+        "--out",
+        str(tmp_path / "r"),
+        "-q",
+    )
+    assert code == 0, "the same model with the right preprocessing passes the check"
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, capsys, tiny):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(tmp_path / "evil.pt", "wb") as fh:
+        pickle.dump(Payload(), fh)
+    code, _, err = run(
+        capsys, "scan", str(tmp_path / "evil.pt"), "--data", str(tiny / "clean.npz"), "--out", str(tmp_path / "r")
+    )
+    assert code == 1 and "--unsafe-pickle" in err
+    assert not marker.exists()
+
+
+def test_debug_shows_the_traceback(tiny, tmp_path):
+    with pytest.raises(Exception, match="missing.npz"):
+        main(
+            ["scan", str(tiny / "infected.pt"), "--data", str(tiny / "missing.npz"), "--out", str(tmp_path), "--debug"]
+        )
+
+
+def test_train_and_evaluate(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(300, 28, 28, generator=g) * 255).to(torch.uint8).numpy()
+    y = (torch.arange(300) % 3).numpy()
+    x[y == 1, :10] = 255  # make the labels learnable
+    x[y == 2, 18:] = 255
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    code, out, _ = run(
+        capsys,
+        "train",
+        "--dataset",
+        str(tmp_path / "d.npz"),
+        "--arch",
+        "mnist",
+        "--trigger",
+        "square:size=4",
+        "--target",
+        "0",
+        "--epochs",
+        "3",
+        "--out",
+        str(tmp_path / "m"),
+        "-q",
+    )
+    assert code == 0 and "clean accuracy" in out
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["architecture"] == "mnist" and meta["num_classes"] == 3 and meta["triggers"][0]["target"] == 0
+    assert 0 <= meta["clean_accuracy"] <= 1 and "versions" in meta and meta["seed"] == 0
+    code, out, _ = run(capsys, "evaluate", str(tmp_path / "m"), "--data", str(tmp_path / "d.npz"), "--json")
+    figures = json.loads(out)
+    assert code == 0 and figures["triggers"][0]["target"] == 0 and 0 <= figures["clean_accuracy"] <= 1
+    # Training again into the same directory needs --overwrite.
+    code, _, err = run(
+        capsys, "train", "--dataset", str(tmp_path / "d.npz"), "--arch", "mnist", "--out", str(tmp_path / "m")
+    )
+    assert code == 1 and "--overwrite" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["scan"])
+    assert info.value.code == 2
+
+
+def test_sigint_mid_scan_leaves_no_report(tiny, tmp_path):
+    out_dir = tmp_path / "r"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "neuralcleanse.cli",
+            "scan",
+            str(tiny / "infected.pt"),
+            "--data",
+            str(tiny / "clean.npz"),
+            "--out",
+            str(out_dir),
+            "--mode",
+            "reference",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(10)  # past start-up (imports), well inside the scan: a reference scan takes minutes here
+    assert proc.poll() is None, "the reference scan should still be running"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not (out_dir / "report.json").exists()
+    assert not list(Path(tmp_path).rglob("*.tmp"))
