@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--samples",
         type=int,
-        help="clean images used, spread evenly over labels (default: up to 1000, as the original code; an error if a label has too few)",
+        help="clean images used, spread evenly over labels (default: up to 1000, as the original code)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
