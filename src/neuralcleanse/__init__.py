@@ -1,3 +1,27 @@
-"""neuralcleanse: find and remove backdoors in image classifiers (Neural Cleanse, Wang et al., S&P 2019)."""
+"""neuralcleanse: find and remove backdoors in image classifiers (Neural Cleanse, Wang et al., S&P 2019).
+
+The public API, re-exported here; see the README for the conventions (images are (N, C, H, W) floats in [0, 1],
+triggers stamp as ``(1 - m) * x + m * p``, rates are fractions).
+"""
 
 __version__ = "0.1.0"
+
+from .attacks import PoisonedData, poison
+from .data import DataError, ImageData, clean_sample, load_dataset
+from .io import ModelFileError, load_saved_model, save_model
+from .loading import LoadedModel, load_model
+from .metrics import accuracy, attack_success_rate, predict
+from .models import ARCHITECTURES, build_model
+from .outliers import anomaly_index
+from .preprocess import Preprocessing
+from .reverse import ReverseConfig, reverse_engineer
+from .scan import FAST, REFERENCE, NeuralCleanse, SanityCheckError, ScanReport
+from .triggers import Trigger, parse_trigger
+
+__all__ = [
+    "ARCHITECTURES", "FAST", "REFERENCE", "DataError", "ImageData", "LoadedModel", "ModelFileError",
+    "NeuralCleanse", "PoisonedData", "Preprocessing", "ReverseConfig", "SanityCheckError", "ScanReport",
+    "Trigger", "__version__", "accuracy", "anomaly_index", "attack_success_rate", "build_model", "clean_sample",
+    "load_dataset", "load_model", "load_saved_model", "parse_trigger", "poison", "predict", "reverse_engineer",
+    "save_model",
+]
