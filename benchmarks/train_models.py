@@ -19,10 +19,10 @@ PAPER = {("mnist", True): (0.985, 0.999), ("gtsrb", True): (0.965, 0.974)}
 
 
 def main() -> None:
+    from common import TRIGGER
+
     rows = []
     for name, dataset, infected in SUITE:
-        from common import TRIGGER
-
         start = time.perf_counter()
         specs, targets = ([TRIGGER], [TARGETS[dataset]]) if infected else ([], [])
         train_model(dataset, dataset, model_dir(name), specs, targets, seed=0, overwrite=True)
