@@ -2,30 +2,29 @@
 
 BadNets MNIST and GTSRB (4x4 white square, bottom-right corner, 10% poisoned) and a clean model of each, with
 the CLI's defaults. Paper (Table I): MNIST 98.5% clean accuracy / 99.9% attack success, GTSRB 96.5% / 97.4%.
+The results file lists every model saved so far (figures from its metadata), so an interrupted run keeps what
+it finished; ``--models`` trains a subset, ``--collect`` only rewrites the results from the saved models.
 
-    python benchmarks/train_models.py
+    python benchmarks/train_models.py [--models mnist-badnets,...] [--collect]
 """
 
 from __future__ import annotations
 
-import time
+import argparse
 
-from common import SUITE, TARGETS, machine, markdown_table, model_dir, write_results
+from common import SUITE, TARGETS, TRIGGER, machine, markdown_table, model_dir, write_results
 
-from neuralcleanse.io import load_saved_model
+from neuralcleanse.io import is_saved_model_dir, load_saved_model
 from neuralcleanse.workflows import train_model
 
 PAPER = {("mnist", True): (0.985, 0.999), ("gtsrb", True): (0.965, 0.974)}
 
 
-def main() -> None:
-    from common import TRIGGER
-
+def collect() -> None:
     rows = []
     for name, dataset, infected in SUITE:
-        start = time.perf_counter()
-        specs, targets = ([TRIGGER], [TARGETS[dataset]]) if infected else ([], [])
-        train_model(dataset, dataset, model_dir(name), specs, targets, seed=0, overwrite=True)
+        if not is_saved_model_dir(model_dir(name)):
+            continue
         meta = load_saved_model(model_dir(name)).metadata
         rows.append(
             {
@@ -36,11 +35,10 @@ def main() -> None:
                 "attack_success": meta["attack_success"] if infected else None,
                 "target": TARGETS[dataset] if infected else None,
                 "epochs": meta["epochs"],
-                "seconds": time.perf_counter() - start,
+                "seconds": meta["seconds"],
                 "machine": machine(),
             }
         )
-        print(rows[-1], flush=True)
     table = "# Training the paper's BadNets models\n\n" + markdown_table(
         ["model", "clean accuracy", "attack success", "paper (acc / success)", "epochs", "seconds"],
         [
@@ -55,8 +53,25 @@ def main() -> None:
             for r in rows
         ],
     )
-    table += f"\nMachine: {rows[0]['machine']['processor']}, {rows[0]['machine']['torch_threads']} torch threads.\n"
+    if rows:
+        m = rows[0]["machine"]
+        table += f"\nMachine: {m['processor']}, {m['torch_threads']} torch threads, CUDA: {m['cuda']}.\n"
     write_results("train", rows, table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(name for name, _, _ in SUITE))
+    parser.add_argument("--collect", action="store_true", help="only rewrite the results from saved models")
+    args = parser.parse_args()
+    if not args.collect:
+        for name, dataset, infected in SUITE:
+            if name not in args.models.split(","):
+                continue
+            specs, targets = ([TRIGGER], [TARGETS[dataset]]) if infected else ([], [])
+            train_model(dataset, dataset, model_dir(name), specs, targets, seed=0, overwrite=True)
+            collect()
+    collect()
 
 
 if __name__ == "__main__":
