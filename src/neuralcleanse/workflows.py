@@ -302,5 +302,171 @@ def demo(
     return results
 
 
-def mitigate_model(*args: Any, **kwargs: Any) -> dict[str, Any]:  # wired in with the mitigation package
-    raise NotImplementedError
+MITIGATION_FILE = "mitigation.json"
+MITIGATION_HTML = "mitigation.html"
+FILTER_FILE = "filter.json"
+PATCHED_TORCHSCRIPT = "model.torchscript.pt"
+
+
+def read_scan(report_dir: Path) -> tuple[dict[str, Any], Any, Any]:
+    """A scan directory's report and its reversed (masks, patterns) by label."""
+    import json
+
+    import numpy as np
+
+    from .report import REPORT_FILE, TRIGGERS_FILE
+
+    report_path, triggers_path = report_dir / REPORT_FILE, report_dir / TRIGGERS_FILE
+    if not report_path.is_file() or not triggers_path.is_file():
+        raise FileNotFoundError(
+            f"{report_dir}: not a scan directory (expected {REPORT_FILE} and {TRIGGERS_FILE}); "
+            "run `neuralcleanse scan` first"
+        )
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        with np.load(triggers_path, allow_pickle=False) as arrays:
+            masks, patterns, labels = arrays["masks"], arrays["patterns"], arrays["labels"]
+    except (ValueError, KeyError, OSError) as exc:
+        raise ValueError(f"{report_dir}: unreadable scan report ({exc})") from None
+    by_label = {int(label): (masks[i], patterns[i]) for i, label in enumerate(labels.tolist())}
+    return report, by_label, labels
+
+
+def mitigate_model(
+    loaded: Any,
+    model_name: str,
+    report_dir: Path,
+    data: str,
+    method: str,
+    out: Path,
+    trigger_specs: list[str] | None = None,
+    targets: list[int] | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    fpr: float = 0.05,
+) -> dict[str, Any]:
+    """Repair a model with the reversed trigger of a scan's most anomalous flagged label.
+
+    Clean data: for a named dataset the training split is the clean data the defender works with and the test
+    split the held-out data measured on; a single file is split in halves. Writes ``mitigation.json``, a
+    ``mitigation.html`` page, and the patched model (``prune``/``unlearn``: same format as ``train`` for models it
+    made, TorchScript otherwise) or the filter (``filter.json``).
+    """
+    from .data import load_dataset
+    from .io import atomic_write, atomic_write_json, save_model
+    from .mitigate import fit_filter, prune, unlearn
+    from .triggers import Trigger
+
+    if method not in ("filter", "prune", "unlearn"):
+        raise ValueError(f"method must be filter, prune or unlearn, got {method!r}")
+    if (out / MITIGATION_FILE).exists() and not overwrite:
+        raise FileExistsError(
+            f"{out / MITIGATION_FILE} already exists; pass --overwrite to replace it or choose another --out"
+        )
+    report, reversed_triggers, _ = read_scan(report_dir)
+    if not report.get("flagged"):
+        raise ValueError(f"{report_dir}: the scan flagged no label, so there is no reversed backdoor to remove")
+    label = int(report["flagged"][0])
+    mask, pattern = reversed_triggers[label]
+    trigger = Trigger(torch.from_numpy(mask), torch.from_numpy(pattern), spec=f"reversed trigger of label {label}")
+
+    if str(data).lower() in ("mnist", "gtsrb"):
+        work, heldout = load_dataset(data, "train"), load_dataset(data, "test")
+    else:
+        whole = load_dataset(data)
+        order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(seed))
+        work, heldout = whole.subset(order[len(whole) // 2 :]), whole.subset(order[: len(whole) // 2])
+    _check_compatible(loaded, heldout)
+    if trigger.image_shape != heldout.image_shape:
+        raise ValueError(f"the scan's triggers are {trigger.image_shape} but {heldout.name} has {heldout.image_shape}")
+    known = _known_triggers(loaded, trigger_specs or [], targets or [], heldout.image_shape)
+    true_trigger = known[0] if known else None
+    args = (loaded.model, trigger, label, work.images, work.labels, heldout.images, heldout.labels)
+    patched = None
+    if method == "filter":
+        result: Any = fit_filter(*args, fpr=fpr, true_trigger=true_trigger, progress=progress)
+    elif method == "prune":
+        result = prune(*args, true_trigger=true_trigger, progress=progress)
+        patched = result.model
+    else:
+        result = unlearn(
+            *args,
+            true_trigger=true_trigger,
+            progress=progress,
+            outputs_probabilities=getattr(loaded, "outputs_probabilities", None),
+            generator=torch.Generator().manual_seed(seed),
+        )
+        patched = result.model
+    figures = {
+        **result.to_dict(),
+        "method": method,
+        "label": label,
+        "model": model_name,
+        "scan": str(report_dir),
+        "data": str(data),
+        "seed": seed,
+    }
+    figures.pop("model_state", None)
+    if method == "filter":
+        atomic_write_json(out / FILTER_FILE, result.filter.to_dict())
+        figures["filter_file"] = FILTER_FILE
+    elif getattr(loaded, "format", None) == "neuralcleanse":
+        metadata = {
+            **loaded.metadata,
+            "mitigation": {k: v for k, v in figures.items() if not isinstance(v, list)},
+            "clean_accuracy": figures["clean_accuracy_after"],
+        }
+        save_model(out, patched, metadata, list(getattr(loaded, "triggers", None) or []))
+        figures["model_dir"] = str(out)
+    else:
+        example = heldout.images[:2].to(next(iter(patched.parameters())).device)
+        traced = torch.jit.trace(patched.eval(), example)
+        atomic_write(out / PATCHED_TORCHSCRIPT, lambda tmp: traced.save(str(tmp)))
+        figures["model_file"] = PATCHED_TORCHSCRIPT
+    _write_mitigation_page(out / MITIGATION_HTML, figures)
+    atomic_write_json(out / MITIGATION_FILE, figures)  # last: a directory with mitigation.json is complete
+    return figures
+
+
+def _write_mitigation_page(path: Path, figures: dict[str, Any]) -> None:
+    from .report import html_table, write_html_page
+
+    def pct(v: Any) -> str:
+        return "—" if v is None else f"{100 * v:.2f}%"
+
+    rows = [
+        ["clean accuracy", pct(figures.get("clean_accuracy_before")), pct(figures.get("clean_accuracy_after"))],
+        [
+            "reversed trigger's attack success",
+            pct(figures.get("reversed_attack_success_before")),
+            pct(figures.get("reversed_attack_success_after")),
+        ],
+        [
+            "true trigger's attack success",
+            pct(figures.get("attack_success_before")),
+            pct(figures.get("attack_success_after")),
+        ],
+    ]
+    sections = [("Before and after", html_table(["", "before", "after"], rows))]
+    if figures["method"] == "filter":
+        sections.append(
+            (
+                "Input filter",
+                html_table(
+                    ["", "rate"],
+                    [
+                        ["false-positive rate (clean inputs rejected)", pct(figures.get("false_positive_rate"))],
+                        ["false-negative rate (triggered inputs passed)", pct(figures.get("false_negative_rate"))],
+                    ],
+                ),
+            )
+        )
+    details = [[k, str(v)] for k, v in figures.items() if not isinstance(v, list | dict)]
+    sections.append(("Details", html_table(["key", "value"], details)))
+    write_html_page(
+        path,
+        f"Neural Cleanse mitigation: {figures['method']} (label {figures['label']})",
+        sections,
+        lead=f"Model {figures['model']}, scan {figures['scan']}.",
+    )
