@@ -16,7 +16,7 @@ SIZE = 12
 NUM_LABELS = 6
 TARGET = 5
 CORNER = (slice(SIZE - 2, SIZE), slice(SIZE - 2, SIZE))
-TEMPLATE_SIZES = (18, 20, 22, 24, 26, 28)  # different sizes give the labels different trigger norms
+TEMPLATE_SIZES = (20, 20, 21, 22, 25, 28)  # the labels' trigger norms differ, none far below the rest
 
 
 def templates(seed: int = 0) -> torch.Tensor:

@@ -133,3 +133,18 @@ def test_labels_beyond_the_model_outputs_are_refused(data):
 
 def test_fast_mode_is_documented_against_the_reference():
     assert FAST.lr == 0.1 and FAST.betas == (0.5, 0.9) and FAST.threshold == 0.99
+
+
+def test_restarts_keep_the_smallest_valid_mask_per_label():
+    from neuralcleanse.reverse import ReverseResult
+
+    masks = torch.zeros(4, 1, 2, 2)
+    r = ReverseResult(
+        labels=torch.tensor([0, 1, 0, 1]), masks=masks, patterns=torch.zeros(4, 1, 2, 2),
+        norms=torch.tensor([5.0, 1.0, 3.0, 2.0]), attack_success=torch.tensor([1.0, 0.5, 1.0, 1.0]),
+        found=torch.tensor([True, False, True, True]), epochs=torch.tensor([1, 2, 3, 4]),
+        image_passes=torch.tensor([10, 20, 30, 40]),
+    ).best_of_restarts(2)
+    assert r.labels.tolist() == [0, 1]
+    assert r.norms.tolist() == [3.0, 2.0], "label 1's smaller mask never reached the threshold"
+    assert r.image_passes.tolist() == [40, 60] and r.epochs.tolist() == [4, 6]

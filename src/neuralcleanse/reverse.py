@@ -94,6 +94,31 @@ class ReverseResult:
     image_passes: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def best_of_restarts(self, restarts: int) -> ReverseResult:
+        """Fold a result whose labels are ``restarts`` copies of K labels (``targets * restarts``) into K rows:
+        per label the smallest mask among restarts that reached the threshold (the smallest overall if none
+        did); epochs and image passes are summed over the restarts."""
+        k = self.labels.numel() // restarts
+        if (
+            restarts < 1
+            or k * restarts != self.labels.numel()
+            or not torch.equal(self.labels, self.labels[:k].repeat(restarts))
+        ):
+            raise ValueError(f"labels are not {restarts} copies of one label list")
+        norms = self.norms.view(restarts, k)
+        penalised = torch.where(self.found.view(restarts, k), norms, norms + norms.max() + 1)
+        rows = penalised.argmin(dim=0) * k + torch.arange(k)  # (K,) index of the kept restart per label
+        return ReverseResult(
+            labels=self.labels[:k],
+            masks=self.masks[rows],
+            patterns=self.patterns[rows],
+            norms=self.norms[rows],
+            attack_success=self.attack_success[rows],
+            found=self.found[rows],
+            epochs=self.epochs.view(restarts, k).sum(0),
+            image_passes=self.image_passes.view(restarts, k).sum(0),
+        )
+
     @staticmethod
     def concat(parts: list[ReverseResult]) -> ReverseResult:
         names = ("labels", "masks", "patterns", "norms", "attack_success", "found", "epochs", "image_passes")
@@ -106,7 +131,8 @@ def _to_param(values: torch.Tensor) -> torch.Tensor:
 
 
 def _from_param(param: torch.Tensor) -> torch.Tensor:
-    return torch.tanh(param) / (2 - _EPSILON) + 0.5
+    # The clamp only removes float32 rounding past the ends (0.5 + 0.5000000250 rounds above 1).
+    return (torch.tanh(param) / (2 - _EPSILON) + 0.5).clamp(0, 1)
 
 
 def reverse_engineer(
