@@ -55,9 +55,10 @@ def main() -> None:
                 loaded, str(model_dir(name)), scan_dir, dataset, method, RUNS / name / method, overwrite=True
             )
             row = {
-                "model": name,
-                "dataset": dataset,
                 **figures,
+                "model": name,
+                "model_dir": figures["model"],
+                "dataset": dataset,
                 "seconds": time.perf_counter() - start,
                 "machine": machine(),
             }
