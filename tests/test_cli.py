@@ -222,6 +222,8 @@ def test_sigint_mid_scan_leaves_no_report(tiny, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A runner started in the background may ignore SIGINT, and children inherit that: restore the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(10)  # past start-up (imports), well inside the scan: a reference scan takes minutes here
     assert proc.poll() is None, "the reference scan should still be running"
