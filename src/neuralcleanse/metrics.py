@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -13,19 +15,24 @@ __all__ = ["accuracy", "attack_success_rate", "predict"]
 _BATCH = 512  # images per forward pass: fits any of the reference models in a few hundred MB
 
 
+def stamped_batches(
+    model: nn.Module, images: torch.Tensor, batch_size: int = _BATCH, trigger: Trigger | None = None
+) -> Iterator[torch.Tensor]:
+    """Batches of ``images`` on the model's device, stamped with ``trigger`` when given; the model is in eval
+    mode while they are consumed (its mode is restored afterwards)."""
+    device = model_device(model)
+    with eval_mode(model):
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size].to(device)
+            yield batch if trigger is None else trigger.stamp(batch)
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, images: torch.Tensor, batch_size: int = _BATCH, trigger: Trigger | None = None
 ) -> torch.Tensor:
     """Predicted labels (N,) of ``images`` (N, C, H, W), stamped with ``trigger`` first when given."""
-    device = model_device(model)
-    out = []
-    with eval_mode(model):
-        for start in range(0, images.shape[0], batch_size):
-            batch = images[start : start + batch_size].to(device)
-            if trigger is not None:
-                batch = trigger.stamp(batch)
-            out.append(model(batch).argmax(dim=1).cpu())
+    out = [model(batch).argmax(dim=1).cpu() for batch in stamped_batches(model, images, batch_size, trigger)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.int64)
 
 

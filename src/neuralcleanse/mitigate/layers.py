@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeGuard
 import torch
 from torch import nn
 
-from .._torch import eval_mode, model_device
+from ..metrics import stamped_batches
 from ..models import PaperNet
 from ..triggers import Trigger
 
@@ -177,15 +177,8 @@ def record_activations(
 
     The model runs in eval mode (its mode is restored) on its own device.
     """
-    device = model_device(model)
-    out = []
-    with eval_mode(model):
-        for start in range(0, images.shape[0], batch_size):
-            batch = images[start : start + batch_size].to(device)
-            if trigger is not None:
-                batch = trigger.stamp(batch)
-            out.append(forward_with_activations(model, layer, batch)[1].float().cpu())
-    return torch.cat(out)
+    batches = stamped_batches(model, images, batch_size, trigger)
+    return torch.cat([forward_with_activations(model, layer, batch)[1].float().cpu() for batch in batches])
 
 
 def trigger_ranking(model: nn.Module, layer: Layer, images: torch.Tensor, trigger: Trigger) -> torch.Tensor:
