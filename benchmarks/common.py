@@ -51,6 +51,12 @@ def machine() -> dict[str, Any]:
     }
 
 
+def read_results(name: str) -> list[dict[str, Any]]:
+    """The rows of an earlier run's results file, or none."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
 def write_results(name: str, rows: list[dict[str, Any]], table: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")

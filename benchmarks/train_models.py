@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import SUITE, TARGETS, TRIGGER, machine, markdown_table, model_dir, write_results
+from common import SUITE, TARGETS, TRIGGER, machine, markdown_table, model_dir, read_results, write_results
 
 from neuralcleanse.io import is_saved_model_dir, load_saved_model
 from neuralcleanse.workflows import train_model
@@ -21,9 +21,12 @@ PAPER = {("mnist", True): (0.985, 0.999), ("gtsrb", True): (0.965, 0.974)}
 
 
 def collect() -> None:
+    previous = {row["model"]: row for row in read_results("train")}
     rows = []
     for name, dataset, infected in SUITE:
         if not is_saved_model_dir(model_dir(name)):
+            if name in previous:  # trained on an earlier run whose models are not here: keep its figures
+                rows.append(previous[name])
             continue
         meta = load_saved_model(model_dir(name)).metadata
         rows.append(

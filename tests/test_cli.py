@@ -16,7 +16,7 @@ import pytest
 import torch
 from _tiny import TARGET, TemplateNet, clean_images
 
-from neuralcleanse.cli import main
+from neuralcleanse.cli import _glue_dash_values, build_parser, main
 
 
 class Saturating(torch.nn.Module):
@@ -232,3 +232,10 @@ def test_sigint_mid_scan_leaves_no_report(tiny, tmp_path):
     assert proc.returncode == 130 and "interrupted" in err
     assert not (out_dir / "report.json").exists()
     assert not list(Path(tmp_path).rglob("*.tmp"))
+
+
+def test_negative_value_range_needs_no_equals_sign():
+    argv = ["scan", "m.pt", "--data", "d.npz", "--out", "r", "--value-range", "-1-1", "--mean", "-0.5"]
+    args = build_parser().parse_args(_glue_dash_values(argv))
+    assert (args.value_range, args.mean, args.out) == ("-1-1", [-0.5], "r")
+    assert _glue_dash_values(["--value-range", "0-255", "-q"]) == ["--value-range", "0-255", "-q"]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from neuralcleanse.cli import main
 from neuralcleanse.data import shared_data_dir
+from neuralcleanse.io import load_saved_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data not present")]
 
@@ -47,11 +53,14 @@ def test_trained_models_reach_the_paper_figures(models):
     assert abs(clean["clean_accuracy"] - badnets["clean_accuracy"]) <= 0.01
 
 
+def _scan_verdict(model: Path, out: Path) -> dict:
+    assert main(["scan", str(model), "--data", "mnist", "--out", str(out), "-q"]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
 def test_scan_flags_the_target_and_only_it(models):
-    assert main(["scan", str(models / "badnets"), "--data", "mnist", "--out", str(models / "scan-badnets"), "-q"]) == 0
-    assert main(["scan", str(models / "clean"), "--data", "mnist", "--out", str(models / "scan-clean"), "-q"]) == 0
-    infected = json.loads((models / "scan-badnets" / "report.json").read_text())
-    clean = json.loads((models / "scan-clean" / "report.json").read_text())
+    infected = _scan_verdict(models / "badnets", models / "scan-badnets")
+    clean = _scan_verdict(models / "clean", models / "scan-clean")
     assert infected["flagged"] == [7] and infected["anomaly_index"] > 3
     assert infected["extra"]["true_triggers"][0]["reversed_mask_iou"] > 0.3
     assert clean["flagged"] == [] and clean["anomaly_index"] < 2
@@ -83,3 +92,61 @@ def test_unlearning_removes_the_backdoor(models):
     assert figures["clean_accuracy_before"] - figures["clean_accuracy_after"] < 0.02
     evaluated = json.loads((models / "patched" / "model.json").read_text())
     assert evaluated["architecture"] == "mnist"
+
+
+def _keras_copy(net, keras):
+    """The same network as a channels-last Keras model ending in a softmax, with the torch weights copied in."""
+    layers = keras.layers
+    mean, std = float(net.normalize.mean.flatten()[0]), float(net.normalize.std.flatten()[0])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Rescaling(1 / std, offset=-mean / std),
+            layers.Conv2D(16, 5, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(32, 5, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(512, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    numpy = {name: p.detach().numpy() for name, p in net.named_parameters()}
+    for layer, conv in [(model.layers[1], "features.0"), (model.layers[3], "features.3")]:
+        layer.set_weights([numpy[f"{conv}.weight"].transpose(2, 3, 1, 0), numpy[f"{conv}.bias"]])  # OIHW -> HWIO
+    # torch flattens (C, H, W), Keras (H, W, C): reorder the first dense layer's inputs accordingly.
+    dense = numpy["features.7.weight"].reshape(512, 32, 4, 4).transpose(2, 3, 1, 0).reshape(-1, 512)
+    model.layers[6].set_weights([dense, numpy["features.7.bias"]])
+    model.layers[7].set_weights([numpy["head.weight"].T, numpy["head.bias"]])
+    return model
+
+
+def test_the_same_model_exported_to_torchscript_onnx_and_keras_is_flagged_alike(models, tmp_path):
+    net = load_saved_model(models / "badnets").model.eval()
+    x = torch.rand(4, 1, 28, 28)
+    torch.jit.trace(net, x).save(tmp_path / "badnets.pt")
+    verdicts = {"torchscript": _scan_verdict(tmp_path / "badnets.pt", tmp_path / "scan-ts")}
+
+    pytest.importorskip("onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (x,), tmp_path / "badnets.onnx", dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "N"}}
+        )
+    verdicts["onnx"] = _scan_verdict(tmp_path / "badnets.onnx", tmp_path / "scan-onnx")
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "torch":
+        pytest.skip("keras is loaded with another backend")
+    kmodel = _keras_copy(net, keras)
+    nhwc = x.permute(0, 2, 3, 1).contiguous().numpy()
+    probabilities = np.asarray(keras.ops.convert_to_numpy(kmodel(nhwc, training=False)))
+    with torch.no_grad():
+        np.testing.assert_allclose(probabilities, torch.softmax(net(x), 1).numpy(), atol=1e-5)
+    kmodel.save(tmp_path / "badnets.h5")
+    verdicts["keras"] = _scan_verdict(tmp_path / "badnets.h5", tmp_path / "scan-keras")
+
+    for fmt, report in verdicts.items():
+        assert report["flagged"] == [7], fmt
+        assert report["anomaly_index"] > 3, fmt

@@ -68,15 +68,23 @@ def mnist() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     tx = torch.from_numpy(_idx("t10k-images-idx3-ubyte.gz", 16)[: 3000 * 784].reshape(-1, 1, 28, 28).copy())
     ty = torch.from_numpy(_idx("t10k-labels-idx1-ubyte.gz", 8)[:3000].astype(np.int64))
     x, tx = x.float() / 255, tx.float() / 255
-    return {"train": (x[:6000], y[:6000]), "spare": (x[6000:], y[6000:]), "clean": (tx[:1000], ty[:1000]),
-            "heldout": (tx[1000:], ty[1000:])}
+    return {
+        "train": (x[:6000], y[:6000]),
+        "spare": (x[6000:], y[6000:]),
+        "clean": (tx[:1000], ty[:1000]),
+        "heldout": (tx[1000:], ty[1000:]),
+    }
 
 
 def tiny_net() -> models.PaperNet:
     features = nn.Sequential(
-        nn.Conv2d(1, 16, 4, stride=4), nn.ReLU(),  # (N, 16, 7, 7): one output per 4x4 patch
-        nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(),  # (N, 32, 3, 3)
-        nn.Flatten(), nn.Linear(32 * 9, 64), nn.ReLU(),  # (N, 64)
+        nn.Conv2d(1, 16, 4, stride=4),
+        nn.ReLU(),  # (N, 16, 7, 7): one output per 4x4 patch
+        nn.Conv2d(16, 32, 3, stride=2),
+        nn.ReLU(),  # (N, 32, 3, 3)
+        nn.Flatten(),
+        nn.Linear(32 * 9, 64),
+        nn.ReLU(),  # (N, 64)
     )
     return models.PaperNet(models.Normalize([0.1307], [0.3081]), features, nn.Linear(64, 10))
 
@@ -192,8 +200,16 @@ def test_filter_is_calibrated_and_rejects_triggered_inputs(model: models.PaperNe
     state = _state(model)
     model.train()
     events: list[str] = []
-    result = fit_filter(model, TRIGGER, TARGET, *mnist["clean"], *mnist["heldout"], top_fraction=0.05,
-                        true_trigger=(TRIGGER, TARGET), progress=lambda e: events.append(e.phase))
+    result = fit_filter(
+        model,
+        TRIGGER,
+        TARGET,
+        *mnist["clean"],
+        *mnist["heldout"],
+        top_fraction=0.05,
+        true_trigger=(TRIGGER, TARGET),
+        progress=lambda e: events.append(e.phase),
+    )
     assert abs(result.false_positive_rate - 0.05) < 0.03  # calibrated on 1000 images, measured on 2000 others
     assert result.false_negative_rate is not None and result.false_negative_rate < 0.2  # measured 0.09
     assert result.after.attack_success is not None and result.after.attack_success < 0.2
@@ -249,8 +265,15 @@ def test_filter_files_and_arguments_are_checked(model: models.PaperNet, mnist: d
 def test_pruning_removes_the_backdoor_from_a_copy(model: models.PaperNet, mnist: dict) -> None:
     state = _state(model)
     events: list[tuple[str, int, int]] = []
-    result = prune(model, TRIGGER, TARGET, *mnist["clean"], *mnist["heldout"], true_trigger=(TRIGGER, TARGET),
-                   progress=lambda e: events.append((e.phase, e.done, e.total)))
+    result = prune(
+        model,
+        TRIGGER,
+        TARGET,
+        *mnist["clean"],
+        *mnist["heldout"],
+        true_trigger=(TRIGGER, TARGET),
+        progress=lambda e: events.append((e.phase, e.done, e.total)),
+    )
     assert events[0] == ("prune", 0, 96)  # 288 neurons, 3 a step and len(events) == len(result.steps)
     assert result.layer == "features.5:input"  # the flattened output of the convolutions
     assert result.stop_reason == "attack_success" and result.persistent
@@ -271,8 +294,17 @@ def test_pruning_removes_the_backdoor_from_a_copy(model: models.PaperNet, mnist:
 
 def test_pruning_stops_at_the_accuracy_budget(model: models.PaperNet, mnist: dict) -> None:
     # an attack-success target of 0 is never reached, so only the budget stops the sweep
-    result = prune(model, TRIGGER, TARGET, *mnist["clean"], *mnist["heldout"], layer="penultimate", step=0.01,
-                   max_attack_success=0.0, max_accuracy_loss=0.02)
+    result = prune(
+        model,
+        TRIGGER,
+        TARGET,
+        *mnist["clean"],
+        *mnist["heldout"],
+        layer="penultimate",
+        step=0.01,
+        max_attack_success=0.0,
+        max_accuracy_loss=0.02,
+    )
     assert result.layer == "features" and result.stop_reason == "accuracy_budget"
     assert result.before.clean_accuracy - result.after.clean_accuracy <= 0.02
     assert result.before.clean_accuracy - result.steps[-1].clean_accuracy > 0.02
@@ -285,9 +317,17 @@ def test_pruning_stops_at_the_accuracy_budget(model: models.PaperNet, mnist: dic
 def test_unlearning_removes_the_backdoor_from_a_copy(model: models.PaperNet, mnist: dict) -> None:
     state = _state(model)
     events: list[str] = []
-    result = unlearn(model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"], config=UnlearnConfig(fraction=0.5),
-                     true_trigger=(TRIGGER, TARGET), generator=torch.Generator().manual_seed(0),
-                     progress=lambda e: events.append(e.phase))
+    result = unlearn(
+        model,
+        TRIGGER,
+        TARGET,
+        *mnist["spare"],
+        *mnist["heldout"],
+        config=UnlearnConfig(fraction=0.5),
+        true_trigger=(TRIGGER, TARGET),
+        generator=torch.Generator().manual_seed(0),
+        progress=lambda e: events.append(e.phase),
+    )
     assert (result.num_images, result.num_triggered) == (1500, 300)
     assert result.before.attack_success is not None and result.before.attack_success > 0.9
     assert result.after.attack_success is not None and result.after.attack_success < 0.05
@@ -301,8 +341,9 @@ def test_unlearning_removes_the_backdoor_from_a_copy(model: models.PaperNet, mni
 
 def test_unlearning_in_place_trains_the_model_given(model: models.PaperNet, mnist: dict) -> None:
     model.train()
-    result = unlearn(model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"], config=UnlearnConfig(fraction=0.1),
-                     inplace=True)
+    result = unlearn(
+        model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"], config=UnlearnConfig(fraction=0.1), inplace=True
+    )
     assert result.model is model and model.training  # the mode it came in
     images, labels = mnist["heldout"]
     assert attack_success_rate(model, images, labels, TRIGGER, TARGET) == result.after.reversed_attack_success

@@ -140,9 +140,13 @@ def test_restarts_keep_the_smallest_valid_mask_per_label():
 
     masks = torch.zeros(4, 1, 2, 2)
     r = ReverseResult(
-        labels=torch.tensor([0, 1, 0, 1]), masks=masks, patterns=torch.zeros(4, 1, 2, 2),
-        norms=torch.tensor([5.0, 1.0, 3.0, 2.0]), attack_success=torch.tensor([1.0, 0.5, 1.0, 1.0]),
-        found=torch.tensor([True, False, True, True]), epochs=torch.tensor([1, 2, 3, 4]),
+        labels=torch.tensor([0, 1, 0, 1]),
+        masks=masks,
+        patterns=torch.zeros(4, 1, 2, 2),
+        norms=torch.tensor([5.0, 1.0, 3.0, 2.0]),
+        attack_success=torch.tensor([1.0, 0.5, 1.0, 1.0]),
+        found=torch.tensor([True, False, True, True]),
+        epochs=torch.tensor([1, 2, 3, 4]),
         image_passes=torch.tensor([10, 20, 30, 40]),
     ).best_of_restarts(2)
     assert r.labels.tolist() == [0, 1]

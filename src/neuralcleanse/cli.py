@@ -448,9 +448,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _glue_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--value-range -1-1`` -> ``--value-range=-1-1``: argparse would read ``-1-1`` as an unknown option."""
+    out: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--value-range":
+            value = next(rest, None)
+            if value is not None and value.startswith("-") and not value.startswith("--"):
+                out.append(f"{arg}={value}")
+                continue
+            out += [arg] if value is None else [arg, value]
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_dash_values(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
