@@ -22,19 +22,26 @@ from neuralcleanse.data import clean_sample, load_dataset
 from neuralcleanse.io import load_saved_model
 from neuralcleanse.outliers import anomaly_index
 from neuralcleanse.reverse import ReverseResult, reverse_engineer
-from neuralcleanse.scan import REFERENCE, NeuralCleanse
+from neuralcleanse.scan import NeuralCleanse, mode_config
 from neuralcleanse.workflows import true_trigger_overlap
 
 SAMPLES = 1000  # clean images, as the original code's NB_SAMPLE
 
 
 def scan_row(
-    name: str, dataset: str, infected: bool, mode: str, seed: int, reference_labels: int | None
+    name: str,
+    dataset: str,
+    infected: bool,
+    mode: str,
+    seed: int,
+    reference_labels: int | None,
+    success_threshold: float | None = None,
 ) -> dict[str, Any]:
     saved = load_saved_model(model_dir(name))
     data = load_dataset(dataset, "test")
     clean = clean_sample(data, max(1, SAMPLES // data.num_classes), seed=0)
     target = TARGETS[dataset]
+    config = mode_config(mode, success_threshold)  # type: ignore[arg-type]
     row: dict[str, Any] = {
         "model": name,
         "dataset": dataset,
@@ -43,6 +50,7 @@ def scan_row(
         "seed": seed,
         "num_labels": data.num_classes,
         "num_images": len(clean),
+        "success_threshold": config.threshold,
     }
     cpu_start = time.process_time()
     if mode == "reference" and reference_labels is not None and reference_labels < data.num_classes:
@@ -53,7 +61,7 @@ def scan_row(
         parts: list[ReverseResult] = []
         g = torch.Generator().manual_seed(seed)
         for label in labels:
-            parts.append(reverse_engineer(saved.model, clean.images, [label], REFERENCE, g))
+            parts.append(reverse_engineer(saved.model, clean.images, [label], config, g))
         seconds = time.perf_counter() - start
         result = ReverseResult.concat(parts)
         row.update(
@@ -71,7 +79,8 @@ def scan_row(
             }
         )
         return row
-    report = NeuralCleanse(saved.model, mode=mode).scan(clean.images, clean.labels, seed=seed)  # type: ignore[arg-type]
+    scanner = NeuralCleanse(saved.model, mode=mode, config=config)  # type: ignore[arg-type]
+    report = scanner.scan(clean.images, clean.labels, seed=seed)
     d = report.to_dict()
     row.update(
         {
@@ -100,6 +109,7 @@ def main() -> None:
         "--reference-labels", type=int, help="run reference mode on this many labels only (extrapolated)"
     )
     parser.add_argument("--reference-full", default="", help="datasets whose reference scan runs on all labels")
+    parser.add_argument("--success-threshold", type=float, help="attack-success threshold for both modes")
     parser.add_argument("--output", default="scan_speed", help="results file stem under benchmarks/results")
     args = parser.parse_args()
     wanted = args.models.split(",")
@@ -112,7 +122,7 @@ def main() -> None:
             seeds = [int(s) for s in args.seeds.split(",")] if mode == "fast" else [0]
             for seed in seeds:
                 subset = None if dataset in args.reference_full.split(",") else args.reference_labels
-                rows.append(scan_row(name, dataset, infected, mode, seed, subset))
+                rows.append(scan_row(name, dataset, infected, mode, seed, subset, args.success_threshold))
                 rows[-1]["machine"] = machine()
                 print({k: v for k, v in rows[-1].items() if k not in ("machine", "mask_l1")}, flush=True)
                 write_results(args.output, rows, render(rows))

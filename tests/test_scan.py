@@ -5,7 +5,7 @@ import torch
 from _tiny import CORNER, NUM_LABELS, TARGET, TemplateNet, clean_images
 
 from neuralcleanse.reverse import ReverseConfig, reverse_engineer
-from neuralcleanse.scan import FAST, NeuralCleanse, SanityCheckError
+from neuralcleanse.scan import FAST, NeuralCleanse, SanityCheckError, restart_candidates
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +152,55 @@ def test_restarts_keep_the_smallest_valid_mask_per_label():
     assert r.labels.tolist() == [0, 1]
     assert r.norms.tolist() == [3.0, 2.0], "label 1's smaller mask never reached the threshold"
     assert r.image_passes.tolist() == [40, 60] and r.epochs.tolist() == [4, 6]
+
+
+def test_restarts_go_only_to_labels_at_or_below_the_median_or_not_found():
+    from neuralcleanse.reverse import ReverseResult
+
+    r = ReverseResult(
+        labels=torch.tensor([3, 4, 5, 6, 7]),
+        masks=torch.arange(5.0).view(5, 1, 1, 1),
+        patterns=torch.zeros(5, 1, 1, 1),
+        norms=torch.tensor([9.0, 2.0, 5.0, 8.0, 1.0]),
+        attack_success=torch.ones(5),
+        found=torch.tensor([True, True, True, False, True]),
+        epochs=torch.ones(5, dtype=torch.int64),
+        image_passes=torch.full((5,), 10),
+    )
+    again = restart_candidates(r)
+    assert r.labels[again].tolist() == [4, 5, 6, 7]  # median 5; label 6 never reached the threshold
+    better = r.rows(again[:1])  # label 4 found a smaller mask the second time
+    better = ReverseResult(**{**better.__dict__, "norms": torch.tensor([0.5]), "masks": torch.full((1, 1, 1, 1), 7.0)})
+    merged = r.with_rows(again[:1], ReverseResult.concat([r.rows(again[:1]), better]).best_of_restarts(2))
+    assert merged.norms.tolist() == [9.0, 0.5, 5.0, 8.0, 1.0] and merged.masks[1].item() == 7.0
+    assert merged.image_passes.tolist() == [10, 20, 10, 10, 10]
+
+
+def test_fast_scan_searches_again_only_the_small_norms(data):
+    images, labels = data
+    phases: list[tuple[str, int]] = []
+    report = NeuralCleanse(TemplateNet(True), progress=lambda e: phases.append((e.phase, e.total))).scan(
+        images, labels, seed=0
+    )
+    restarted = {total for phase, total in phases if phase == "restart"}
+    assert len(restarted) == 1 and NUM_LABELS // 2 <= restarted.pop() < NUM_LABELS  # (lower) median and below
+    assert report.flagged == [TARGET]
+
+
+class _ViewAfterConv(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).view(x.shape[0], -1))  # view() fails on channels-last activations
+
+
+def test_channels_last_inputs_only_for_models_that_take_them():
+    from neuralcleanse._torch import input_memory_format
+    from neuralcleanse.models import build_model
+
+    probe = torch.rand(4, 3, 8, 8)
+    assert input_memory_format(_ViewAfterConv(), probe) == torch.contiguous_format
+    assert input_memory_format(build_model("gtsrb"), torch.rand(4, 3, 32, 32)) == torch.channels_last

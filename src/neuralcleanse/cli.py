@@ -36,6 +36,7 @@ class ProgressBars:
     _LABELS = {
         "train": "training",
         "reverse": "reversing triggers",
+        "restart": "searching again (norms <= median)",
         "check": "sanity check",
         "filter": "input filter",
         "prune": "pruning",
@@ -227,6 +228,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
             skip_sanity_check=args.skip_sanity_check,
+            success_threshold=args.success_threshold,
             progress=bars,
         )
     finally:
@@ -412,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="clean images used, spread evenly over labels (default: up to 1000, as the original code)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--success-threshold",
+        type=float,
+        metavar="FRACTION",
+        help="attack success every reversed trigger must keep (default: the mode's; see README)",
+    )
     p.add_argument(
         "--skip-sanity-check", action="store_true", help="scan even when the model misclassifies most clean images"
     )

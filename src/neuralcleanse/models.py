@@ -32,16 +32,20 @@ class Normalize(nn.Module):
 
 
 class PaperNet(nn.Module):
-    """``normalize -> features -> head``; ``features`` ends with the penultimate (dense) ReLU."""
+    """``normalize -> features -> [dropout] -> head``; ``features`` ends with the penultimate (dense) ReLU.
 
-    def __init__(self, normalize: Normalize, features: nn.Sequential, head: nn.Linear) -> None:
+    ``dropout`` only acts in training mode and has no weights, so it does not change the saved state dict.
+    """
+
+    def __init__(self, normalize: Normalize, features: nn.Sequential, head: nn.Linear, dropout: float = 0.0) -> None:
         super().__init__()
         self.normalize = normalize
         self.features = features
+        self.dropout = nn.Dropout(dropout)
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K) logits
-        return self.head(self.features(self.normalize(x)))
+        return self.head(self.dropout(self.features(self.normalize(x))))
 
 
 def _conv_relu(c_in: int, c_out: int, kernel: int, padding: int) -> list[nn.Module]:
@@ -71,7 +75,9 @@ def gtsrb_net(num_classes: int = 43) -> PaperNet:
     """The paper's GTSRB network (appendix, Table VII): 6 conv + 2 dense layers, 32x32x3 input.
 
     Three blocks of two 3x3 convolutions (32, 64, 128 filters, 'same' padding) each followed by 2x2 max
-    pooling, then dense 512 and dense ``num_classes``.
+    pooling, then dense 512 and dense ``num_classes``. Ours: dropout 0.5 on the dense 512 layer during
+    training; without it the network overfits GTSRB's near-duplicate training images (95.4% test accuracy
+    after 12 epochs, against the paper's 96.5%).
     """
     features = nn.Sequential(
         *_conv_relu(3, 32, 3, 1),
@@ -89,7 +95,10 @@ def gtsrb_net(num_classes: int = 43) -> PaperNet:
     )
     # Per-channel statistics of the 32x32 GTSRB training images in ../shared/data/gtsrb.
     return PaperNet(
-        Normalize([0.3398, 0.3117, 0.3210], [0.2755, 0.2647, 0.2712]), features, nn.Linear(512, num_classes)
+        Normalize([0.3398, 0.3117, 0.3210], [0.2755, 0.2647, 0.2712]),
+        features,
+        nn.Linear(512, num_classes),
+        dropout=0.5,
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._torch import frozen, model_device
+from ._torch import frozen, input_memory_format, model_device
 from .preprocess import log_probabilities
 from .progress import ProgressCallback, report
 from .schedule import CostSchedule, EarlyStop
@@ -121,8 +121,25 @@ class ReverseResult:
 
     @staticmethod
     def concat(parts: list[ReverseResult]) -> ReverseResult:
-        names = ("labels", "masks", "patterns", "norms", "attack_success", "found", "epochs", "image_passes")
-        return ReverseResult(**{n: torch.cat([getattr(p, n) for p in parts]) for n in names})
+        return ReverseResult(**{n: torch.cat([getattr(p, n) for p in parts]) for n in _ROW_FIELDS})
+
+    def rows(self, index: torch.Tensor) -> ReverseResult:
+        """The labels at positions ``index``, in that order."""
+        return ReverseResult(**{n: getattr(self, n)[index] for n in _ROW_FIELDS})
+
+    def with_rows(self, index: torch.Tensor, other: ReverseResult) -> ReverseResult:
+        """A copy whose labels at positions ``index`` are replaced by ``other``'s rows, in order."""
+        if not torch.equal(self.labels[index], other.labels):
+            raise ValueError("the replacement rows are not the same labels")
+        fields = {}
+        for n in _ROW_FIELDS:
+            value = getattr(self, n).clone()
+            value[index] = getattr(other, n)
+            fields[n] = value
+        return ReverseResult(**fields)
+
+
+_ROW_FIELDS = ("labels", "masks", "patterns", "norms", "attack_success", "found", "epochs", "image_passes")
 
 
 def _to_param(values: torch.Tensor) -> torch.Tensor:
@@ -195,6 +212,7 @@ def reverse_engineer(
     done = torch.zeros(k, dtype=torch.bool)
     target_dev = targets_t.to(device)
     labels_per_pass = max(1, cfg.max_images_per_pass // cfg.batch_size)
+    memory_format = input_memory_format(model, images[:4])
 
     with frozen(model):
         for _ in range(cfg.max_epochs):
@@ -218,7 +236,7 @@ def reverse_engineer(
                     pattern = _from_param(pattern_param[rows])  # (k', C, H, W)
                     x = images[batch_idx[sel]]  # (k', B, C, H, W)
                     stamped = (1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)
-                    out = model(stamped.flatten(0, 1))  # (k' * B, num_classes)
+                    out = model(stamped.flatten(0, 1).contiguous(memory_format=memory_format))  # (k' * B, K)
                     logp = log_probabilities(out, outputs_probabilities).view(len(rows), -1, out.shape[-1])
                     tgt = target_dev[rows]
                     ce = -logp.gather(2, tgt.view(-1, 1, 1).expand(-1, logp.shape[1], 1)).squeeze(2).mean(1)

@@ -216,12 +216,15 @@ def scan_model(
     seed: int = 0,
     overwrite: bool = False,
     skip_sanity_check: bool = False,
+    success_threshold: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[Any, Path]:
-    """Scan a loaded model with a stratified clean sample of ``data`` and write the report to ``out``."""
+    """Scan a loaded model with a stratified clean sample of ``data`` and write the report to ``out``.
+
+    ``success_threshold`` replaces the mode's attack-success threshold (see :mod:`neuralcleanse.scan`)."""
     from .data import clean_sample, load_dataset
     from .report import REPORT_FILE, ReportExistsError, write_scan_report
-    from .scan import MIN_CLEAN_ACCURACY, NeuralCleanse
+    from .scan import MIN_CLEAN_ACCURACY, NeuralCleanse, mode_config
 
     if (out / REPORT_FILE).exists() and not overwrite:
         raise ReportExistsError(
@@ -243,6 +246,7 @@ def scan_model(
     scanner = NeuralCleanse(
         loaded.model,
         mode=mode,  # type: ignore[arg-type]
+        config=mode_config(mode, success_threshold),  # type: ignore[arg-type]
         outputs_probabilities=getattr(loaded, "outputs_probabilities", None),
         min_clean_accuracy=None if skip_sanity_check else MIN_CLEAN_ACCURACY,
         progress=progress,
