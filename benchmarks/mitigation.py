@@ -5,7 +5,7 @@ through the same function as `neuralcleanse mitigate`. Attack success is the tru
 of the target label; for the filter, the share of triggered inputs that pass the filter and reach the target.
 Paper (Section VI): filter FNR < 1.63% at 5% FPR (BadNets), unlearning < 6.7% attack success for < 3.6 points.
 
-    python benchmarks/mitigation.py [--models mnist-badnets,gtsrb-badnets]
+    python benchmarks/mitigation.py [--models mnist-badnets,gtsrb-badnets] [--methods unlearn] [--reuse-scan]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import SUITE, machine, markdown_table, model_dir, write_results
+from common import SUITE, machine, markdown_table, model_dir, read_results, write_results
 
 from neuralcleanse.io import is_saved_model_dir
 from neuralcleanse.loading import load_model
@@ -41,15 +41,19 @@ def meets(row: dict[str, Any]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(n for n, _, infected in SUITE if infected))
+    parser.add_argument("--methods", default="filter,prune,unlearn", help="redo these; keep earlier rows of others")
+    parser.add_argument("--reuse-scan", action="store_true", help="use the scan an earlier run left in runs/")
     args = parser.parse_args()
-    rows = []
+    methods, wanted = args.methods.split(","), args.models.split(",")
+    rows = [r for r in read_results("mitigation") if r["method"] not in methods or r["model"] not in wanted]
     for name, dataset, infected in SUITE:
-        if not infected or name not in args.models.split(",") or not is_saved_model_dir(model_dir(name)):
+        if not infected or name not in wanted or not is_saved_model_dir(model_dir(name)):
             continue
         loaded = load_model(model_dir(name))
         scan_dir = RUNS / name / "scan"
-        scan_model(loaded, str(model_dir(name)), dataset, scan_dir, seed=0, overwrite=True)
-        for method in ("filter", "prune", "unlearn"):
+        if not (args.reuse_scan and (scan_dir / "report.json").exists()):
+            scan_model(loaded, str(model_dir(name)), dataset, scan_dir, seed=0, overwrite=True)
+        for method in methods:
             start = time.perf_counter()
             figures = mitigate_model(
                 loaded, str(model_dir(name)), scan_dir, dataset, method, RUNS / name / method, overwrite=True
@@ -64,6 +68,7 @@ def main() -> None:
             }
             row["meets_target"] = meets(row)
             rows.append(row)
+            rows.sort(key=lambda r: ([n for n, _, _ in SUITE].index(r["model"]), list(TARGETS).index(r["method"])))
             print(
                 {
                     k: row.get(k)

@@ -13,6 +13,7 @@ import copy
 import gzip
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -347,6 +348,30 @@ def test_unlearning_in_place_trains_the_model_given(model: models.PaperNet, mnis
     assert result.model is model and model.training  # the mode it came in
     images, labels = mnist["heldout"]
     assert attack_success_rate(model, images, labels, TRIGGER, TARGET) == result.after.reversed_attack_success
+
+
+def test_unlearning_that_costs_too_much_accuracy_is_redone_at_a_smaller_rate(model: models.PaperNet, mnist: dict):
+    state = _state(model)
+    reckless = UnlearnConfig(fraction=0.5, lr=2.0, max_accuracy_loss=0.02, lr_retries=3, lr_divisor=10.0)
+    result = unlearn(
+        model,
+        TRIGGER,
+        TARGET,
+        *mnist["spare"],
+        *mnist["heldout"],
+        config=reckless,
+        generator=torch.Generator().manual_seed(0),
+    )
+    losses = result.validation_loss
+    assert losses is not None and len(losses) >= 2 and losses[0] > 0.02, "lr 2.0 wrecks the model"
+    assert all(loss > 0.02 for loss in losses[:-1]), "a run within the budget is kept"
+    assert result.lr == pytest.approx(2.0 / 10 ** (len(losses) - 1))
+    assert losses[-1] <= 0.02 and result.before.clean_accuracy - result.after.clean_accuracy < 0.04
+    assert _same_state(model, state)
+    once = unlearn(
+        model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"], config=replace(reckless, max_accuracy_loss=None)
+    )
+    assert once.validation_loss is None and once.lr == 2.0
 
 
 def test_unlearning_settings_are_checked() -> None:
