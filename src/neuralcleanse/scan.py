@@ -281,8 +281,10 @@ class NeuralCleanse:
     ) -> ReverseResult:
         if self.mode == "fast":
             first = reverse_engineer(self.model, images, targets, self.config, generator, probabilities, self.progress)
+            if self.restarts == 1:
+                return first
             again = restart_candidates(first)
-            if self.restarts == 1 or again.numel() == 0:
+            if again.numel() == 0:
                 return first
             more = reverse_engineer(
                 self.model,

@@ -161,7 +161,7 @@ def unlearn(
     judge = config.max_accuracy_loss is not None and val_x.shape[0] > 0
     baseline = accuracy(model, val_x, val_y) if judge else math.nan
     lr, losses = config.lr, []
-    for attempt in range(config.lr_retries + 1 if judge else 1):
+    for attempt in range(config.lr_retries + 1):
         patched = copy.deepcopy(model)
         final_loss = _finetune(patched, x, y, replace(config, lr=lr), outputs_probabilities, generator, progress)
         patched.eval()
