@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._torch import model_device
+from ._torch import input_memory_format, model_device
 from .progress import ProgressCallback, report
 
 __all__ = ["TrainConfig", "train_classifier"]
@@ -57,6 +57,7 @@ def train_classifier(
     total = config.epochs * steps_per_epoch
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    memory_format = input_memory_format(model, images[:4].to(device))
     model.train()
     step = 0
     for epoch in range(config.epochs):
@@ -64,7 +65,8 @@ def train_classifier(
         running, seen = 0.0, 0
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size]
-            x, y = images[idx].to(device), labels[idx].to(device)
+            x = images[idx].to(device).contiguous(memory_format=memory_format)
+            y = labels[idx].to(device)
             loss = nn.functional.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
