@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: the four models of the paper's BadNets table, trained once and reused."""
+"""Shared by the benchmark scripts: the models of the paper's BadNets table, trained once and reused."""
 
 from __future__ import annotations
 
@@ -24,8 +24,16 @@ SUITE = [
     ("mnist-badnets", "mnist", True),
     ("mnist-clean", "mnist", False),
     ("gtsrb-badnets", "gtsrb", True),
+    ("gtsrb-badnets-p10", "gtsrb", True),
     ("gtsrb-clean", "gtsrb", False),
 ]
+
+#: Share of the training set stamped and relabelled, per infected model. MNIST: the paper's 10% (Section VI-A).
+#: GTSRB: 20%, because at 10% (kept as gtsrb-badnets-p10) the model reached 96.69% attack success, short of the
+#: paper's 97.4%: 1.8% of GTSRB's test images already have a white bottom-right corner (the stamp changes
+#: nothing there) and most other failures had near-white corners (mean distance to white below 0.2), which the
+#: model learns to tell apart from the stamp with more stamped examples. At 20%: 97.82%.
+POISON_RATES = {"mnist-badnets": 0.1, "gtsrb-badnets": 0.2, "gtsrb-badnets-p10": 0.1}
 
 
 def model_dir(name: str) -> Path:
@@ -37,7 +45,8 @@ def ensure_model(name: str, dataset: str, infected: bool, retrain: bool = False)
     out = model_dir(name)
     if retrain or not is_saved_model_dir(out):
         specs, targets = ([TRIGGER], [TARGETS[dataset]]) if infected else ([], [])
-        train_model(dataset, dataset, out, specs, targets, seed=0, overwrite=True)
+        rate = POISON_RATES[name] if infected else 0.1  # a clean model poisons nothing; the value is unused
+        train_model(dataset, dataset, out, specs, targets, rate, seed=0, overwrite=True)
     return load_saved_model(out).metadata
 
 

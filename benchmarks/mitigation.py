@@ -1,11 +1,11 @@
 """Filter, prune and unlearn the BadNets models with their reversed triggers; write benchmarks/results/mitigation.json.
 
-For each BadNets model of the suite that is saved (train_models.py): a fast scan (seed 0), then each method
-through the same function as `neuralcleanse mitigate`. Attack success is the true trigger's, on test images not
+For each BadNets model the scan detects (``MODELS``; saved by train_models.py): a fast scan (seed 0), then each
+method through the same function as `neuralcleanse mitigate`. Attack success is the true trigger's, on test images not
 of the target label; for the filter, the share of triggered inputs that pass the filter and reach the target.
 Paper (Section VI): filter FNR < 1.63% at 5% FPR (BadNets), unlearning < 6.7% attack success for < 3.6 points.
 
-    python benchmarks/mitigation.py [--models mnist-badnets,gtsrb-badnets] [--methods unlearn] [--reuse-scan]
+    python benchmarks/mitigation.py [--models mnist-badnets,gtsrb-badnets-p10] [--methods unlearn] [--reuse-scan]
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from neuralcleanse.loading import load_model
 from neuralcleanse.workflows import mitigate_model, scan_model
 
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "mitigation"
+#: The BadNets models whose scan flags the target. gtsrb-badnets (20% poisoned) is not among them: its scan
+#: flags nothing (scan_speed.md), and mitigation starts from a flagged label's reversed trigger.
+MODELS = ["mnist-badnets", "gtsrb-badnets-p10"]
 TARGETS = {
     "filter": "FNR <= 1.63% at 5% FPR",
     "prune": "success <= 5%, loss <= 5 pt",
@@ -40,7 +43,7 @@ def meets(row: dict[str, Any]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(n for n, _, infected in SUITE if infected))
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--methods", default="filter,prune,unlearn", help="redo these; keep earlier rows of others")
     parser.add_argument("--reuse-scan", action="store_true", help="use the scan an earlier run left in runs/")
     args = parser.parse_args()

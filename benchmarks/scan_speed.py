@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import torch
-from common import SUITE, TARGETS, ensure_model, machine, markdown_table, model_dir, write_results
+from common import SUITE, TARGETS, ensure_model, machine, markdown_table, model_dir, read_results, write_results
 
 from neuralcleanse.data import clean_sample, load_dataset
 from neuralcleanse.io import load_saved_model
@@ -112,19 +112,22 @@ def main() -> None:
     parser.add_argument("--success-threshold", type=float, help="attack-success threshold for both modes")
     parser.add_argument("--output", default="scan_speed", help="results file stem under benchmarks/results")
     args = parser.parse_args()
-    wanted = args.models.split(",")
-    rows = []
+    wanted, modes = args.models.split(","), args.modes.split(",")
+    # Rows of the models and modes not rerun are kept from the previous results.
+    rows = [r for r in read_results(args.output) if r["model"] not in wanted or r["mode"] not in modes]
+    order = [name for name, _, _ in SUITE]
     for name, dataset, infected in SUITE:
         if name not in wanted:
             continue
         ensure_model(name, dataset, infected)
-        for mode in args.modes.split(","):
+        for mode in modes:
             seeds = [int(s) for s in args.seeds.split(",")] if mode == "fast" else [0]
             for seed in seeds:
                 subset = None if dataset in args.reference_full.split(",") else args.reference_labels
                 rows.append(scan_row(name, dataset, infected, mode, seed, subset, args.success_threshold))
                 rows[-1]["machine"] = machine()
                 print({k: v for k, v in rows[-1].items() if k not in ("machine", "mask_l1")}, flush=True)
+                rows.sort(key=lambda r: (order.index(r["model"]), r["mode"], r["seed"]))
                 write_results(args.output, rows, render(rows))
 
 
