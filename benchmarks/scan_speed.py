@@ -36,6 +36,7 @@ def scan_row(
     seed: int,
     reference_labels: int | None,
     success_threshold: float | None = None,
+    searches: int | None = None,
 ) -> dict[str, Any]:
     saved = load_saved_model(model_dir(name))
     data = load_dataset(dataset, "test")
@@ -51,6 +52,7 @@ def scan_row(
         "num_labels": data.num_classes,
         "num_images": len(clean),
         "success_threshold": config.threshold,
+        "searches": searches,
     }
     cpu_start = time.process_time()
     if mode == "reference" and reference_labels is not None and reference_labels < data.num_classes:
@@ -79,7 +81,13 @@ def scan_row(
             }
         )
         return row
-    scanner = NeuralCleanse(saved.model, mode=mode, config=config)  # type: ignore[arg-type]
+    scanner = NeuralCleanse(
+        saved.model,
+        mode=mode,  # type: ignore[arg-type]
+        config=config,
+        restarts=searches,
+        restart_all=searches is not None,
+    )
     report = scanner.scan(clean.images, clean.labels, seed=seed)
     d = report.to_dict()
     row.update(
@@ -110,6 +118,7 @@ def main() -> None:
     )
     parser.add_argument("--reference-full", default="", help="datasets whose reference scan runs on all labels")
     parser.add_argument("--success-threshold", type=float, help="attack-success threshold for both modes")
+    parser.add_argument("--searches", type=int, help="search every label this many times (the scan's restart_all)")
     parser.add_argument("--output", default="scan_speed", help="results file stem under benchmarks/results")
     args = parser.parse_args()
     wanted, modes = args.models.split(","), args.modes.split(",")
@@ -124,7 +133,9 @@ def main() -> None:
             seeds = [int(s) for s in args.seeds.split(",")] if mode == "fast" else [0]
             for seed in seeds:
                 subset = None if dataset in args.reference_full.split(",") else args.reference_labels
-                rows.append(scan_row(name, dataset, infected, mode, seed, subset, args.success_threshold))
+                rows.append(
+                    scan_row(name, dataset, infected, mode, seed, subset, args.success_threshold, args.searches)
+                )
                 rows[-1]["machine"] = machine()
                 print({k: v for k, v in rows[-1].items() if k not in ("machine", "mask_l1")}, flush=True)
                 rows.sort(key=lambda r: (order.index(r["model"]), r["mode"], r["seed"]))
@@ -142,6 +153,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             [
                 r["model"],
                 r["mode"],
+                r.get("searches") or "default",
                 r["seed"],
                 r["seconds"] if not r["extrapolated"] else f"{r['seconds']:.0f} (extrapolated)",
                 r["cpu_seconds"],
@@ -155,6 +167,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     head = [
         "model",
         "mode",
+        "searches per label",
         "seed",
         "seconds",
         "CPU seconds",

@@ -74,10 +74,20 @@ def test_clean_model_verdict(tiny, tmp_path, capsys):
         "-q",
         "--seed",
         "3",
+        "--searches",
+        "2",
     )
     assert code == 0 and out.startswith("clean: anomaly index")
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert not report["infected"] and report["flagged"] == [] and report["seed"] == 3
+    assert report["config"]["restarts"] == 2 and report["config"]["restart_all"]
+
+
+def test_searches_below_one_is_a_one_line_error(tiny, tmp_path, capsys):
+    args = ["scan", str(tiny / "clean.pt"), "--data", str(tiny / "clean.npz"), "--out", str(tmp_path / "r")]
+    code, _, err = run(capsys, *args, "--searches", "0")
+    assert code == 1 and "--searches must be at least 1, got 0" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
 
 
 def test_existing_report_is_kept_unless_overwrite(tiny, tmp_path, capsys):

@@ -187,6 +187,31 @@ def test_fast_scan_searches_again_only_the_small_norms(data):
     assert report.flagged == [TARGET]
 
 
+def test_restart_all_searches_every_label_and_keeps_the_smaller_norm(data):
+    images, labels = data
+    model = TemplateNet(True)
+    phases: list[tuple[str, int]] = []
+    once = NeuralCleanse(model, restarts=1).scan(images, labels, seed=0)
+    thrice = NeuralCleanse(model, restarts=3, restart_all=True, progress=lambda e: phases.append((e.phase, e.total)))
+    report = thrice.scan(images, labels, seed=0)
+    assert {total for phase, total in phases if phase == "restart"} == {2 * NUM_LABELS}
+    # The first search is the same one (same seed, same labels), so the best of three is never larger.
+    for a, b in zip(once.labels, report.labels, strict=True):
+        assert b.mask_l1 <= a.mask_l1 + 1e-4 and b.image_passes > a.image_passes
+    assert report.flagged == [TARGET] and report.config["restart_all"]
+
+
+def test_reference_mode_restarts_every_label(data):
+    images, labels = data
+    config = ReverseConfig(steps_per_epoch=2, max_epochs=30)
+    once = NeuralCleanse(TemplateNet(True), mode="reference", config=config).scan(images, labels, targets=[0, 1])
+    twice = NeuralCleanse(TemplateNet(True), mode="reference", config=config, restarts=2).scan(
+        images, labels, targets=[0, 1]
+    )
+    for a, b in zip(once.labels, twice.labels, strict=True):
+        assert b.image_passes > a.image_passes
+
+
 class _ViewAfterConv(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -36,7 +36,7 @@ class ProgressBars:
     _LABELS = {
         "train": "training",
         "reverse": "reversing triggers",
-        "restart": "searching again (norms <= median)",
+        "restart": "searching again from new starts",
         "check": "sanity check",
         "filter": "input filter",
         "prune": "pruning",
@@ -229,6 +229,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             skip_sanity_check=args.skip_sanity_check,
             success_threshold=args.success_threshold,
+            searches=args.searches,
             progress=bars,
         )
     finally:
@@ -419,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="FRACTION",
         help="attack success every reversed trigger must keep (default: the mode's; see README)",
+    )
+    p.add_argument(
+        "--searches",
+        type=int,
+        metavar="N",
+        help="search every label N times from different random starts, keeping the smallest valid trigger; "
+        "about N times the work (default: fast mode searches again only the labels at or below the median)",
     )
     p.add_argument(
         "--skip-sanity-check", action="store_true", help="scan even when the model misclassifies most clean images"

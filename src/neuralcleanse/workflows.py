@@ -217,11 +217,13 @@ def scan_model(
     overwrite: bool = False,
     skip_sanity_check: bool = False,
     success_threshold: float | None = None,
+    searches: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[Any, Path]:
     """Scan a loaded model with a stratified clean sample of ``data`` and write the report to ``out``.
 
-    ``success_threshold`` replaces the mode's attack-success threshold (see :mod:`neuralcleanse.scan`)."""
+    ``success_threshold`` replaces the mode's attack-success threshold; ``searches`` searches every label that many
+    times, keeping the smallest valid trigger, instead of the mode's default (see :mod:`neuralcleanse.scan`)."""
     from .data import clean_sample, load_dataset
     from .report import REPORT_FILE, ReportExistsError, write_scan_report
     from .scan import MIN_CLEAN_ACCURACY, NeuralCleanse, mode_config
@@ -232,6 +234,8 @@ def scan_model(
         )
     if samples is not None and samples < 2:
         raise ValueError(f"--samples must be at least 2, got {samples}")
+    if searches is not None and searches < 1:
+        raise ValueError(f"--searches must be at least 1, got {searches}")
     dataset = load_dataset(data, "test")
     num_outputs = _check_compatible(loaded, dataset)
     if dataset.num_classes != num_outputs:
@@ -250,6 +254,8 @@ def scan_model(
         outputs_probabilities=getattr(loaded, "outputs_probabilities", None),
         min_clean_accuracy=None if skip_sanity_check else MIN_CLEAN_ACCURACY,
         progress=progress,
+        restarts=searches,
+        restart_all=searches is not None,
     )
     report = scanner.scan(clean.images, clean.labels, targets=list(range(num_outputs)), seed=seed)
     extra: dict[str, Any] = {
