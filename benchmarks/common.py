@@ -27,6 +27,7 @@ SUITE = [
     ("gtsrb-badnets-p10", "gtsrb", True),
     ("gtsrb-clean", "gtsrb", False),
 ]
+MODEL_ORDER = [name for name, _, _ in SUITE]  # results files list their rows in this order
 
 #: Share of the training set stamped and relabelled, per infected model. MNIST: the paper's 10% (Section VI-A).
 #: GTSRB: 20%, because at 10% (kept as gtsrb-badnets-p10) the model reached 96.69% attack success, short of the

@@ -16,7 +16,17 @@ import time
 from typing import Any
 
 import torch
-from common import SUITE, TARGETS, ensure_model, machine, markdown_table, model_dir, read_results, write_results
+from common import (
+    MODEL_ORDER,
+    SUITE,
+    TARGETS,
+    ensure_model,
+    machine,
+    markdown_table,
+    model_dir,
+    read_results,
+    write_results,
+)
 
 from neuralcleanse.data import clean_sample, load_dataset
 from neuralcleanse.io import load_saved_model
@@ -124,7 +134,6 @@ def main() -> None:
     wanted, modes = args.models.split(","), args.modes.split(",")
     # Rows of the models and modes not rerun are kept from the previous results.
     rows = [r for r in read_results(args.output) if r["model"] not in wanted or r["mode"] not in modes]
-    order = [name for name, _, _ in SUITE]
     for name, dataset, infected in SUITE:
         if name not in wanted:
             continue
@@ -138,7 +147,7 @@ def main() -> None:
                 )
                 rows[-1]["machine"] = machine()
                 print({k: v for k, v in rows[-1].items() if k not in ("machine", "mask_l1")}, flush=True)
-                rows.sort(key=lambda r: (order.index(r["model"]), r["mode"], r["seed"]))
+                rows.sort(key=lambda r: (MODEL_ORDER.index(r["model"]), r["mode"], r["seed"]))
                 write_results(args.output, rows, render(rows))
 
 

@@ -49,9 +49,9 @@ def input_memory_format(model: nn.Module, probe: torch.Tensor) -> torch.memory_f
 
     On this project's 2-core CPU, forward and backward through the GTSRB network took 1.14 ms per image with
     channels-last inputs against 1.91 ms (batches of 344; the MNIST network, with one input channel, gains
-    little). The weights are left as they are. A model that cannot take
-    such inputs (``view`` after a convolution, some converted graphs) raises or answers differently on the probe
-    batch and keeps the default layout. Other devices keep the default: it was not measured there.
+    little). The weights are left as they are. A model that cannot take such inputs (``view`` after a
+    convolution, some converted graphs) raises or answers differently on the probe batch and keeps the default
+    layout. Other devices keep the default: it was not measured there.
     """
     if probe.dim() != 4 or probe.device.type != "cpu":
         return torch.contiguous_format
