@@ -96,7 +96,6 @@ def scan_row(
         mode=mode,  # type: ignore[arg-type]
         config=config,
         restarts=searches,
-        restart_all=searches is not None,
     )
     report = scanner.scan(clean.images, clean.labels, seed=seed)
     d = report.to_dict()

@@ -75,12 +75,15 @@ def test_clean_model_verdict(tiny, tmp_path, capsys):
         "--seed",
         "3",
         "--searches",
-        "2",
+        "3",
+        "--precision",
+        "float32",
     )
     assert code == 0 and out.startswith("clean: anomaly index")
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert not report["infected"] and report["flagged"] == [] and report["seed"] == 3
-    assert report["config"]["restarts"] == 2 and report["config"]["restart_all"]
+    assert report["config"]["restarts"] == 3 and report["config"]["restart_all"]
+    assert report["config"]["reverse"]["precision"] == "float32" and report["config"]["compute_dtype"] == "float32"
 
 
 def test_searches_below_one_is_a_one_line_error(tiny, tmp_path, capsys):

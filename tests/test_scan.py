@@ -1,5 +1,7 @@
 """Detection on hand-built models whose backdoor is known by construction (see _tiny.py)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from _tiny import CORNER, NUM_LABELS, TARGET, TemplateNet, clean_images
@@ -176,12 +178,11 @@ def test_restarts_go_only_to_labels_at_or_below_the_median_or_not_found():
     assert merged.image_passes.tolist() == [10, 20, 10, 10, 10]
 
 
-def test_fast_scan_searches_again_only_the_small_norms(data):
+def test_staged_scan_searches_again_only_the_small_norms(data):
     images, labels = data
     phases: list[tuple[str, int]] = []
-    report = NeuralCleanse(TemplateNet(True), progress=lambda e: phases.append((e.phase, e.total))).scan(
-        images, labels, seed=0
-    )
+    scanner = NeuralCleanse(TemplateNet(True), restart_all=False, progress=lambda e: phases.append((e.phase, e.total)))
+    report = scanner.scan(images, labels, seed=0)
     restarted = {total for phase, total in phases if phase == "restart"}
     assert len(restarted) == 1 and NUM_LABELS // 2 <= restarted.pop() < NUM_LABELS  # (lower) median and below
     assert report.flagged == [TARGET]
@@ -229,3 +230,63 @@ def test_channels_last_inputs_only_for_models_that_take_them():
     probe = torch.rand(4, 3, 8, 8)
     assert input_memory_format(_ViewAfterConv(), probe) == torch.contiguous_format
     assert input_memory_format(build_model("gtsrb"), torch.rand(4, 3, 32, 32)) == torch.channels_last
+
+
+class _FailsUnderAutocast(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("this model has no bfloat16 kernels")
+        return self.fc(x.flatten(1))
+
+
+def test_compute_dtype_follows_the_precision_setting(monkeypatch):
+    from neuralcleanse._torch import compute_dtype
+    from neuralcleanse.models import build_model
+
+    model, probe = build_model("gtsrb"), torch.rand(2, 3, 32, 32)
+    assert compute_dtype(model, probe, "float32") == torch.float32
+    assert compute_dtype(model, probe, "bfloat16") == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert compute_dtype(model, probe, "auto") == torch.float32  # emulated bfloat16 is slower: keep float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert compute_dtype(model, probe, "auto") == torch.bfloat16
+    assert compute_dtype(_FailsUnderAutocast(), torch.rand(2, 3, 8, 8), "auto") == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, auto, got 'half'"):
+        compute_dtype(model, probe, "half")  # type: ignore[arg-type]
+
+
+def test_bfloat16_search_flags_the_backdoor_and_says_so(data):
+    images, labels = data
+    report = NeuralCleanse(TemplateNet(True), config=replace(FAST, precision="bfloat16")).scan(images, labels, seed=0)
+    assert report.flagged == [TARGET] and report.anomaly_index > 3
+    assert report.config["compute_dtype"] == "bfloat16"
+    reference = NeuralCleanse(TemplateNet(True), mode="reference", config=ReverseConfig(max_epochs=2))
+    assert reference.scan(images, labels, targets=[0, 1]).config["compute_dtype"] == "float32"
+
+
+def test_initial_masks_and_patterns_come_from_init_range(data):
+    images, _ = data
+    # One step with a vanishing learning rate: the masks and patterns returned are the initial ones.
+    config = ReverseConfig(max_epochs=1, steps_per_epoch=1, lr=1e-9, init_range=(0.4, 0.6))
+    r = reverse_engineer(TemplateNet(True), images, [0, 1, 2], config, torch.Generator().manual_seed(0))
+    for values in (r.masks, r.patterns):
+        assert 0.4 - 1e-5 <= float(values.min()) and float(values.max()) <= 0.6 + 1e-5
+        assert float(values.std()) > 0.03  # random, not constant
+    assert FAST.init_range == (0.4, 0.6) and ReverseConfig().init_range == (0.0, 1.0)  # the original: [0, 1]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"init_range": (0.7, 0.2)}, "init_range must be"),
+        ({"init_range": (-0.1, 0.5)}, "init_range must be"),
+        ({"precision": "half"}, "precision must be one of"),
+    ],
+)
+def test_bad_reverse_settings_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        ReverseConfig(**change)

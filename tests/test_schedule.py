@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from neuralcleanse.schedule import CostSchedule, EarlyStop
+from neuralcleanse.schedule import CostSchedule, EarlyStop, RecentSuccess
 
 
 def run(schedule, successes):
@@ -57,3 +57,31 @@ def test_early_stop_counter_waits_for_a_valid_trigger():
     assert int(stop.counter) == 0  # the first valid norm is an improvement
     stop = stop.update(torch.tensor([5.0]))
     assert int(stop.counter) == 1
+
+
+def test_recent_success_with_a_window_of_one_is_the_epochs_own():
+    recent = RecentSuccess.start(2)
+    for epoch in ([0.5, 1.0], [1.0, 0.975]):
+        recent = recent.update(torch.tensor(epoch))
+        assert torch.equal(recent.mean(), torch.tensor(epoch))
+
+
+def test_one_short_epoch_keeps_the_window_below_the_threshold_for_the_window():
+    recent = RecentSuccess.start(1, window=3)
+    means = []
+    for s in [1.0, 1.0, 0.9, 1.0, 1.0, 1.0]:
+        recent = recent.update(torch.tensor([s]))
+        means.append(round(float(recent.mean()), 4))
+    # Until three epochs have run, the mean is over those run so far.
+    assert means == [1.0, 1.0, 0.9667, 0.9667, 0.9667, 1.0]
+    assert [m >= 0.99 for m in means] == [True, True, False, False, False, True]
+
+
+def test_recent_success_skips_inactive_labels_and_keeps_labels_apart():
+    recent = RecentSuccess.start(2, window=2)
+    recent = recent.update(torch.tensor([1.0, 0.5]))
+    recent = recent.update(torch.tensor([0.0, 0.7]), active=torch.tensor([False, True]))
+    assert torch.allclose(recent.mean(), torch.tensor([1.0, 0.6]))
+    assert recent.count.tolist() == [1, 2]
+    with pytest.raises(ValueError, match="window must be >= 1 epoch, got 0"):
+        RecentSuccess.start(2, window=0)

@@ -230,6 +230,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             skip_sanity_check=args.skip_sanity_check,
             success_threshold=args.success_threshold,
             searches=args.searches,
+            precision=args.precision,
             progress=bars,
         )
     finally:
@@ -427,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="search every label N times from different random starts, keeping the smallest valid trigger; "
         "about N times the work (default: fast mode searches again only the labels at or below the median)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        help="the model's arithmetic during the search; auto: bfloat16 on CPUs with AMX, else float32 "
+        "(default: auto in fast mode, float32 in reference mode)",
     )
     p.add_argument(
         "--skip-sanity-check", action="store_true", help="scan even when the model misclassifies most clean images"

@@ -14,15 +14,15 @@ as optimising it alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ._torch import frozen, input_memory_format, model_device
+from ._torch import PRECISIONS, Precision, autocast, compute_dtype, frozen, input_memory_format, model_device
 from .preprocess import log_probabilities
 from .progress import ProgressCallback, report
-from .schedule import CostSchedule, EarlyStop
+from .schedule import CostSchedule, EarlyStop, RecentSuccess
 
 __all__ = ["ReverseConfig", "ReverseResult", "reverse_engineer"]
 
@@ -48,6 +48,9 @@ class ReverseConfig:
     early_stop_patience: int = 25  # EARLY_STOP_PATIENCE = 5 * PATIENCE
     early_stop_threshold: float = 1.0  # EARLY_STOP_THRESHOLD
     max_images_per_pass: int = 1024  # memory bound of one forward/backward (ours)
+    init_range: tuple[float, float] = (0.0, 1.0)  # mask_init/pattern_init = np.random.random(...)
+    selection_epochs: int = 1  # a mask is kept on its own epoch's attack success, as in the original (ours)
+    precision: Precision = "float32"  # the original runs Keras in float32; see compute_dtype for "auto"
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
@@ -59,6 +62,7 @@ class ReverseConfig:
             "patience",
             "early_stop_patience",
             "max_images_per_pass",
+            "selection_epochs",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -66,6 +70,11 @@ class ReverseConfig:
             raise ValueError("lr and init_cost must be > 0 and start_cost >= 0")
         if not (self.cost_up > 1 and self.cost_down > 1):
             raise ValueError(f"cost_up and cost_down must be > 1, got {self.cost_up} and {self.cost_down}")
+        lo, hi = self.init_range
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"init_range must be (low, high) with 0 <= low <= high <= 1, got {self.init_range}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -78,10 +87,12 @@ class ReverseResult:
             the last mask when none did).
         patterns: (K, C, H, W) their patterns.
         norms: (K,) L1 norms of ``masks``.
-        attack_success: (K,) mean attack success during the epoch each mask was kept.
+        attack_success: (K,) mean attack success over the epochs that qualified each kept mask (its own epoch and
+            up to ``selection_epochs - 1`` before it).
         found: (K,) whether a mask reaching the threshold was found.
         epochs: (K,) epochs run per label.
         image_passes: (K,) stamped images passed forward and backward per label.
+        compute_dtype: the model's arithmetic during the search (``"float32"`` or ``"bfloat16"``).
     """
 
     labels: torch.Tensor
@@ -92,7 +103,7 @@ class ReverseResult:
     found: torch.Tensor
     epochs: torch.Tensor
     image_passes: torch.Tensor
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    compute_dtype: str = "float32"
 
     def best_of_restarts(self, restarts: int) -> ReverseResult:
         """Fold a result whose labels are ``restarts`` copies of K labels (``targets * restarts``) into K rows:
@@ -117,15 +128,20 @@ class ReverseResult:
             found=self.found[rows],
             epochs=self.epochs.view(restarts, k).sum(0),
             image_passes=self.image_passes.view(restarts, k).sum(0),
+            compute_dtype=self.compute_dtype,
         )
 
     @staticmethod
     def concat(parts: list[ReverseResult]) -> ReverseResult:
-        return ReverseResult(**{n: torch.cat([getattr(p, n) for p in parts]) for n in _ROW_FIELDS})
+        dtypes = {p.compute_dtype for p in parts}
+        if len(dtypes) != 1:
+            raise ValueError(f"cannot join results computed in different precisions: {sorted(dtypes)}")
+        rows = {n: torch.cat([getattr(p, n) for p in parts]) for n in _ROW_FIELDS}
+        return ReverseResult(**rows, compute_dtype=dtypes.pop())
 
     def rows(self, index: torch.Tensor) -> ReverseResult:
         """The labels at positions ``index``, in that order."""
-        return ReverseResult(**{n: getattr(self, n)[index] for n in _ROW_FIELDS})
+        return ReverseResult(**{n: getattr(self, n)[index] for n in _ROW_FIELDS}, compute_dtype=self.compute_dtype)
 
     def with_rows(self, index: torch.Tensor, other: ReverseResult) -> ReverseResult:
         """A copy whose labels at positions ``index`` are replaced by ``other``'s rows, in order."""
@@ -136,7 +152,9 @@ class ReverseResult:
             value = getattr(self, n).clone()
             value[index] = getattr(other, n)
             fields[n] = value
-        return ReverseResult(**fields)
+        if other.compute_dtype != self.compute_dtype:
+            raise ValueError(f"cannot join results computed in {self.compute_dtype} and {other.compute_dtype}")
+        return ReverseResult(**fields, compute_dtype=self.compute_dtype)
 
 
 _ROW_FIELDS = ("labels", "masks", "patterns", "norms", "attack_success", "found", "epochs", "image_passes")
@@ -185,9 +203,13 @@ def reverse_engineer(
     cfg = config
     g = generator if generator is not None else torch.Generator().manual_seed(0)
 
-    # Random initial mask and pattern (as the original), drawn label by label so that a label starts from the
-    # same point whether it is searched alone or with others.
-    inits = [(torch.rand(1, h, w, generator=g), torch.rand(c, h, w, generator=g)) for _ in range(k)]
+    # Random initial mask and pattern (uniform on [0, 1] in the original; init_range narrows it), drawn label
+    # by label so that a label starts from the same point whether it is searched alone or with others.
+    lo, span = cfg.init_range[0], cfg.init_range[1] - cfg.init_range[0]
+    inits = [
+        (lo + span * torch.rand(1, h, w, generator=g), lo + span * torch.rand(c, h, w, generator=g))
+        for _ in range(k)
+    ]
     mask_param = _to_param(torch.stack([m for m, _ in inits])).to(device).requires_grad_(True)
     pattern_param = _to_param(torch.stack([p for _, p in inits])).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([mask_param, pattern_param], lr=cfg.lr, betas=cfg.betas)
@@ -212,7 +234,9 @@ def reverse_engineer(
     done = torch.zeros(k, dtype=torch.bool)
     target_dev = targets_t.to(device)
     labels_per_pass = max(1, cfg.max_images_per_pass // cfg.batch_size)
+    recent = RecentSuccess.start(k, cfg.selection_epochs, device)
     memory_format = input_memory_format(model, images[:4])
+    dtype = compute_dtype(model, images[:4], cfg.precision)
 
     with frozen(model):
         for _ in range(cfg.max_epochs):
@@ -236,7 +260,9 @@ def reverse_engineer(
                     pattern = _from_param(pattern_param[rows])  # (k', C, H, W)
                     x = images[batch_idx[sel]]  # (k', B, C, H, W)
                     stamped = (1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)
-                    out = model(stamped.flatten(0, 1).contiguous(memory_format=memory_format))  # (k' * B, K)
+                    with autocast(device, dtype):
+                        out = model(stamped.flatten(0, 1).contiguous(memory_format=memory_format))
+                    out = out.float()  # (k' * B, K)
                     logp = log_probabilities(out, outputs_probabilities).view(len(rows), -1, out.shape[-1])
                     tgt = target_dev[rows]
                     ce = -logp.gather(2, tgt.view(-1, 1, 1).expand(-1, logp.shape[1], 1)).squeeze(2).mean(1)
@@ -257,11 +283,13 @@ def reverse_engineer(
                 reg_mean[active_dev] = reg_sum / cfg.steps_per_epoch
                 is_active = torch.zeros(k, dtype=torch.bool, device=device)
                 is_active[active_dev] = True
-                better = is_active & (success >= cfg.threshold) & (reg_mean < best_reg)
+                recent = recent.update(success, is_active)
+                kept_success = recent.mean()
+                better = is_active & (kept_success >= cfg.threshold) & (reg_mean < best_reg)
                 best_mask[better] = _from_param(mask_param[better])
                 best_pattern[better] = _from_param(pattern_param[better])
                 best_reg = torch.where(better, reg_mean, best_reg)
-                best_success = torch.where(better, success, best_success)
+                best_success = torch.where(better, kept_success, best_success)
                 # The original checks the early stop with the flags of the previous epoch, then moves λ.
                 new_stop = stop.update(best_reg)
                 stopping = is_active & new_stop.should_stop(schedule)
@@ -286,6 +314,7 @@ def reverse_engineer(
         found=found.cpu(),
         epochs=epochs,
         image_passes=passes,
+        compute_dtype=str(dtype).removeprefix("torch."),
     )
 
 

@@ -218,12 +218,14 @@ def scan_model(
     skip_sanity_check: bool = False,
     success_threshold: float | None = None,
     searches: int | None = None,
+    precision: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[Any, Path]:
     """Scan a loaded model with a stratified clean sample of ``data`` and write the report to ``out``.
 
     ``success_threshold`` replaces the mode's attack-success threshold; ``searches`` searches every label that many
-    times, keeping the smallest valid trigger, instead of the mode's default (see :mod:`neuralcleanse.scan`)."""
+    times, keeping the smallest valid trigger, instead of the mode's default (see :mod:`neuralcleanse.scan`);
+    ``precision`` replaces the mode's compute precision (``"auto"``, ``"float32"`` or ``"bfloat16"``)."""
     from .data import clean_sample, load_dataset
     from .report import REPORT_FILE, ReportExistsError, write_scan_report
     from .scan import MIN_CLEAN_ACCURACY, NeuralCleanse, mode_config
@@ -250,12 +252,11 @@ def scan_model(
     scanner = NeuralCleanse(
         loaded.model,
         mode=mode,  # type: ignore[arg-type]
-        config=mode_config(mode, success_threshold),  # type: ignore[arg-type]
+        config=mode_config(mode, success_threshold, precision),  # type: ignore[arg-type]
         outputs_probabilities=getattr(loaded, "outputs_probabilities", None),
         min_clean_accuracy=None if skip_sanity_check else MIN_CLEAN_ACCURACY,
         progress=progress,
         restarts=searches,
-        restart_all=searches is not None,
     )
     report = scanner.scan(clean.images, clean.labels, targets=list(range(num_outputs)), seed=seed)
     extra: dict[str, Any] = {
