@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="search every label N times from different random starts, keeping the smallest valid trigger; "
-        "about N times the work (default: fast mode searches again only the labels at or below the median)",
+        "about N times the work (default: 2 in fast mode, 1 in reference mode)",
     )
     p.add_argument(
         "--precision",

@@ -337,11 +337,12 @@ class NeuralCleanse:
 
 
 def restart_candidates(result: ReverseResult) -> torch.Tensor:
-    """Positions of the labels fast mode searches again: norms at or below the median (the only labels that can
-    be flagged, and the ones that set the median from below) and labels that never reached the threshold.
+    """Positions of the labels a staged fast scan (``restart_all=False``) searches again: norms at or below the
+    median (the only labels that can be flagged) and labels that never reached the threshold.
 
-    A restart can only lower a label's norm. Labels far above the median cannot be flagged and move the median
-    and the MAD only by crossing to the other side of the median, so the first search suffices for them."""
+    The labels above the median keep their first search. They cannot be flagged, but their distances to the
+    median are half of what the MAD is taken over, so a stalled search among them still widens the MAD; that
+    is why the default searches every label again (see :data:`FAST`)."""
     median = result.norms.median()
     return torch.nonzero((result.norms <= median) | ~result.found).flatten()
 
