@@ -127,7 +127,7 @@ def main() -> None:
     )
     parser.add_argument("--reference-full", default="", help="datasets whose reference scan runs on all labels")
     parser.add_argument("--success-threshold", type=float, help="attack-success threshold for both modes")
-    parser.add_argument("--searches", type=int, help="search every label this many times (the scan's restart_all)")
+    parser.add_argument("--searches", type=int, help="searches per label (default: the mode's)")
     parser.add_argument("--output", default="scan_speed", help="results file stem under benchmarks/results")
     args = parser.parse_args()
     wanted, modes = args.models.split(","), args.modes.split(",")
