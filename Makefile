@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch 2.13.0 is pinned: here it installs from a local CPU build; any other version pulls CUDA packages.
 EXTRAS := dev,formats
 
-.PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-mitigation clean
+.PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-searches bench-mitigation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-scan: $(STAMP)
 bench-thorough: $(STAMP)  # fast mode with 3 searches for every label (--searches 3)
 	$(BIN)/python benchmarks/scan_speed.py --modes fast --searches 3 --output scan_thorough \
 		--models mnist-badnets,mnist-clean,gtsrb-badnets,gtsrb-clean
+
+bench-searches: $(STAMP)  # verdicts of any 1..6 of 6 searches per label, and their ceiling
+	$(BIN)/python benchmarks/searches_per_label.py
 
 bench-mitigation: $(STAMP)
 	$(BIN)/python benchmarks/mitigation.py

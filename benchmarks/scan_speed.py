@@ -7,6 +7,7 @@ one label at a time; on this 2-core CPU a full GTSRB reference scan takes hours,
 runs it on the target plus N-1 other labels and extrapolates its time (the row says so, and gives no verdict).
 
     python benchmarks/scan_speed.py [--models mnist-badnets,...] [--modes fast,reference] [--reference-labels N]
+        [--reference-full gtsrb] [--seeds 0,1,2] [--reference-seeds 0]
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(name for name, _, _ in SUITE))
     parser.add_argument("--modes", default="fast,reference")
-    parser.add_argument("--seeds", default="0,1,2", help="fast-mode seeds (reference runs seed 0)")
+    parser.add_argument("--seeds", default="0,1,2", help="fast-mode seeds")
+    parser.add_argument("--reference-seeds", default="0", help="reference-mode seeds (a full GTSRB one takes hours)")
     parser.add_argument(
         "--reference-labels", type=int, help="run reference mode on this many labels only (extrapolated)"
     )
@@ -131,15 +133,23 @@ def main() -> None:
     parser.add_argument("--output", default="scan_speed", help="results file stem under benchmarks/results")
     args = parser.parse_args()
     wanted, modes = args.models.split(","), args.modes.split(",")
-    # Rows of the models and modes not rerun are kept from the previous results.
-    rows = [r for r in read_results(args.output) if r["model"] not in wanted or r["mode"] not in modes]
+    seeds = {
+        "fast": [int(s) for s in args.seeds.split(",")],
+        "reference": [int(s) for s in args.reference_seeds.split(",")],
+    }
+    # Rows of the (model, mode, seed) runs not rerun are kept from the previous results, so long reference
+    # scans can be added one at a time.
+    rows = [
+        r
+        for r in read_results(args.output)
+        if r["model"] not in wanted or r["mode"] not in modes or r["seed"] not in seeds[r["mode"]]
+    ]
     for name, dataset, infected in SUITE:
         if name not in wanted:
             continue
         ensure_model(name, dataset, infected)
         for mode in modes:
-            seeds = [int(s) for s in args.seeds.split(",")] if mode == "fast" else [0]
-            for seed in seeds:
+            for seed in seeds[mode]:
                 subset = None if dataset in args.reference_full.split(",") else args.reference_labels
                 rows.append(
                     scan_row(name, dataset, infected, mode, seed, subset, args.success_threshold, args.searches)
