@@ -7,7 +7,7 @@ import torch
 from _tiny import CORNER, NUM_LABELS, TARGET, TemplateNet, clean_images
 
 from neuralcleanse.reverse import ReverseConfig, reverse_engineer
-from neuralcleanse.scan import FAST, NeuralCleanse, SanityCheckError, restart_candidates
+from neuralcleanse.scan import FAST, NeuralCleanse, SanityCheckError, restart_candidates, trigger_success
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,32 @@ def test_labels_beyond_the_model_outputs_are_refused(data):
 
 def test_fast_mode_is_documented_against_the_reference():
     assert FAST.lr == 0.1 and FAST.betas == (0.5, 0.9) and FAST.threshold == 0.99
+
+
+def test_trigger_success_is_measured_on_every_image(data):
+    """The report's attack success: the share of all images each kept trigger sends to its label."""
+    from neuralcleanse.reverse import ReverseResult
+
+    images, labels = data
+    masks = torch.zeros(2, 1, 12, 12)
+    masks[0, 0][CORNER] = 1.0  # label TARGET: the true trigger, white
+    masks[1, 0, :6] = 1.0  # label 0: a black top half changes no prediction (only 0's own images count)
+    result = ReverseResult(
+        labels=torch.tensor([TARGET, 0]),
+        masks=masks,
+        patterns=torch.stack([torch.ones(1, 12, 12), torch.zeros(1, 12, 12)]),
+        norms=masks.flatten(1).sum(1),
+        attack_success=torch.ones(2),  # the search's figure; not what is measured
+        found=torch.ones(2, dtype=torch.bool),
+        epochs=torch.ones(2, dtype=torch.int64),
+        image_passes=torch.ones(2, dtype=torch.int64),
+    )
+    model = TemplateNet(True)
+    black_top = images.clone()
+    black_top[:, :, :6] = 0.0
+    expected_0 = float((model(black_top).argmax(1) == 0).float().mean())
+    assert trigger_success(model, images, result).tolist() == pytest.approx([1.0, expected_0])
+    assert expected_0 == pytest.approx(1 / NUM_LABELS)
 
 
 def test_restarts_keep_the_smallest_valid_mask_per_label():

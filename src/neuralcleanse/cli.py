@@ -38,6 +38,7 @@ class ProgressBars:
         "reverse": "reversing triggers",
         "restart": "searching again from new starts",
         "check": "sanity check",
+        "measure": "measuring the triggers",
         "filter": "input filter",
         "prune": "pruning",
         "unlearn": "unlearning",

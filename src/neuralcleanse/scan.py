@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._torch import Precision, eval_mode, model_device
+from ._torch import Precision, autocast, eval_mode, model_device
 from .io import versions
-from .metrics import accuracy
+from .metrics import accuracy, predict
 from .outliers import anomaly_index
 from .preprocess import is_probabilities
 from .progress import ProgressCallback, report
@@ -34,6 +34,7 @@ __all__ = [
     "ScanReport",
     "mode_config",
     "restart_candidates",
+    "trigger_success",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ class SanityCheckError(ValueError):
 
 @dataclass(frozen=True)
 class LabelResult:
-    """One label's reversed trigger, summarised."""
+    """One label's reversed trigger, summarised. ``attack_success``: share of the scan's clean images the kept
+    trigger sends to the label (:func:`trigger_success`); ``found``: whether the search reached the threshold."""
 
     label: int
     mask_l1: float
@@ -269,12 +271,13 @@ class NeuralCleanse:
 
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
         result = self._reverse(images, targets, generator, probabilities)
+        success = trigger_success(self.model, images, result, self.progress)
         outliers = anomaly_index(result.norms, self.anomaly_threshold)
         rows = [
             LabelResult(
                 int(t),
                 float(result.norms[i]),
-                float(result.attack_success[i]),
+                float(success[i]),
                 float(outliers.indices[i]),
                 bool(result.found[i]),
                 int(result.epochs[i]),
@@ -334,6 +337,27 @@ class NeuralCleanse:
             parts.append(tries.best_of_restarts(self.restarts))
             report(self.progress, "reverse", i + 1, len(targets), label=t)
         return ReverseResult.concat(parts)
+
+
+def trigger_success(
+    model: nn.Module, images: torch.Tensor, result: ReverseResult, progress: ProgressCallback | None = None
+) -> torch.Tensor:
+    """(K,) share of all ``images`` that each label's kept trigger sends to that label, in the search's precision.
+
+    The search keeps a mask once its success over the images of its last few epochs reaches the threshold (fast
+    mode: 120 images), a figure picked for being high; measured again on the whole sample the kept GTSRB masks
+    reach 87% to over 99%. The report gives this second figure. Like the search (and the original code), it
+    counts the label's own images too."""
+    dtype = getattr(torch, result.compute_dtype)
+    rates = []
+    with autocast(model_device(model), dtype):
+        for i, (mask, pattern, label) in enumerate(
+            zip(result.masks, result.patterns, result.labels.tolist(), strict=True)
+        ):
+            predicted = predict(model, images, trigger=Trigger(mask, pattern))
+            rates.append(float((predicted == label).float().mean()))
+            report(progress, "measure", i + 1, result.labels.numel(), label=label)
+    return torch.tensor(rates)
 
 
 def restart_candidates(result: ReverseResult) -> torch.Tensor:
