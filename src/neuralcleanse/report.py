@@ -509,9 +509,10 @@ def _scan_page(
     sections.append(
         (
             "All labels",
-            table + '<p class="note">found: a mask reaching the attack-success '
-            "threshold was found for the label (if not, its norm is that of the best mask "
-            "seen).</p>",
+            table + f'<p class="note">attack success: share of the {report.num_images} clean images '
+            "that the label's kept trigger sends to the label, measured after the search. found: the "
+            "search reached the attack-success threshold for the label (if not, its norm is that of the "
+            "best mask seen).</p>",
         )
     )
 
