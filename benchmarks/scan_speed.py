@@ -13,6 +13,7 @@ runs it on the target plus N-1 other labels and extrapolates its time (the row s
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from typing import Any
 
@@ -109,6 +110,10 @@ def scan_row(
             "flagged": report.flagged,
             "median_l1": report.median_l1,
             "target_l1": report.labels[target].mask_l1,
+            # success of every kept trigger on the whole sample, measured after the search
+            "attack_success_min": min(r.attack_success for r in report.labels),
+            "attack_success_median": statistics.median(r.attack_success for r in report.labels),
+            "target_attack_success": report.labels[target].attack_success,
             "image_passes_per_label": d["image_passes_per_label"],
             "target_iou": true_trigger_overlap(report.masks[target], saved.triggers[0][0].mask) if infected else None,
             "correct": report.flagged == ([target] if infected else []),
