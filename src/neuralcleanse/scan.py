@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._torch import Precision, autocast, eval_mode, model_device
+from ._torch import Precision, autocast, eval_mode, input_memory_format, model_device
 from .io import versions
 from .metrics import accuracy, predict
 from .outliers import anomaly_index
@@ -349,6 +349,8 @@ def trigger_success(
     reach 87% to over 99%. The report gives this second figure. Like the search (and the original code), it
     counts the label's own images too."""
     dtype = getattr(torch, result.compute_dtype)
+    # channels-last where the search used it: on this CPU 0.26 ms per GTSRB image against 0.66 ms (bfloat16)
+    images = images.contiguous(memory_format=input_memory_format(model, images[:4].to(model_device(model))))
     rates = []
     with autocast(model_device(model), dtype):
         for i, (mask, pattern, label) in enumerate(
