@@ -134,9 +134,7 @@ def main() -> None:
         if name not in wanted:
             continue
         ensure_model(name, dataset, infected)
-        rows += model_rows(name, dataset, infected, args.copies, args.seed)
-        for r in rows:
-            r["machine"] = machine()
+        rows += [{**r, "machine": machine()} for r in model_rows(name, dataset, infected, args.copies, args.seed)]
         print({k: v for k, v in rows[-1].items() if k not in ("machine", "norms", "found")}, flush=True)
         write_results(args.output, rows, render(rows))
 

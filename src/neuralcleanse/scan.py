@@ -180,7 +180,7 @@ class NeuralCleanse:
         min_clean_accuracy: refuse to scan when the model's accuracy on the labelled clean images is below
             this fraction (a sign of a preprocessing mismatch); ``None`` skips the check.
         progress: receives :class:`~neuralcleanse.progress.ProgressEvent` s (phases ``"check"``, ``"reverse"``,
-            ``"restart"``).
+            ``"restart"``, ``"measure"``).
         restarts: independent searches per label, keeping the smallest valid mask (fast mode: 2, reference: 1).
         restart_all: give every label all ``restarts`` searches (the default). With ``False``, fast mode spends
             the searches after the first only on the labels of :func:`restart_candidates` (norms at or below
@@ -348,11 +348,11 @@ def trigger_success(
     mode: 120 images), a figure picked for being high; measured again on the whole sample the kept GTSRB masks
     reach 87% to over 99%. The report gives this second figure. Like the search (and the original code), it
     counts the label's own images too."""
-    dtype = getattr(torch, result.compute_dtype)
+    device, dtype = model_device(model), getattr(torch, result.compute_dtype)
     # channels-last where the search used it: on this CPU 0.26 ms per GTSRB image against 0.66 ms (bfloat16)
-    images = images.contiguous(memory_format=input_memory_format(model, images[:4].to(model_device(model))))
+    images = images.contiguous(memory_format=input_memory_format(model, images[:4].to(device)))
     rates = []
-    with autocast(model_device(model), dtype):
+    with autocast(device, dtype):
         for i, (mask, pattern, label) in enumerate(
             zip(result.masks, result.patterns, result.labels.tolist(), strict=True)
         ):
