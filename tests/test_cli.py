@@ -86,6 +86,22 @@ def test_clean_model_verdict(tiny, tmp_path, capsys):
     assert report["config"]["reverse"]["precision"] == "float32" and report["config"]["compute_dtype"] == "float32"
 
 
+def test_anomaly_threshold_decides_the_verdict(tiny, tmp_path, capsys):
+    # The same search (same seed) judged against a threshold above the backdoor's index: nothing is flagged.
+    args = ["scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"), "-q"]
+    code, out, _ = run(capsys, *args, "--out", str(tmp_path / "r2"))
+    default = json.loads((tmp_path / "r2" / "report.json").read_text())
+    higher = default["anomaly_index"] + 0.5
+    code, out, _ = run(capsys, *args, "--out", str(tmp_path / "r"), "--anomaly-threshold", str(higher))
+    assert code == 0 and out.startswith(f"clean: anomaly index {default['anomaly_index']:.2f} (threshold {higher:g})")
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert default["flagged"] == [TARGET] and report["flagged"] == [] and not report["infected"]
+    assert report["anomaly_index"] == default["anomaly_index"] and report["anomaly_threshold"] == higher
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "r3"), "--anomaly-threshold", "0")
+    assert code == 1 and "--anomaly-threshold must be > 0, got 0.0" in err and err.count("\n") == 1
+    assert not (tmp_path / "r3").exists()
+
+
 def test_searches_below_one_is_a_one_line_error(tiny, tmp_path, capsys):
     args = ["scan", str(tiny / "clean.pt"), "--data", str(tiny / "clean.npz"), "--out", str(tmp_path / "r")]
     code, _, err = run(capsys, *args, "--searches", "0")

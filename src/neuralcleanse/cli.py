@@ -232,6 +232,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             success_threshold=args.success_threshold,
             searches=args.searches,
             precision=args.precision,
+            anomaly_threshold=args.anomaly_threshold,
             progress=bars,
         )
     finally:
@@ -435,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "float32", "bfloat16"],
         help="the model's arithmetic during the search; auto: bfloat16 on CPUs with AMX, else float32 "
         "(default: auto in fast mode, float32 in reference mode)",
+    )
+    p.add_argument(
+        "--anomaly-threshold",
+        type=float,
+        metavar="INDEX",
+        help="flag labels below the median whose anomaly index exceeds this (default: 2, the paper's; with "
+        "hundreds of labels clean ones can pass 2, see README)",
     )
     p.add_argument(
         "--skip-sanity-check", action="store_true", help="scan even when the model misclassifies most clean images"

@@ -219,16 +219,18 @@ def scan_model(
     success_threshold: float | None = None,
     searches: int | None = None,
     precision: str | None = None,
+    anomaly_threshold: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[Any, Path]:
     """Scan a loaded model with a stratified clean sample of ``data`` and write the report to ``out``.
 
     ``success_threshold`` replaces the mode's attack-success threshold; ``searches`` searches every label that many
     times, keeping the smallest valid trigger, instead of the mode's default (see :mod:`neuralcleanse.scan`);
-    ``precision`` replaces the mode's compute precision (``"auto"``, ``"float32"`` or ``"bfloat16"``)."""
+    ``precision`` replaces the mode's compute precision (``"auto"``, ``"float32"`` or ``"bfloat16"``);
+    ``anomaly_threshold`` replaces the paper's 2 as the index above which a label is flagged."""
     from .data import clean_sample, load_dataset
     from .report import REPORT_FILE, ReportExistsError, write_scan_report
-    from .scan import MIN_CLEAN_ACCURACY, NeuralCleanse, mode_config
+    from .scan import ANOMALY_THRESHOLD, MIN_CLEAN_ACCURACY, NeuralCleanse, mode_config
 
     if (out / REPORT_FILE).exists() and not overwrite:
         raise ReportExistsError(
@@ -238,6 +240,8 @@ def scan_model(
         raise ValueError(f"--samples must be at least 2, got {samples}")
     if searches is not None and searches < 1:
         raise ValueError(f"--searches must be at least 1, got {searches}")
+    if anomaly_threshold is not None and not anomaly_threshold > 0:
+        raise ValueError(f"--anomaly-threshold must be > 0, got {anomaly_threshold}")
     dataset = load_dataset(data, "test")
     num_outputs = _check_compatible(loaded, dataset)
     if dataset.num_classes != num_outputs:
@@ -257,6 +261,7 @@ def scan_model(
         min_clean_accuracy=None if skip_sanity_check else MIN_CLEAN_ACCURACY,
         progress=progress,
         restarts=searches,
+        anomaly_threshold=ANOMALY_THRESHOLD if anomaly_threshold is None else anomaly_threshold,
     )
     report = scanner.scan(clean.images, clean.labels, targets=list(range(num_outputs)), seed=seed)
     extra: dict[str, Any] = {
