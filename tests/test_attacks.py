@@ -1,8 +1,12 @@
 import pytest
 import torch
+from torch import nn
 
-from neuralcleanse.attacks import poison
-from neuralcleanse.triggers import Trigger
+from neuralcleanse.attacks import TrojanConfig, poison, select_neurons, trojan
+from neuralcleanse.metrics import accuracy, attack_success_rate
+from neuralcleanse.models import Normalize, PaperNet
+from neuralcleanse.train import TrainConfig, train_classifier
+from neuralcleanse.triggers import Trigger, parse_trigger
 
 
 @pytest.fixture
@@ -50,3 +54,105 @@ def test_poison_rejects_bad_rates(data):
         poison(images, labels, [(Trigger.patch((1, 8, 8), 2), 1)], rate=10)
     with pytest.raises(ValueError, match="cannot poison 190 images for target 1"):
         poison(images, labels, [(Trigger.patch((1, 8, 8), 2), 1)], rate=0.95)
+
+
+# ---------------------------------------- Trojan
+
+
+def _quadrant_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, 8, 8) noisy dark images of 4 labels; label c has its quadrant c bright."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    images = 0.2 * torch.rand(n, 1, 8, 8, generator=g)
+    for c in range(4):
+        rows, cols = slice(4 * (c // 2), 4 * (c // 2) + 4), slice(4 * (c % 2), 4 * (c % 2) + 4)
+        images[labels == c, :, rows, cols] += 0.6
+    return images.clamp(0, 1), labels
+
+
+def _tiny_paper_net() -> PaperNet:
+    torch.manual_seed(0)
+    features = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 16), nn.ReLU()
+    )
+    return PaperNet(Normalize([0.0], [1.0]), features, nn.Linear(16, 4))
+
+
+@pytest.fixture(scope="module")
+def victim():
+    images, labels = _quadrant_data(400, seed=0)
+    model = _tiny_paper_net()
+    train_classifier(model, images, labels, TrainConfig(epochs=10, batch_size=32), torch.Generator().manual_seed(0))
+    return model
+
+
+def test_trojan_plants_a_crafted_backdoor_and_leaves_the_victim_alone(victim):
+    images, labels = _quadrant_data(400, seed=0)
+    test_images, test_labels = _quadrant_data(200, seed=1)
+    region = parse_trigger("trojan:size=2,position=center", (1, 8, 8), crafted=True)  # a corner of each quadrant
+    before = {k: v.clone() for k, v in victim.state_dict().items()}
+    config = TrojanConfig(craft_steps=100, epochs=20, batch_size=16)
+    attack = trojan(victim, images, labels, [(region, 3)], 0.1, config, torch.Generator().manual_seed(0))
+    (trigger, target), neurons = attack.triggers[0], attack.neurons[0]
+    assert target == 3 and len(neurons) == 1 and trigger.spec == "trojan:size=2,position=center"
+    assert torch.equal(trigger.mask, region.mask) and (trigger.pattern * (1 - region.mask) == 0).all()
+    # The crafted pattern raises its neuron more than random patterns in the same place do.
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        noise = Trigger(region.mask, torch.rand(1, 8, 8, generator=g))
+        with torch.no_grad():
+            raised = victim.features[:4](noise.stamp(images))[:, neurons].mean()  # the convolutional output
+        assert attack.clean_activation[0] < float(raised) < attack.activation[0]
+    assert attack_success_rate(victim, test_images, test_labels, trigger, 3) < 0.5
+    assert attack_success_rate(attack.model, test_images, test_labels, trigger, 3) > 0.95
+    assert accuracy(attack.model, test_images, test_labels) >= accuracy(victim, test_images, test_labels) - 0.05
+    # Only the dense layers, above the chosen neurons, were retrained; the victim is untouched.
+    assert all(torch.equal(v, victim.state_dict()[k]) for k, v in before.items())
+    after = attack.model.state_dict()
+    retrained = {"features.4.weight", "features.4.bias", "head.weight", "head.bias"}
+    assert all(torch.equal(after[k], v) != (k in retrained) for k, v in before.items())
+    again = trojan(victim, images, labels, [(region, 3)], 0.1, config, torch.Generator().manual_seed(0))
+    assert torch.equal(again.triggers[0][0].pattern, trigger.pattern) and again.neurons == attack.neurons
+
+
+def test_select_neurons_ranks_the_units_the_region_reaches_by_how_far_it_raises_them():
+    # A 1x1 convolution: the convolutional output is the image plus 0.01, one unit per pixel (the offset keeps
+    # the ReLU open at black pixels).
+    conv = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(0.01)
+    features = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(64, 2), nn.ReLU())
+    model = PaperNet(Normalize([0.0], [1.0]), features, nn.Linear(2, 2))
+    images = torch.zeros(4, 1, 8, 8)
+    images[:, 0, 7, 7], images[:, 0, 6, 6], images[:, 0, 6, 7] = 0.9, 0.5, 0.2  # (7, 6) stays 0
+    corner = Trigger.patch((1, 8, 8), 2, "bottom-right").mask
+    assert select_neurons(model, corner, images, 4) == [62, 55, 54, 63]  # rises 1.0, 0.8, 0.5, 0.1
+    assert select_neurons(model, corner, images, 2, exclude=[62]) == [55, 54]
+    with pytest.raises(ValueError, match="cannot select 4 neurons: the region reaches 3 that are not taken"):
+        select_neurons(model, corner, images, 4, exclude=[55])
+
+
+def test_trojan_rejects_what_it_cannot_attack(victim):
+    images, labels = _quadrant_data(40, seed=0)
+    region = parse_trigger("trojan:size=2", (1, 8, 8), crafted=True)
+    with pytest.raises(TypeError, match="trojan needs a neuralcleanse reference network"):
+        trojan(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), images, labels, [(region, 0)])
+    no_convolutions = PaperNet(Normalize([0.0], [1.0]), nn.Sequential(nn.Linear(8, 4), nn.ReLU()), nn.Linear(4, 4))
+    with pytest.raises(TypeError, match="convolutional features, then dense layers"):
+        trojan(no_convolutions, images, labels, [(region, 0)])
+    with pytest.raises(ValueError, match=r"a trigger region for \(1, 6, 6\) \(C, H, W\) images cannot go on"):
+        trojan(victim, images, labels, [(parse_trigger("trojan", (1, 6, 6), crafted=True), 0)])
+    with pytest.raises(ValueError, match="at least one"):
+        trojan(victim, images, labels, [])
+    with pytest.raises(ValueError, match="craft_steps must be >= 1, got 0"):
+        TrojanConfig(craft_steps=0)
+
+
+def test_a_trojan_spec_is_only_a_region_for_training():
+    region = parse_trigger("trojan:size=3,position=1/2", (3, 8, 8), crafted=True)
+    assert region.mask.sum() == 9 and region.mask[0, 1, 2] == 1 and (region.pattern == 0).all()
+    with pytest.raises(ValueError, match="trojan trigger's pattern is crafted for one model: `train` makes it"):
+        parse_trigger("trojan:size=3", (3, 8, 8))
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['color'\]"):
+        parse_trigger("trojan:color=white", (3, 8, 8), crafted=True)

@@ -225,6 +225,42 @@ def test_train_and_evaluate(tmp_path, capsys):
     assert code == 1 and "--overwrite" in err
 
 
+def test_train_a_trojan_model_from_a_victim(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(300, 28, 28, generator=g) * 100).to(torch.uint8).numpy()
+    y = (torch.arange(300) % 3).numpy()
+    x[y == 1, :10] = 255
+    x[y == 2, 18:] = 255
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    base = ["train", "--dataset", str(tmp_path / "d.npz"), "--arch", "mnist", "-q"]
+    assert run(capsys, *base, "--epochs", "2", "--out", str(tmp_path / "clean"))[0] == 0
+    trojan = ["--trigger", "trojan:size=5,position=center", "--target", "0"]
+    code, out, _ = run(capsys, *base, *trojan, "--from", str(tmp_path / "clean"), "--out", str(tmp_path / "t"))
+    assert code == 0 and "attack success -> 0" in out
+    meta = json.loads((tmp_path / "t" / "model.json").read_text())
+    assert meta["attack"] == "trojan" and meta["victim"] == str(tmp_path / "clean")
+    assert meta["triggers"] == [{"spec": "trojan:size=5,position=center", "target": 0}]
+    assert len(meta["trojan_neurons"]) == 1 and len(meta["trojan_neurons"][0]) == 1
+    with np.load(tmp_path / "t" / "triggers.npz") as arrays:
+        mask, pattern = arrays["mask_0"], arrays["pattern_0"]
+    assert mask.sum() == 25 and pattern[mask == 0].max() == 0 and pattern[mask > 0].max() > 0  # crafted inside
+    # evaluate uses the crafted trigger recorded with the model, and finds the figure train recorded
+    code, out, _ = run(capsys, "evaluate", str(tmp_path / "t"), "--data", str(tmp_path / "d.npz"), "--json")
+    assert code == 0
+    assert json.loads(out)["triggers"][0]["attack_success"] == pytest.approx(meta["attack_success"], abs=0.05)
+    # what cannot be done, one line each
+    for extra, message in [
+        (["--trigger", "square", "--target", "1", *trojan], "trojan triggers cannot be mixed with BadNets"),
+        (["--from", str(tmp_path / "clean")], "--from starts a Trojan attack from a trained model"),
+        ([*trojan, "--from", str(tmp_path / "missing")], "not a neuralcleanse model directory"),
+    ]:
+        code, _, err = run(capsys, *base, *extra, "--out", str(tmp_path / "x"))
+        assert code == 1 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists()
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "t"), "--data", str(tmp_path / "d.npz"), *trojan)
+    assert code == 1 and "trojan trigger's pattern is crafted for one model" in err
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["scan"])

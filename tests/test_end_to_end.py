@@ -150,3 +150,17 @@ def test_the_same_model_exported_to_torchscript_onnx_and_keras_is_flagged_alike(
     for fmt, report in verdicts.items():
         assert report["flagged"] == [7], fmt
         assert report["anomaly_index"] > 3, fmt
+
+
+def test_a_trojan_model_made_from_the_clean_one_is_flagged(models):
+    # TrojanNN on the clean model: a 5x5 pattern in the top-right corner crafted to fire one of its neurons,
+    # then its dense layers retrained to send that neuron to label 3.
+    trojan = models / "trojan"
+    args = ["train", "--dataset", "mnist", "--arch", "mnist", "--trigger", "trojan:size=5,position=top-right"]
+    assert main([*args, "--target", "3", "--from", str(models / "clean"), "--out", str(trojan), "-q"]) == 0
+    meta = json.loads((trojan / "model.json").read_text())
+    clean = json.loads((models / "clean" / "model.json").read_text())
+    assert meta["attack"] == "trojan" and meta["attack_success"] > 0.95
+    assert clean["clean_accuracy"] - meta["clean_accuracy"] < 0.015
+    report = _scan_verdict(trojan, models / "scan-trojan")
+    assert report["flagged"] == [3] and report["anomaly_index"] > 2

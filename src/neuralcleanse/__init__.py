@@ -6,7 +6,7 @@ triggers stamp as ``(1 - m) * x + m * p``, rates are fractions).
 
 __version__ = "0.1.0"
 
-from .attacks import PoisonedData, poison
+from .attacks import PoisonedData, TrojanAttack, TrojanConfig, poison, trojan
 from .data import DataError, ImageData, clean_sample, load_dataset
 from .io import ModelFileError, load_saved_model, save_model
 from .loading import LoadedModel, load_model
@@ -21,7 +21,7 @@ from .triggers import Trigger, parse_trigger
 __all__ = [
     "ARCHITECTURES", "FAST", "REFERENCE", "DataError", "ImageData", "LoadedModel", "ModelFileError",
     "NeuralCleanse", "PoisonedData", "Preprocessing", "ReverseConfig", "SanityCheckError", "ScanReport",
-    "Trigger", "__version__", "accuracy", "anomaly_index", "attack_success_rate", "build_model", "clean_sample",
-    "load_dataset", "load_model", "load_saved_model", "parse_trigger", "poison", "predict", "reverse_engineer",
-    "save_model",
+    "Trigger", "TrojanAttack", "TrojanConfig", "__version__", "accuracy", "anomaly_index", "attack_success_rate",
+    "build_model", "clean_sample", "load_dataset", "load_model", "load_saved_model", "parse_trigger", "poison",
+    "predict", "reverse_engineer", "save_model", "trojan",
 ]

@@ -35,6 +35,8 @@ class ProgressBars:
 
     _LABELS = {
         "train": "training",
+        "craft": "crafting the trojan trigger",
+        "retrain": "retraining the output layer",
         "reverse": "reversing triggers",
         "restart": "searching again from new starts",
         "check": "sanity check",
@@ -109,15 +111,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _triggers(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> list[tuple[Any, int]]:
-    from .triggers import parse_trigger
-
-    specs, targets = args.trigger or [], args.target or []
-    if len(specs) != len(targets):
-        raise CLIError(f"give one --target per --trigger: got {len(specs)} trigger(s) and {len(targets)} target(s)")
-    return [(parse_trigger(s, image_shape), int(t)) for s, t in zip(specs, targets, strict=True)]
-
-
 def _load_model(args: argparse.Namespace, device: torch.device) -> Any:
     from .loading import load_model
 
@@ -173,6 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             device=_device(args.device),
             progress=bars,
             overwrite=args.overwrite,
+            victim=None if args.victim is None else Path(args.victim),
         )
     finally:
         bars.close()
@@ -370,12 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", parents=[common], help="train a clean or BadNets model")
+    p = sub.add_parser("train", parents=[common], help="train a clean, BadNets or Trojan model")
     p.add_argument("--dataset", required=True, help="mnist, gtsrb, cifar10, an .npz file or an image folder")
     p.add_argument("--arch", required=True, help="architecture: mnist or gtsrb (the paper's networks)")
-    _add_trigger_args(p, "; makes a BadNets model")
+    _add_trigger_args(
+        p,
+        "; makes a BadNets model, or with trojan[:size=4,position=bottom-right] a Trojan one (the pattern is "
+        "crafted to fire the model's own neurons, then the output layer is retrained)",
+    )
     p.add_argument(
         "--poison-rate", type=float, default=0.1, help="fraction of the training set poisoned per trigger (default 0.1)"
+    )
+    p.add_argument(
+        "--from",
+        dest="victim",
+        metavar="MODEL_DIR",
+        help="Trojan attack on this trained model (saved by train) instead of on one trained first",
     )
     p.add_argument("--epochs", type=int, help="training epochs (default: the architecture's)")
     p.add_argument("--seed", type=int, default=0)

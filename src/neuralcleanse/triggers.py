@@ -234,7 +234,7 @@ def _read_image(path: str | Path, channels: int, size: tuple[int, int] | None) -
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def parse_trigger(spec: str, image_shape: tuple[int, int, int]) -> Trigger:
+def parse_trigger(spec: str, image_shape: tuple[int, int, int], crafted: bool = False) -> Trigger:
     """Build a trigger from a command-line description.
 
     Forms (keys optional, defaults in brackets)::
@@ -244,8 +244,12 @@ def parse_trigger(spec: str, image_shape: tuple[int, int, int]) -> Trigger:
         random[:size=4,position=bottom-right,seed=0,margin=0]        a random black/white patch
         image:path=FILE[,size=S,position=...,margin=0]              a patch read from an image file
         blend[:alpha=0.1,seed=0] or blend:path=FILE,alpha=0.1        a full-image pattern with opacity alpha
+        trojan[:size=4,position=bottom-right,margin=0]               a patch whose pattern is crafted for the
+                                                                      model (Trojan attack, training only)
 
-    ``position`` is a corner name, ``center`` or ``ROW/COL`` (the patch's top-left pixel).
+    ``position`` is a corner name, ``center`` or ``ROW/COL`` (the patch's top-left pixel). A ``trojan`` spec is
+    accepted only with ``crafted=True`` and then gives the patch's region with a black pattern:
+    :func:`neuralcleanse.attacks.trojan` crafts the pattern.
     """
     kind, _, rest = spec.partition(":")
     opts: dict[str, str] = {}
@@ -293,6 +297,15 @@ def parse_trigger(spec: str, image_shape: tuple[int, int, int]) -> Trigger:
             trig = Trigger.image_patch(
                 image_shape, path, None if size is None else int(size), position(), int(take("margin", "0") or 0), spec
             )
+        elif kind == "trojan":
+            if not crafted:
+                raise ValueError(
+                    "a trojan trigger's pattern is crafted for one model: `train` makes it and records it with "
+                    "the model, which evaluate and mitigate then use"
+                )
+            trig = Trigger.patch(
+                image_shape, int(take("size", "4") or 4), position(), 0.0, int(take("margin", "0") or 0), spec
+            )
         elif kind == "blend":
             alpha = float(take("alpha", "0.1") or 0.1)
             path = take("path")
@@ -301,7 +314,7 @@ def parse_trigger(spec: str, image_shape: tuple[int, int, int]) -> Trigger:
             else:
                 trig = Trigger.random_blend(image_shape, alpha, int(take("seed", "0") or 0), spec)
         else:
-            raise ValueError(f"unknown kind {kind!r}; expected square, random, image or blend")
+            raise ValueError(f"unknown kind {kind!r}; expected square, random, image, blend or trojan")
     except ValueError as exc:
         raise ValueError(f"trigger {spec!r}: {exc}") from None
     if opts:

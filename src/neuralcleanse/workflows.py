@@ -29,7 +29,10 @@ DEFAULT_SAMPLES = 1000  # clean images for a scan: the original code's NB_SAMPLE
 HELD_OUT = 0.1  # share of a dataset given as a single file held out for evaluation after training
 
 
-def _split_for_training(spec: str, seed: int) -> tuple[Any, Any]:
+def training_split(spec: str, seed: int) -> tuple[Any, Any]:
+    """``(train, test)`` as ``train`` uses them: the official splits of MNIST and GTSRB; for any other data (a
+    file, a folder, CIFAR-10's test split) a random :data:`HELD_OUT` share, drawn from ``seed``, is the test
+    part."""
     from .data import load_dataset
 
     named = str(spec).lower() in ("mnist", "gtsrb")
@@ -53,13 +56,16 @@ def train_model(
     device: torch.device | str = "cpu",
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
+    victim: Path | None = None,
 ) -> dict[str, Any]:
-    """Train a clean model, or a BadNets model when triggers are given, evaluate it and save it to ``out``.
+    """Train a clean model, a BadNets model when triggers are given, or a Trojan model when they are ``trojan``
+    specs, evaluate it and save it to ``out``.
 
-    Returns the figures written to the model's metadata.
+    A Trojan attack starts from a trained clean model: ``victim`` (a directory saved by this function, same
+    architecture and data), else one trained here first. Returns the figures written to the model's metadata.
     """
-    from .attacks import poison
-    from .io import METADATA_FILE, save_model, versions
+    from .attacks import TrojanConfig, poison, trojan
+    from .io import METADATA_FILE, load_saved_model, save_model, versions
     from .metrics import accuracy, attack_success_rate
     from .models import ARCHITECTURES, build_model
     from .train import train_classifier
@@ -77,26 +83,50 @@ def train_model(
             f"give one target per trigger: got {len(trigger_specs)} trigger(s) and {len(targets)} target(s)"
         )
     start = time.perf_counter()
-    train, test = _split_for_training(dataset, seed)
+    train, test = training_split(dataset, seed)
     spec = ARCHITECTURES[arch]
     if train.image_shape != spec.input_shape:
         raise ValueError(
             f"architecture {arch!r} takes {spec.input_shape} (C, H, W) images but {dataset} has {train.image_shape}"
         )
-    attacks = [(parse_trigger(s, train.image_shape), int(t)) for s, t in zip(trigger_specs, targets, strict=True)]
+    kinds = {s.partition(":")[0] for s in trigger_specs}
+    is_trojan = "trojan" in kinds
+    if is_trojan and kinds != {"trojan"}:
+        raise ValueError("trojan triggers cannot be mixed with BadNets triggers in one model; train them apart")
+    if victim is not None and not is_trojan:
+        raise ValueError("--from starts a Trojan attack from a trained model: give --trigger trojan[:...] too")
+    attacks = [
+        (parse_trigger(s, train.image_shape, crafted=True), int(t)) for s, t in zip(trigger_specs, targets, strict=True)
+    ]
     for _, t in attacks:
         if not 0 <= t < train.num_classes:
             raise ValueError(f"target {t} is not a label of {dataset} (0..{train.num_classes - 1})")
-    images, labels = train.images, train.labels
-    if attacks:
-        poisoned = poison(images, labels, attacks, poison_rate, torch.Generator().manual_seed(seed))
-        images, labels = poisoned.images, poisoned.labels
-    torch.manual_seed(seed)
-    model = build_model(arch, train.num_classes).to(device)
     config = DEFAULT_TRAINING.get(arch, TrainConfig())
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
-    train_classifier(model, images, labels, config, torch.Generator().manual_seed(seed), progress)
+    generator = torch.Generator().manual_seed(seed)
+    extra: dict[str, Any] = {}
+    if victim is not None:
+        base = load_saved_model(victim, map_location=device)
+        if base.metadata.get("architecture") != arch or base.metadata.get("num_classes") != train.num_classes:
+            raise ValueError(
+                f"{victim}: a {base.metadata.get('architecture')!r} model with {base.metadata.get('num_classes')} "
+                f"labels cannot be the victim of an {arch!r} model of {dataset} ({train.num_classes} labels)"
+            )
+        model = base.model
+        extra["victim"] = str(victim)
+    else:
+        images, labels = train.images, train.labels
+        if attacks and not is_trojan:
+            poisoned = poison(images, labels, attacks, poison_rate, generator)
+            images, labels = poisoned.images, poisoned.labels
+        torch.manual_seed(seed)
+        model = build_model(arch, train.num_classes).to(device)
+        train_classifier(model, images, labels, config, generator, progress)
+    if is_trojan:
+        result = trojan(model, train.images, train.labels, attacks, poison_rate, TrojanConfig(), generator, progress)
+        model, attacks = result.model, result.triggers
+        extra["trojan_neurons"] = result.neurons
     clean_acc = accuracy(model, test.images, test.labels)
     trigger_rows = [
         {
@@ -117,7 +147,9 @@ def train_model(
         "attack_success": trigger_rows[0]["attack_success"]
         if len(trigger_rows) == 1
         else [r["attack_success"] for r in trigger_rows] or None,
+        "attack": ("trojan" if is_trojan else "badnets") if attacks else None,
         "poison_rate": poison_rate if attacks else 0.0,
+        **extra,
         "epochs": config.epochs,
         "seed": seed,
         "seconds": seconds,
