@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch 2.13.0 is pinned: here it installs from a local CPU build; any other version pulls CUDA packages.
 EXTRAS := dev,formats
 
-.PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-mitigation clean
+.PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-mitigation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench-searches: $(STAMP)  # verdicts of any 1..6 of 6 searches per label, and th
 
 bench-many-labels: $(STAMP)  # fast scans of BadNets and clean models with 10, 100 and 1000 labels
 	$(BIN)/python benchmarks/many_labels.py
+
+bench-held-out: $(STAMP)  # other triggers, Trojan models and CIFAR-10: models the fast-mode settings never saw
+	$(BIN)/python benchmarks/held_out.py
 
 bench-mitigation: $(STAMP)
 	$(BIN)/python benchmarks/mitigation.py
