@@ -145,6 +145,8 @@ def test_trojan_rejects_what_it_cannot_attack(victim):
         trojan(victim, images, labels, [(parse_trigger("trojan", (1, 6, 6), crafted=True), 0)])
     with pytest.raises(ValueError, match="at least one"):
         trojan(victim, images, labels, [])
+    with pytest.raises(ValueError, match=r"rate must be a fraction in \(0, 1\), got 1.5"):
+        trojan(victim, images, labels, [(region, 0)], rate=1.5)
     with pytest.raises(ValueError, match="craft_steps must be >= 1, got 0"):
         TrojanConfig(craft_steps=0)
 

@@ -76,8 +76,7 @@ def poison(
         raise ValueError(
             f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
         )
-    if not 0 < rate < 1:
-        raise ValueError(f"rate must be a fraction in (0, 1), got {rate}")
+    _check_rate(rate)
     if not attacks:
         raise ValueError("attacks must hold at least one (trigger, target) pair")
     n = images.shape[0]
@@ -96,6 +95,11 @@ def poison(
         out_labels[chosen] = target
         poisoned[chosen] = i
     return PoisonedData(out_images, out_labels, poisoned)
+
+
+def _check_rate(rate: float) -> None:
+    if not 0 < rate < 1:
+        raise ValueError(f"rate must be a fraction in (0, 1), got {rate}")
 
 
 # ---------------------------------------- Trojan (TrojanNN)
@@ -181,6 +185,7 @@ def trojan(
         raise ValueError(
             f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
         )
+    _check_rate(rate)  # before the crafting, which takes a while
     if not attacks:
         raise ValueError("attacks must hold at least one (region, target) pair")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
