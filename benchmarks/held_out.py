@@ -116,6 +116,7 @@ def scan_row(name: str, seed: int) -> dict[str, Any]:
             for t, target in saved.triggers
         ],
         "smallest_l1": sorted(norms.values())[:3],
+        "norms": [norms[label] for label in range(len(norms))],
         "image_passes_per_label": report.to_dict()["image_passes_per_label"],
         "attack_success_median": statistics.median(r.attack_success for r in report.labels),
     }

@@ -276,10 +276,11 @@ def test_compute_dtype_follows_the_precision_setting(monkeypatch):
     model, probe = build_model("gtsrb"), torch.rand(2, 3, 32, 32)
     assert compute_dtype(model, probe, "float32") == torch.float32
     assert compute_dtype(model, probe, "bfloat16") == torch.bfloat16
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert compute_dtype(model, probe, "auto") == torch.float32  # emulated bfloat16 is slower: keep float32
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert compute_dtype(model, probe, "auto") == torch.bfloat16
+    for amx, avx512_bf16 in [(False, False), (True, False), (False, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        # bfloat16 where the CPU computes it natively; emulated it is slower than float32
+        assert compute_dtype(model, probe, "auto") == (torch.bfloat16 if amx or avx512_bf16 else torch.float32)
     assert compute_dtype(_FailsUnderAutocast(), torch.rand(2, 3, 8, 8), "auto") == torch.float32
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, auto, got 'half'"):
         compute_dtype(model, probe, "half")  # type: ignore[arg-type]

@@ -438,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=["auto", "float32", "bfloat16"],
-        help="the model's arithmetic during the search; auto: bfloat16 on CPUs with AMX, else float32 "
+        help="the model's arithmetic during the search; auto: bfloat16 on CPUs with AMX or AVX512-BF16, else float32 "
         "(default: auto in fast mode, float32 in reference mode)",
     )
     p.add_argument(
