@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch 2.13.0 is pinned: here it installs from a local CPU build; any other version pulls CUDA packages.
 EXTRAS := dev,formats
 
-.PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-mitigation clean
+.PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-precision bench-mitigation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-many-labels: $(STAMP)  # fast scans of BadNets and clean models with 10, 1
 
 bench-held-out: $(STAMP)  # other triggers, Trojan models and CIFAR-10: models the fast-mode settings never saw
 	$(BIN)/python benchmarks/held_out.py
+
+bench-precision: $(STAMP)  # the same scans in float32 and bfloat16: do the verdicts change?
+	$(BIN)/python benchmarks/precision.py --models mnist-badnets,mnist-clean,cifar10-badnets,cifar10-trojan,cifar10-clean
+	$(BIN)/python benchmarks/precision.py --models gtsrb-badnets,gtsrb-clean --seeds 0,1,2
 
 bench-mitigation: $(STAMP)
 	$(BIN)/python benchmarks/mitigation.py

@@ -1,6 +1,7 @@
-"""Filter, prune and unlearn the BadNets models with their reversed triggers; write benchmarks/results/mitigation.json.
+"""Filter, prune and unlearn the infected models with their reversed triggers; write benchmarks/results/mitigation.json.
 
-For each BadNets model the scan detects (``MODELS``; saved by train_models.py): a fast scan (seed 0), then each
+For each BadNets model the scan detects (``MODELS``; saved by train_models.py) and the Trojan models of
+held_out.py: a fast scan (seed 0), then each
 method through the same function as `neuralcleanse mitigate`. Attack success is the true trigger's, on test images not
 of the target label; for the filter, the share of triggered inputs that pass the filter and reach the target.
 Paper (Section VI): filter FNR < 1.63% at 5% FPR (BadNets), unlearning < 6.7% attack success for < 3.6 points.
@@ -16,14 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from common import MODEL_ORDER, SUITE, machine, markdown_table, model_dir, read_results, write_results
+from held_out import MODELS as HELD_OUT
 
 from neuralcleanse.io import is_saved_model_dir
 from neuralcleanse.loading import load_model
 from neuralcleanse.workflows import mitigate_model, scan_model
 
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "mitigation"
-#: The BadNets models (mitigation starts from the reversed trigger of the label the seed-0 scan flags).
-MODELS = ["mnist-badnets", "gtsrb-badnets", "gtsrb-badnets-p10"]
+#: The infected models (mitigation starts from the reversed trigger of the label the seed-0 scan flags), with
+#: their datasets: the BadNets ones of the paper's table and the Trojan ones of held_out.py on MNIST and GTSRB
+#: (CIFAR-10 has no training split here to fine-tune on apart from the images the model was trained on).
+DATASETS = {name: dataset for name, dataset, infected in SUITE if infected} | {
+    name: spec[0] for name, spec in HELD_OUT.items() if spec[3] is not None and spec[0] != "cifar10"
+}
+MODELS = list(DATASETS)
+ORDER = MODEL_ORDER + [name for name in MODELS if name not in MODEL_ORDER]  # row order of the results file
 TARGETS = {
     "filter": "FNR <= 1.63% at 5% FPR",
     "prune": "success <= 5%, loss <= 5 pt",
@@ -48,8 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     methods, wanted = args.methods.split(","), args.models.split(",")
     rows = [r for r in read_results("mitigation") if r["method"] not in methods or r["model"] not in wanted]
-    for name, dataset, infected in SUITE:
-        if not infected or name not in wanted or not is_saved_model_dir(model_dir(name)):
+    for name, dataset in DATASETS.items():
+        if name not in wanted or not is_saved_model_dir(model_dir(name)):
             continue
         loaded = load_model(model_dir(name))
         scan_dir = RUNS / name / "scan"
@@ -70,7 +78,7 @@ def main() -> None:
             }
             row["meets_target"] = meets(row)
             rows.append(row)
-            rows.sort(key=lambda r: (MODEL_ORDER.index(r["model"]), list(TARGETS).index(r["method"])))
+            rows.sort(key=lambda r: (ORDER.index(r["model"]), list(TARGETS).index(r["method"])))
             print(
                 {
                     k: row.get(k)
