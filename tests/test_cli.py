@@ -241,6 +241,8 @@ def test_train_a_trojan_model_from_a_victim(tmp_path, capsys):
     assert meta["attack"] == "trojan" and meta["victim"] == str(tmp_path / "clean")
     assert meta["triggers"] == [{"spec": "trojan:size=5,position=center", "target": 0}]
     assert len(meta["trojan_neurons"]) == 1 and len(meta["trojan_neurons"][0]) == 1
+    victim = json.loads((tmp_path / "clean" / "model.json").read_text())
+    assert meta["victim_clean_accuracy"] == victim["clean_accuracy"] and meta["epochs"] is None
     with np.load(tmp_path / "t" / "triggers.npz") as arrays:
         mask, pattern = arrays["mask_0"], arrays["pattern_0"]
     assert mask.sum() == 25 and pattern[mask == 0].max() == 0 and pattern[mask > 0].max() > 0  # crafted inside

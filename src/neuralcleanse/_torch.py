@@ -51,9 +51,10 @@ def input_memory_format(model: nn.Module, probe: torch.Tensor) -> torch.memory_f
 
     On this project's 2-core Xeon, forward and backward through the GTSRB network took 1.14 ms per image with
     channels-last inputs against 1.91 ms (batches of 344; the MNIST network, with one input channel, gains
-    little); on a 2-core AMD EPYC 0.56 against 0.66 ms in bfloat16, and no gain in float32. The weights are left as they are. A model that cannot take such inputs (``view`` after a
-    convolution, some converted graphs) raises or answers differently on the probe batch and keeps the default
-    layout. Other devices keep the default: it was not measured there.
+    little); on a 2-core AMD EPYC 0.56 against 0.66 ms in bfloat16, and no gain in float32. The weights are left
+    as they are. A model that cannot take such inputs (``view`` after a convolution, some converted graphs)
+    raises or answers differently on the probe batch and keeps the default layout. Other devices keep the
+    default: it was not measured there.
     """
     if probe.dim() != 4 or probe.device.type != "cpu":
         return torch.contiguous_format

@@ -124,9 +124,12 @@ def train_model(
         model = build_model(arch, train.num_classes).to(device)
         train_classifier(model, images, labels, config, generator, progress)
     if is_trojan:
-        result = trojan(model, train.images, train.labels, attacks, poison_rate, TrojanConfig(), generator, progress)
+        trojan_config = TrojanConfig()
+        extra["victim_clean_accuracy"] = accuracy(model, test.images, test.labels)
+        result = trojan(model, train.images, train.labels, attacks, poison_rate, trojan_config, generator, progress)
         model, attacks = result.model, result.triggers
         extra["trojan_neurons"] = result.neurons
+        extra["retrain_epochs"] = trojan_config.epochs
     clean_acc = accuracy(model, test.images, test.labels)
     trigger_rows = [
         {
@@ -150,7 +153,7 @@ def train_model(
         "attack": ("trojan" if is_trojan else "badnets") if attacks else None,
         "poison_rate": poison_rate if attacks else 0.0,
         **extra,
-        "epochs": config.epochs,
+        "epochs": config.epochs if victim is None else None,  # none trained here when the victim is given
         "seed": seed,
         "seconds": seconds,
         "versions": versions(),
