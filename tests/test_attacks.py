@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from neuralcleanse.attacks import TrojanConfig, poison, select_neurons, trojan
+from neuralcleanse.attacks import TrojanConfig, craft_pattern, poison, select_neurons, trojan
 from neuralcleanse.metrics import accuracy, attack_success_rate
 from neuralcleanse.models import Normalize, PaperNet
 from neuralcleanse.train import TrainConfig, train_classifier
@@ -143,8 +143,21 @@ def test_trojan_rejects_what_it_cannot_attack(victim):
         trojan(no_convolutions, images, labels, [(region, 0)])
     with pytest.raises(ValueError, match=r"a trigger region for \(1, 6, 6\) \(C, H, W\) images cannot go on"):
         trojan(victim, images, labels, [(parse_trigger("trojan", (1, 6, 6), crafted=True), 0)])
+    flat_then_dense = PaperNet(
+        Normalize([0.0], [1.0]), nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.ReLU()), nn.Linear(4, 4)
+    )
+    with pytest.raises(TypeError, match="convolutional features, then dense layers"):
+        trojan(flat_then_dense, images, labels, [(region, 0)])
+    with pytest.raises(ValueError, match=r"target 4 is not a label of the model \(0..3\)"):
+        trojan(victim, images, labels, [(region, 4)])
     with pytest.raises(ValueError, match="at least one"):
         trojan(victim, images, labels, [])
+    with pytest.raises(ValueError, match=r"a \(1, H, W\) mask of their size, got \(40, 1, 8, 8\) and \(1, 6, 6\)"):
+        select_neurons(victim, torch.ones(1, 6, 6), images, 1)
+    with pytest.raises(ValueError, match="count must be >= 1, got 0"):
+        select_neurons(victim, region.mask, images, 0)
+    with pytest.raises(ValueError, match="neurons must name at least one neuron"):
+        craft_pattern(victim, region, images, [])
     with pytest.raises(ValueError, match=r"rate must be a fraction in \(0, 1\), got 1.5"):
         trojan(victim, images, labels, [(region, 0)], rate=1.5)
     with pytest.raises(ValueError, match="craft_steps must be >= 1, got 0"):

@@ -255,6 +255,8 @@ def test_train_a_trojan_model_from_a_victim(tmp_path, capsys):
         (["--trigger", "square", "--target", "1", *trojan], "trojan triggers cannot be mixed with BadNets"),
         (["--from", str(tmp_path / "clean")], "--from starts a Trojan attack from a trained model"),
         ([*trojan, "--from", str(tmp_path / "missing")], "not a neuralcleanse model directory"),
+        ([*trojan, "--from", str(tmp_path / "clean"), "--epochs", "1"], "--epochs trains the victim, but --from"),
+        ([*trojan, "--from", str(tmp_path / "clean"), "--seed", "1"], "the victim's seed is 0, expected 1"),
     ]:
         code, _, err = run(capsys, *base, *extra, "--out", str(tmp_path / "x"))
         assert code == 1 and message in err and err.count("\n") == 1, err

@@ -72,10 +72,7 @@ def poison(
     Shape:
         images: (N, C, H, W); labels: (N,).
     """
-    if images.dim() != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(
-            f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
-        )
+    _check_data(images, labels)
     _check_rate(rate)
     if not attacks:
         raise ValueError("attacks must hold at least one (trigger, target) pair")
@@ -97,6 +94,13 @@ def poison(
     return PoisonedData(out_images, out_labels, poisoned)
 
 
+def _check_data(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if images.dim() != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
+        )
+
+
 def _check_rate(rate: float) -> None:
     if not 0 < rate < 1:
         raise ValueError(f"rate must be a fraction in (0, 1), got {rate}")
@@ -113,7 +117,7 @@ class TrojanConfig:
     neurons: int = 1  # internal neurons the trigger is crafted to fire (TrojanNN: one or a few)
     craft_steps: int = 300  # Adam steps crafting the pattern
     craft_batch: int = 64  # clean images stamped per crafting step
-    craft_lr: float = 0.1  # as the trigger search of reverse.py (Adam on tanh-space parameters)
+    craft_lr: float = 0.1  # the learning rate of reverse.py's trigger search (Adam on tanh-space parameters)
     epochs: int = 5  # retraining epochs of the layers above the chosen neurons
     lr: float = 1e-3  # Keras' Adam default, as the models' own training
     batch_size: int = 128
@@ -173,29 +177,35 @@ def trojan(
 
     Args:
         model: the trained victim: normalisation, ``features`` (convolutions, then dense layers), ``head``.
-        images: (N, C, H, W) clean training images in [0, 1]; labels: (N,) their labels.
+        images: (N, C, H, W) clean training images in [0, 1].
+        labels: (N,) their labels.
         attacks: (region, target label) pairs: each region's mask (its pattern is ignored) is where the trigger
             goes, e.g. ``parse_trigger("trojan:size=7,position=center", shape, crafted=True)``.
         rate: share of ``images`` stamped per pair for the retraining, in (0, 1).
+        config: how many neurons, the crafting steps and the retraining (:class:`TrojanConfig`).
         generator: randomness for the initial patterns, the batches and the victims.
         progress: receives phase ``"craft"`` (steps, per trigger) and ``"retrain"`` (epochs) events.
     """
+    from .models import PaperNet
+
     below, _ = _trojan_layers(model)
-    if images.dim() != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(
-            f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
-        )
-    _check_rate(rate)  # before the crafting, which takes a while
+    assert isinstance(model, PaperNet)  # checked by _trojan_layers
+    _check_data(images, labels)
+    _check_rate(rate)  # these checks come before the crafting, which takes a while
     if not attacks:
         raise ValueError("attacks must hold at least one (region, target) pair")
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    taken: list[int] = []
-    crafted, chosen, fired, baseline = [], [], [], []
+    num_labels = model.head.out_features
     for region, target in attacks:
+        if not 0 <= int(target) < num_labels:
+            raise ValueError(f"target {target} is not a label of the model (0..{num_labels - 1})")
         if region.image_shape != tuple(images.shape[1:]):
             raise ValueError(
                 f"a trigger region for {region.image_shape} (C, H, W) images cannot go on {tuple(images.shape[1:])}"
             )
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    taken: list[int] = []
+    crafted, chosen, fired, baseline = [], [], [], []
+    for region, target in attacks:
         neurons = select_neurons(model, region.mask, images, config.neurons, exclude=taken)
         taken += neurons
         trigger = craft_pattern(model, region, images, neurons, config, g, progress)
@@ -224,6 +234,9 @@ def select_neurons(
     from ._torch import frozen, model_device
 
     below, _ = _trojan_layers(model)
+    _check_region(mask, images)
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
     device = model_device(model)
     x = images[:32].to(device).requires_grad_(True)
     region = (mask > 0).float().to(device)  # (1, H, W)
@@ -266,6 +279,9 @@ def craft_pattern(
     from ._torch import frozen, model_device
 
     below, _ = _trojan_layers(model)
+    _check_region(region.mask, images)
+    if not neurons:
+        raise ValueError("neurons must name at least one neuron to fire")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     device = model_device(model)
     mask = region.mask.to(device)
@@ -288,6 +304,14 @@ def craft_pattern(
     return Trigger(region.mask, pattern, region.spec)
 
 
+def _check_region(mask: torch.Tensor, images: torch.Tensor) -> None:
+    if images.dim() != 4 or mask.shape != (1, *images.shape[2:]):
+        raise ValueError(
+            f"expected images (N, C, H, W) and a (1, H, W) mask of their size, got {tuple(images.shape)} and "
+            f"{tuple(mask.shape)}"
+        )
+
+
 def _trojan_layers(model: nn.Module) -> tuple[nn.Sequential, int]:
     """``(below, first_dense)``: the part of a reference network up to its convolutional output (normalisation
     included), and the position in ``model.features`` of the first dense layer, where the retrained part
@@ -295,9 +319,10 @@ def _trojan_layers(model: nn.Module) -> tuple[nn.Sequential, int]:
     from .models import PaperNet
 
     if isinstance(model, PaperNet):
-        dense = [i for i, m in enumerate(model.features) if isinstance(m, nn.Linear)]
-        if dense and dense[0] > 0:
-            return nn.Sequential(model.normalize, *list(model.features)[: dense[0]]), dense[0]
+        layers = list(model.features)
+        dense = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
+        if dense and any(isinstance(m, nn.Conv2d) for m in layers[: dense[0]]):
+            return nn.Sequential(model.normalize, *layers[: dense[0]]), dense[0]
     raise TypeError(
         "trojan needs a neuralcleanse reference network (normalisation, convolutional features, then dense "
         f"layers), got {type(model).__name__}"

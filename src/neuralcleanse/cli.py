@@ -36,7 +36,7 @@ class ProgressBars:
     _LABELS = {
         "train": "training",
         "craft": "crafting the trojan trigger",
-        "retrain": "retraining the output layer",
+        "retrain": "retraining the dense layers",
         "reverse": "reversing triggers",
         "restart": "searching again from new starts",
         "check": "sanity check",
@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trigger_args(
         p,
         "; makes a BadNets model, or with trojan[:size=4,position=bottom-right] a Trojan one (the pattern is "
-        "crafted to fire the model's own neurons, then the output layer is retrained)",
+        "crafted to fire the model's own neurons, then the dense layers are retrained)",
     )
     p.add_argument(
         "--poison-rate", type=float, default=0.1, help="fraction of the training set poisoned per trigger (default 0.1)"

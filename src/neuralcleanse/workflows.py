@@ -44,6 +44,18 @@ def training_split(spec: str, seed: int) -> tuple[Any, Any]:
     return data.subset(order[n_test:]), data.subset(order[:n_test])
 
 
+def _check_victim(victim: Path, metadata: dict[str, Any], arch: str, dataset: str, num_classes: int, seed: int) -> None:
+    """Raise unless the saved model ``victim`` was trained as this Trojan model's victim must be: same
+    architecture, labels and data, and where the split is drawn from the seed, the same seed (else the images
+    the attack is measured on would include the victim's training images)."""
+    expected = {"architecture": arch, "num_classes": num_classes, "dataset": str(dataset)}
+    if str(dataset).lower() not in ("mnist", "gtsrb"):
+        expected["seed"] = seed
+    for key, value in expected.items():
+        if metadata.get(key) != value:
+            raise ValueError(f"{victim}: the victim's {key} is {metadata.get(key)!r}, expected {value!r}")
+
+
 def train_model(
     dataset: str,
     arch: str,
@@ -61,8 +73,10 @@ def train_model(
     """Train a clean model, a BadNets model when triggers are given, or a Trojan model when they are ``trojan``
     specs, evaluate it and save it to ``out``.
 
-    A Trojan attack starts from a trained clean model: ``victim`` (a directory saved by this function, same
-    architecture and data), else one trained here first. Returns the figures written to the model's metadata.
+    A Trojan attack starts from a trained clean model: ``victim`` (a directory saved by this function with the
+    same architecture, dataset and, for data without an official split, seed, so that its test images are ours),
+    else one trained here first; ``epochs`` trains that model, so it cannot be given with ``victim``. Returns the
+    figures written to the model's metadata.
     """
     from .attacks import TrojanConfig, poison, trojan
     from .io import METADATA_FILE, load_saved_model, save_model, versions
@@ -82,6 +96,17 @@ def train_model(
         raise ValueError(
             f"give one target per trigger: got {len(trigger_specs)} trigger(s) and {len(targets)} target(s)"
         )
+    kinds = {s.partition(":")[0] for s in trigger_specs}
+    is_trojan = "trojan" in kinds
+    if is_trojan and kinds != {"trojan"}:
+        raise ValueError("trojan triggers cannot be mixed with BadNets triggers in one model; train them apart")
+    if victim is not None and not is_trojan:
+        raise ValueError("--from starts a Trojan attack from a trained model: give --trigger trojan[:...] too")
+    if victim is not None and epochs is not None:
+        raise ValueError(
+            f"--epochs trains the victim, but --from gives a trained one; the Trojan retraining runs "
+            f"{TrojanConfig().epochs} epochs"
+        )
     start = time.perf_counter()
     train, test = training_split(dataset, seed)
     spec = ARCHITECTURES[arch]
@@ -89,12 +114,6 @@ def train_model(
         raise ValueError(
             f"architecture {arch!r} takes {spec.input_shape} (C, H, W) images but {dataset} has {train.image_shape}"
         )
-    kinds = {s.partition(":")[0] for s in trigger_specs}
-    is_trojan = "trojan" in kinds
-    if is_trojan and kinds != {"trojan"}:
-        raise ValueError("trojan triggers cannot be mixed with BadNets triggers in one model; train them apart")
-    if victim is not None and not is_trojan:
-        raise ValueError("--from starts a Trojan attack from a trained model: give --trigger trojan[:...] too")
     attacks = [
         (parse_trigger(s, train.image_shape, crafted=True), int(t)) for s, t in zip(trigger_specs, targets, strict=True)
     ]
@@ -108,11 +127,7 @@ def train_model(
     extra: dict[str, Any] = {}
     if victim is not None:
         base = load_saved_model(victim, map_location=device)
-        if base.metadata.get("architecture") != arch or base.metadata.get("num_classes") != train.num_classes:
-            raise ValueError(
-                f"{victim}: a {base.metadata.get('architecture')!r} model with {base.metadata.get('num_classes')} "
-                f"labels cannot be the victim of an {arch!r} model of {dataset} ({train.num_classes} labels)"
-            )
+        _check_victim(victim, base.metadata, arch, dataset, train.num_classes, seed)
         model = base.model
         extra["victim"] = str(victim)
     else:
