@@ -14,7 +14,7 @@ from neuralcleanse.workflows import train_model
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-MODELS = ROOT.parent / "runs" / "models"  # not committed: rebuilt by train_models.py when missing
+MODELS_DIR = ROOT.parent / "runs" / "models"  # not committed: rebuilt by train_models.py when missing
 
 TRIGGER = "square:size=4,position=bottom-right,color=white"  # the paper's BadNets trigger
 TARGETS = {"mnist": 7, "gtsrb": 33}  # any label works; 33 is the original code's GTSRB example target
@@ -38,7 +38,7 @@ POISON_RATES = {"mnist-badnets": 0.1, "gtsrb-badnets": 0.2, "gtsrb-badnets-p10":
 
 
 def model_dir(name: str) -> Path:
-    return MODELS / name
+    return MODELS_DIR / name
 
 
 def ensure_model(name: str, dataset: str, infected: bool, retrain: bool = False) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import MODELS, machine, markdown_table, read_results, write_results
+from common import MODELS_DIR, TRIGGER, machine, markdown_table, read_results, write_results
 from torch import nn
 
 from neuralcleanse.attacks import poison
@@ -35,7 +35,6 @@ from neuralcleanse.triggers import Trigger, parse_trigger
 from neuralcleanse.workflows import true_trigger_overlap
 
 TARGETS = {1: 7, 2: 42, 3: 421}  # any label works
-TRIGGER = "square:size=4,position=bottom-right,color=white"  # the paper's BadNets trigger
 POISON_RATE = 0.1  # the paper's BadNets rate (Section VI-A)
 TRAIN_IMAGES = 60_000  # composed training images per digit of the number
 EPOCHS = 4
@@ -72,10 +71,10 @@ def numbers(split: str, digits: int, count: int, seed: int) -> tuple[torch.Tenso
 
 
 def model_path(digits: int, infected: bool) -> Path:
-    return MODELS / f"numbers-{digits}-{'badnets' if infected else 'clean'}"
+    return MODELS_DIR / f"numbers-{digits}-{'badnets' if infected else 'clean'}"
 
 
-def ensure_model(digits: int, infected: bool) -> tuple[nn.Module, Trigger, dict[str, Any]]:
+def ensure_numbers_model(digits: int, infected: bool) -> tuple[nn.Module, Trigger, dict[str, Any]]:
     """Train the model (or load it from an earlier run); return it, the trigger and its figures."""
     out = model_path(digits, infected)
     trigger = parse_trigger(TRIGGER, (1, 28, 28 * digits))
@@ -108,7 +107,7 @@ def ensure_model(digits: int, infected: bool) -> tuple[nn.Module, Trigger, dict[
 
 
 def scan_row(digits: int, infected: bool, seed: int) -> dict[str, Any]:
-    model, trigger, figures = ensure_model(digits, infected)
+    model, trigger, figures = ensure_numbers_model(digits, infected)
     images, labels = numbers("test", digits, SAMPLES, seed=2)
     target = TARGETS[digits]
     cpu_start = time.process_time()
@@ -194,7 +193,11 @@ def main() -> None:
         write_results(args.output, read_results(args.output), render(read_results(args.output)))
         return
     wanted = [int(d) for d in args.digits.split(",")]
-    kinds = [{"badnets": True, "clean": False}[k] for k in args.models.split(",")]
+    known = {"badnets": True, "clean": False}
+    unknown = sorted(set(args.models.split(",")) - set(known))
+    if unknown:
+        parser.error(f"unknown models {unknown}; expected some of {list(known)}")
+    kinds = [known[k] for k in args.models.split(",")]
     # Rows of runs not repeated now are kept, so a 1000-label scan (about 25 minutes here) can be added alone.
     rows = [
         r

@@ -1,8 +1,8 @@
 """Filter, prune and unlearn the infected models with their reversed triggers; write benchmarks/results/mitigation.json.
 
-For each BadNets model the scan detects (``MODELS``; saved by train_models.py) and the Trojan models of
-held_out.py: a fast scan (seed 0), then each
-method through the same function as `neuralcleanse mitigate`. Attack success is the true trigger's, on test images not
+For each infected model (``DATASETS``: the BadNets models of train_models.py and the Trojan models of
+held_out.py; a model those scripts have not saved yet is skipped): a fast scan (seed 0), then each method
+through the same function as `neuralcleanse mitigate`. Attack success is the true trigger's, on test images not
 of the target label; for the filter, the share of triggered inputs that pass the filter and reach the target.
 Paper (Section VI): filter FNR < 1.63% at 5% FPR (BadNets), unlearning < 6.7% attack success for < 3.6 points.
 
