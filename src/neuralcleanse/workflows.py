@@ -35,8 +35,7 @@ def training_split(spec: str, seed: int) -> tuple[Any, Any]:
     part."""
     from .data import load_dataset
 
-    named = str(spec).lower() in ("mnist", "gtsrb")
-    if named:
+    if has_official_split(spec):
         return load_dataset(spec, "train"), load_dataset(spec, "test")
     data = load_dataset(spec)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
@@ -44,12 +43,17 @@ def training_split(spec: str, seed: int) -> tuple[Any, Any]:
     return data.subset(order[n_test:]), data.subset(order[:n_test])
 
 
+def has_official_split(spec: str) -> bool:
+    """Whether training and mitigation use the dataset's own train/test split rather than one drawn from a seed."""
+    return str(spec).lower() in ("mnist", "gtsrb")
+
+
 def _check_victim(victim: Path, metadata: dict[str, Any], arch: str, dataset: str, num_classes: int, seed: int) -> None:
     """Raise unless the saved model ``victim`` was trained as this Trojan model's victim must be: same
     architecture, labels and data, and where the split is drawn from the seed, the same seed (else the images
     the attack is measured on would include the victim's training images)."""
     expected = {"architecture": arch, "num_classes": num_classes, "dataset": str(dataset)}
-    if str(dataset).lower() not in ("mnist", "gtsrb"):
+    if not has_official_split(dataset):
         expected["seed"] = seed
     for key, value in expected.items():
         if metadata.get(key) != value:
@@ -437,7 +441,7 @@ def mitigate_model(
     mask, pattern = reversed_triggers[label]
     trigger = Trigger(torch.from_numpy(mask), torch.from_numpy(pattern), spec=f"reversed trigger of label {label}")
 
-    if str(data).lower() in ("mnist", "gtsrb"):
+    if has_official_split(data):
         work, heldout = load_dataset(data, "train"), load_dataset(data, "test")
     else:
         whole = load_dataset(data)
