@@ -25,9 +25,10 @@ import torch
 from common import SUITE, TARGETS, ensure_model, machine, markdown_table, model_dir, read_results, write_results
 
 from neuralcleanse._torch import autocast
+from neuralcleanse.config import FAST, ScanConfig
 from neuralcleanse.io import load_saved_model
 from neuralcleanse.metrics import predict
-from neuralcleanse.scan import FAST, NeuralCleanse, ScanReport
+from neuralcleanse.scan import NeuralCleanse, ScanReport
 
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_MODELS = "mnist-badnets,mnist-clean,gtsrb-badnets,gtsrb-clean,cifar10-badnets,cifar10-trojan,cifar10-clean"
@@ -63,7 +64,7 @@ def scan_row(name: str, seed: int, precision: str) -> dict[str, Any]:
     dataset, targets = model_targets(name)
     model = load_saved_model(model_dir(name)).model
     clean = held_out.scan_images(dataset)
-    scanner = NeuralCleanse(model, config=replace(FAST, precision=precision))  # type: ignore[arg-type]
+    scanner = NeuralCleanse(model, ScanConfig(search=replace(FAST, precision=precision)))  # type: ignore[arg-type]
     report = scanner.scan(clean.images, clean.labels, seed=seed)
     return {
         "model": name,

@@ -30,11 +30,12 @@ from common import (
     write_results,
 )
 
+from neuralcleanse.config import ScanConfig
 from neuralcleanse.data import clean_sample, load_dataset
 from neuralcleanse.io import load_saved_model
 from neuralcleanse.outliers import anomaly_index
 from neuralcleanse.reverse import ReverseResult, reverse_engineer
-from neuralcleanse.scan import NeuralCleanse, mode_config
+from neuralcleanse.scan import NeuralCleanse
 from neuralcleanse.workflows import true_trigger_overlap
 
 SAMPLES = 1000  # clean images, as the original code's NB_SAMPLE
@@ -54,7 +55,8 @@ def scan_row(
     data = load_dataset(dataset, "test")
     clean = clean_sample(data, max(1, SAMPLES // data.num_classes), seed=0)
     target = TARGETS[dataset]
-    config = mode_config(mode, success_threshold)  # type: ignore[arg-type]
+    scan_config = ScanConfig(mode=mode, searches=searches, success_threshold=success_threshold)  # type: ignore[arg-type]
+    config = scan_config.reverse
     row: dict[str, Any] = {
         "model": name,
         "dataset": dataset,
@@ -93,12 +95,7 @@ def scan_row(
             }
         )
         return row
-    scanner = NeuralCleanse(
-        saved.model,
-        mode=mode,  # type: ignore[arg-type]
-        config=config,
-        restarts=searches,
-    )
+    scanner = NeuralCleanse(saved.model, scan_config)
     report = scanner.scan(clean.images, clean.labels, seed=seed)
     d = report.to_dict()
     row.update(

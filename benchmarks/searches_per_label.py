@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from common import MODEL_ORDER, SUITE, TARGETS, ensure_model, machine, markdown_table, model_dir, write_results
 
+from neuralcleanse.config import FAST
 from neuralcleanse.data import clean_sample, load_dataset
 from neuralcleanse.io import load_saved_model
 from neuralcleanse.outliers import CONSISTENCY, anomaly_index
 from neuralcleanse.reverse import reverse_engineer
-from neuralcleanse.scan import mode_config
 
 SAMPLES = 1000  # clean images, as scan_speed.py and the original code's NB_SAMPLE
 
@@ -42,7 +42,7 @@ def model_rows(name: str, dataset: str, infected: bool, copies: int, seed: int) 
         saved.model,
         clean.images,
         list(range(k_labels)) * copies,
-        mode_config("fast"),
+        FAST,
         torch.Generator().manual_seed(seed),
     )
     seconds = time.perf_counter() - start

@@ -6,8 +6,9 @@ import pytest
 import torch
 from _tiny import CORNER, NUM_LABELS, TARGET, TemplateNet, clean_images
 
+from neuralcleanse.config import FAST, ScanConfig
 from neuralcleanse.reverse import ReverseConfig, reverse_engineer
-from neuralcleanse.scan import FAST, NeuralCleanse, SanityCheckError, restart_candidates, trigger_success
+from neuralcleanse.scan import NeuralCleanse, SanityCheckError, trigger_success
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,8 @@ def test_reference_mode_gives_the_same_verdict(data):
     images, labels = data
     # The original settings, with shorter epochs to keep the test fast.
     config = ReverseConfig(steps_per_epoch=4)
-    infected = NeuralCleanse(TemplateNet(True), mode="reference", config=config).scan(images, labels)
-    clean = NeuralCleanse(TemplateNet(False), mode="reference", config=config).scan(images, labels)
+    infected = NeuralCleanse(TemplateNet(True), ScanConfig(mode="reference", search=config)).scan(images, labels)
+    clean = NeuralCleanse(TemplateNet(False), ScanConfig(mode="reference", search=config)).scan(images, labels)
     assert infected.flagged == [TARGET] and infected.anomaly_index > 3
     assert clean.flagged == [] and clean.anomaly_index < 2
 
@@ -76,7 +77,7 @@ def test_best_mask_is_the_smallest_valid_one(data):
 def test_model_mode_and_grad_flags_are_restored(data):
     images, labels = data
     model = TemplateNet(True).train()
-    NeuralCleanse(model, config=ReverseConfig(max_epochs=2, steps_per_epoch=1)).scan(images, labels)
+    NeuralCleanse(model, ScanConfig(search=ReverseConfig(max_epochs=2, steps_per_epoch=1))).scan(images, labels)
     assert model.training and all(p.requires_grad for p in model.parameters())
 
 
@@ -90,14 +91,14 @@ def test_probability_outputs_are_detected_and_scanned(data):
 def test_same_seed_same_report(data):
     images, labels = data
     cfg = ReverseConfig(max_epochs=5, steps_per_epoch=2, batch_size=8)
-    a = NeuralCleanse(TemplateNet(True), config=cfg).scan(images, labels, seed=4)
-    b = NeuralCleanse(TemplateNet(True), config=cfg).scan(images, labels, seed=4)
+    a = NeuralCleanse(TemplateNet(True), ScanConfig(search=cfg)).scan(images, labels, seed=4)
+    b = NeuralCleanse(TemplateNet(True), ScanConfig(search=cfg)).scan(images, labels, seed=4)
     assert torch.equal(a.masks, b.masks) and a.to_dict()["labels"] == b.to_dict()["labels"]
 
 
 def test_report_dict_has_the_documented_keys(data):
     images, labels = data
-    d = NeuralCleanse(TemplateNet(True), config=ReverseConfig(max_epochs=2)).scan(images, labels).to_dict()
+    d = NeuralCleanse(TemplateNet(True), ScanConfig(search=ReverseConfig(max_epochs=2))).scan(images, labels).to_dict()
     for key in ("infected", "anomaly_index", "flagged", "labels", "seconds", "mode", "seed", "config", "versions"):
         assert key in d
     assert len(d["labels"]) == NUM_LABELS
@@ -109,7 +110,7 @@ def test_sanity_check_refuses_a_mismatched_model(data):
     with pytest.raises(SanityCheckError, match="classifies only 0.0% of the clean images"):
         NeuralCleanse(TemplateNet(True)).scan(images, (labels + 1) % NUM_LABELS)
     # Skipped on request.
-    NeuralCleanse(TemplateNet(True), config=ReverseConfig(max_epochs=1), min_clean_accuracy=None).scan(
+    NeuralCleanse(TemplateNet(True), ScanConfig(search=ReverseConfig(max_epochs=1), min_clean_accuracy=None)).scan(
         images, (labels + 1) % NUM_LABELS
     )
 
@@ -182,7 +183,7 @@ def test_restarts_keep_the_smallest_valid_mask_per_label():
     assert r.image_passes.tolist() == [40, 60] and r.epochs.tolist() == [4, 6]
 
 
-def test_restarts_go_only_to_labels_at_or_below_the_median_or_not_found():
+def test_rows_can_be_replaced_by_a_better_search_of_the_same_labels():
     from neuralcleanse.reverse import ReverseResult
 
     r = ReverseResult(
@@ -195,8 +196,7 @@ def test_restarts_go_only_to_labels_at_or_below_the_median_or_not_found():
         epochs=torch.ones(5, dtype=torch.int64),
         image_passes=torch.full((5,), 10),
     )
-    again = restart_candidates(r)
-    assert r.labels[again].tolist() == [4, 5, 6, 7]  # median 5; label 6 never reached the threshold
+    again = torch.tensor([1, 2, 3, 4])
     better = r.rows(again[:1])  # label 4 found a smaller mask the second time
     better = ReverseResult(**{**better.__dict__, "norms": torch.tensor([0.5]), "masks": torch.full((1, 1, 1, 1), 7.0)})
     merged = r.with_rows(again[:1], ReverseResult.concat([r.rows(again[:1]), better]).best_of_restarts(2))
@@ -204,35 +204,27 @@ def test_restarts_go_only_to_labels_at_or_below_the_median_or_not_found():
     assert merged.image_passes.tolist() == [10, 20, 10, 10, 10]
 
 
-def test_staged_scan_searches_again_only_the_small_norms(data):
-    images, labels = data
-    phases: list[tuple[str, int]] = []
-    scanner = NeuralCleanse(TemplateNet(True), restart_all=False, progress=lambda e: phases.append((e.phase, e.total)))
-    report = scanner.scan(images, labels, seed=0)
-    restarted = {total for phase, total in phases if phase == "restart"}
-    assert len(restarted) == 1 and NUM_LABELS // 2 <= restarted.pop() < NUM_LABELS  # (lower) median and below
-    assert report.flagged == [TARGET]
-
-
-def test_restart_all_searches_every_label_and_keeps_the_smaller_norm(data):
+def test_every_label_is_searched_again_and_keeps_the_smaller_norm(data):
     images, labels = data
     model = TemplateNet(True)
     phases: list[tuple[str, int]] = []
-    once = NeuralCleanse(model, restarts=1).scan(images, labels, seed=0)
-    thrice = NeuralCleanse(model, restarts=3, restart_all=True, progress=lambda e: phases.append((e.phase, e.total)))
+    once = NeuralCleanse(model, ScanConfig(searches=1)).scan(images, labels, seed=0)
+    thrice = NeuralCleanse(model, ScanConfig(searches=3), progress=lambda e: phases.append((e.phase, e.total)))
     report = thrice.scan(images, labels, seed=0)
     assert {total for phase, total in phases if phase == "restart"} == {2 * NUM_LABELS}
     # The first search is the same one (same seed, same labels), so the best of three is never larger.
     for a, b in zip(once.labels, report.labels, strict=True):
         assert b.mask_l1 <= a.mask_l1 + 1e-4 and b.image_passes > a.image_passes
-    assert report.flagged == [TARGET] and report.config["restart_all"]
+    assert report.flagged == [TARGET] and report.config["restarts"] == 3
 
 
 def test_reference_mode_restarts_every_label(data):
     images, labels = data
     config = ReverseConfig(steps_per_epoch=2, max_epochs=30)
-    once = NeuralCleanse(TemplateNet(True), mode="reference", config=config).scan(images, labels, targets=[0, 1])
-    twice = NeuralCleanse(TemplateNet(True), mode="reference", config=config, restarts=2).scan(
+    once = NeuralCleanse(TemplateNet(True), ScanConfig(mode="reference", search=config)).scan(
+        images, labels, targets=[0, 1]
+    )
+    twice = NeuralCleanse(TemplateNet(True), ScanConfig(mode="reference", search=config, searches=2)).scan(
         images, labels, targets=[0, 1]
     )
     for a, b in zip(once.labels, twice.labels, strict=True):
@@ -288,10 +280,12 @@ def test_compute_dtype_follows_the_precision_setting(monkeypatch):
 
 def test_bfloat16_search_flags_the_backdoor_and_says_so(data):
     images, labels = data
-    report = NeuralCleanse(TemplateNet(True), config=replace(FAST, precision="bfloat16")).scan(images, labels, seed=0)
+    report = NeuralCleanse(TemplateNet(True), ScanConfig(search=replace(FAST, precision="bfloat16"))).scan(
+        images, labels, seed=0
+    )
     assert report.flagged == [TARGET] and report.anomaly_index > 3
     assert report.config["compute_dtype"] == "bfloat16"
-    reference = NeuralCleanse(TemplateNet(True), mode="reference", config=ReverseConfig(max_epochs=2))
+    reference = NeuralCleanse(TemplateNet(True), ScanConfig(mode="reference", search=ReverseConfig(max_epochs=2)))
     assert reference.scan(images, labels, targets=[0, 1]).config["compute_dtype"] == "float32"
 
 

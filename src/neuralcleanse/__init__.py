@@ -7,6 +7,7 @@ triggers stamp as ``(1 - m) * x + m * p``, rates are fractions).
 __version__ = "0.1.0"
 
 from .attacks import PoisonedData, TrojanAttack, TrojanConfig, poison, trojan
+from .config import FAST, REFERENCE, ScanConfig
 from .data import DataError, ImageData, clean_sample, load_dataset
 from .io import ModelFileError, load_saved_model, save_model
 from .loading import LoadedModel, load_model
@@ -14,14 +15,15 @@ from .metrics import accuracy, attack_success_rate, predict
 from .models import ARCHITECTURES, build_model
 from .outliers import anomaly_index
 from .preprocess import Preprocessing
+from .probe import ModelOutputs, probe_outputs
 from .reverse import ReverseConfig, reverse_engineer
-from .scan import FAST, REFERENCE, NeuralCleanse, SanityCheckError, ScanReport
+from .scan import NeuralCleanse, SanityCheckError, ScanReport
 from .triggers import Trigger, parse_trigger
 
 __all__ = [
-    "ARCHITECTURES", "FAST", "REFERENCE", "DataError", "ImageData", "LoadedModel", "ModelFileError",
-    "NeuralCleanse", "PoisonedData", "Preprocessing", "ReverseConfig", "SanityCheckError", "ScanReport",
+    "ARCHITECTURES", "FAST", "REFERENCE", "DataError", "ImageData", "LoadedModel", "ModelFileError", "ModelOutputs",
+    "NeuralCleanse", "PoisonedData", "Preprocessing", "ReverseConfig", "SanityCheckError", "ScanConfig", "ScanReport",
     "Trigger", "TrojanAttack", "TrojanConfig", "__version__", "accuracy", "anomaly_index", "attack_success_rate",
     "build_model", "clean_sample", "load_dataset", "load_model", "load_saved_model", "parse_trigger", "poison",
-    "predict", "reverse_engineer", "save_model", "trojan",
+    "predict", "probe_outputs", "reverse_engineer", "save_model", "trojan",
 ]

@@ -208,31 +208,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from .workflows import scan_model
 
+    config = _scan_config(args)
     _seed_everything(args.seed)
     device = _device(args.device)
     loaded = _load_model(args, device)
     bars = ProgressBars(args.quiet)
     try:
         report, out = scan_model(
-            loaded,
-            str(args.model),
-            args.data,
-            Path(args.out),
-            mode=args.mode,
-            samples=args.samples,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            skip_sanity_check=args.skip_sanity_check,
-            success_threshold=args.success_threshold,
-            searches=args.searches,
-            precision=args.precision,
-            anomaly_threshold=args.anomaly_threshold,
-            progress=bars,
+            loaded, str(args.model), args.data, Path(args.out), config, args.seed, args.overwrite, bars
         )
     finally:
         bars.close()
     _print_verdict(report.to_dict(), out)
     return 0
+
+
+def _scan_config(args: argparse.Namespace) -> Any:
+    """The scan flags as a ScanConfig. Its messages start with the field's name, the flag's name with dashes."""
+    from .config import ANOMALY_THRESHOLD, MIN_CLEAN_ACCURACY, ScanConfig
+
+    try:
+        return ScanConfig(
+            mode=args.mode,
+            searches=args.searches,
+            samples=args.samples,
+            success_threshold=args.success_threshold,
+            precision=args.precision,
+            anomaly_threshold=ANOMALY_THRESHOLD if args.anomaly_threshold is None else args.anomaly_threshold,
+            min_clean_accuracy=None if args.skip_sanity_check else MIN_CLEAN_ACCURACY,
+        )
+    except ValueError as exc:
+        field, _, rest = str(exc).partition(" ")
+        raise CLIError(f"--{field.replace('_', '-')} {rest}") from None
 
 
 def _print_verdict(report: dict[str, Any], out: Path) -> None:

@@ -14,7 +14,8 @@ as optimising it alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -26,13 +27,15 @@ from .schedule import CostSchedule, EarlyStop, RecentSuccess
 
 __all__ = ["ReverseConfig", "ReverseResult", "reverse_engineer"]
 
+_State = TypeVar("_State", CostSchedule, EarlyStop)
+
 _EPSILON = 1e-7  # Keras' K.epsilon(), used by the original tanh parametrisation
 
 
 @dataclass(frozen=True)
 class ReverseConfig:
     """Settings of the optimisation. The defaults are the original GTSRB example's (``gtsrb_visualize_example.py``
-    and ``visualizer.py`` of bolunwang/backdoor); :data:`FAST` in :mod:`neuralcleanse.scan` changes a few."""
+    and ``visualizer.py`` of bolunwang/backdoor); :data:`~neuralcleanse.config.FAST` changes a few."""
 
     threshold: float = 0.99  # ATTACK_SUCC_THRESHOLD
     lr: float = 0.1  # LR
@@ -181,6 +184,9 @@ def reverse_engineer(
 ) -> ReverseResult:
     """Reverse-engineer a trigger for every label in ``targets``, all optimised together.
 
+    The original algorithm, per epoch: optimise (:meth:`_Search.run_epoch`), then keep the smallest mask that
+    reached the threshold, move λ and test the early stop (:meth:`_Search.end_epoch`).
+
     Args:
         model: the classifier; frozen and put in eval mode for the search, restored afterwards.
         images: (N, C, H, W) clean images in [0, 1]; moved to the model's device.
@@ -195,133 +201,175 @@ def reverse_engineer(
     """
     if images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
-    device = model_device(model)
-    targets_t = torch.as_tensor(targets, dtype=torch.int64)
-    k = targets_t.numel()
-    n, c, h, w = images.shape
-    images = images.to(device)
-    cfg = config
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-
-    # Random initial mask and pattern (uniform on [0, 1] in the original; init_range narrows it), drawn label
-    # by label so that a label starts from the same point whether it is searched alone or with others.
-    lo, span = cfg.init_range[0], cfg.init_range[1] - cfg.init_range[0]
-    inits = [
-        (lo + span * torch.rand(1, h, w, generator=g), lo + span * torch.rand(c, h, w, generator=g))
-        for _ in range(k)
-    ]
-    mask_param = _to_param(torch.stack([m for m, _ in inits])).to(device).requires_grad_(True)
-    pattern_param = _to_param(torch.stack([p for _, p in inits])).to(device).requires_grad_(True)
-    optimizer = torch.optim.Adam([mask_param, pattern_param], lr=cfg.lr, betas=cfg.betas)
-    schedule = CostSchedule.start(
-        k,
-        cfg.start_cost,
-        device,
-        init_cost=cfg.init_cost,
-        threshold=cfg.threshold,
-        patience=cfg.patience,
-        up=cfg.cost_up,
-        down=cfg.cost_down,
-    )
-    stop = EarlyStop.start(k, device, patience=cfg.early_stop_patience, threshold=cfg.early_stop_threshold)
-
-    best_mask = torch.zeros(k, 1, h, w, device=device)
-    best_pattern = torch.zeros(k, c, h, w, device=device)
-    best_reg = torch.full((k,), math.inf, device=device)
-    best_success = torch.zeros(k, device=device)
-    epochs = torch.zeros(k, dtype=torch.int64)
-    passes = torch.zeros(k, dtype=torch.int64)
-    done = torch.zeros(k, dtype=torch.bool)
-    target_dev = targets_t.to(device)
-    labels_per_pass = max(1, cfg.max_images_per_pass // cfg.batch_size)
-    recent = RecentSuccess.start(k, cfg.selection_epochs, device)
-    memory_format = input_memory_format(model, images[:4])
-    dtype = compute_dtype(model, images[:4], cfg.precision)
-
+    search = _Search(model, images, torch.as_tensor(targets, dtype=torch.int64), config, g, outputs_probabilities)
     with frozen(model):
-        for _ in range(cfg.max_epochs):
-            active = torch.nonzero(~done).flatten()
+        for _ in range(config.max_epochs):
+            active = torch.nonzero(~search.done).flatten()
             if active.numel() == 0:
                 break
-            ka = active.numel()
-            active_dev = active.to(device)
-            # Per label, an epoch walks a fresh permutation of the clean images (sampling with replacement
-            # only when an epoch needs more images than there are).
-            order = torch.rand(ka, max(n, cfg.batch_size * cfg.steps_per_epoch), generator=g).argsort(dim=1) % n
-            success_sum = torch.zeros(ka, device=device)
-            reg_sum = torch.zeros(ka, device=device)
-            for step in range(cfg.steps_per_epoch):
-                batch_idx = order[:, step * cfg.batch_size : (step + 1) * cfg.batch_size].to(device)  # (Ka, B)
-                optimizer.zero_grad(set_to_none=True)
-                for lo in range(0, ka, labels_per_pass):
-                    sel = slice(lo, lo + labels_per_pass)
-                    rows = active_dev[sel]
-                    mask = _from_param(mask_param[rows])  # (k', 1, H, W)
-                    pattern = _from_param(pattern_param[rows])  # (k', C, H, W)
-                    x = images[batch_idx[sel]]  # (k', B, C, H, W)
-                    stamped = (1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)
-                    with autocast(device, dtype):
-                        out = model(stamped.flatten(0, 1).contiguous(memory_format=memory_format))
-                    out = out.float()  # (k' * B, K)
-                    logp = log_probabilities(out, outputs_probabilities).view(len(rows), -1, out.shape[-1])
-                    tgt = target_dev[rows]
-                    ce = -logp.gather(2, tgt.view(-1, 1, 1).expand(-1, logp.shape[1], 1)).squeeze(2).mean(1)
-                    reg = mask.sum(dim=(1, 2, 3))  # (k',) L1 norms (masks are non-negative)
-                    (ce + schedule.cost[rows] * reg).sum().backward()
-                    with torch.no_grad():
-                        success_sum[sel] += (logp.argmax(2) == tgt.view(-1, 1)).float().mean(1)
-                        reg_sum[sel] += reg
-                optimizer.step()
-            passes[active] += cfg.steps_per_epoch * cfg.batch_size
-            epochs[active] += 1
-
-            with torch.no_grad():
-                # One epoch's bookkeeping, for active labels only; finished labels keep their state.
-                success = torch.zeros(k, device=device)
-                success[active_dev] = success_sum / cfg.steps_per_epoch
-                reg_mean = torch.full((k,), math.inf, device=device)
-                reg_mean[active_dev] = reg_sum / cfg.steps_per_epoch
-                is_active = torch.zeros(k, dtype=torch.bool, device=device)
-                is_active[active_dev] = True
-                recent = recent.update(success, is_active)
-                kept_success = recent.mean()
-                better = is_active & (kept_success >= cfg.threshold) & (reg_mean < best_reg)
-                best_mask[better] = _from_param(mask_param[better])
-                best_pattern[better] = _from_param(pattern_param[better])
-                best_reg = torch.where(better, reg_mean, best_reg)
-                best_success = torch.where(better, kept_success, best_success)
-                # The original checks the early stop with the flags of the previous epoch, then moves λ.
-                new_stop = stop.update(best_reg)
-                stopping = is_active & new_stop.should_stop(schedule)
-                new_schedule = schedule.update(success)
-                stop = _merge(stop, new_stop, is_active)
-                schedule = _merge(schedule, new_schedule, is_active)
-                done |= stopping.cpu()
-            report(progress, "reverse", int(done.sum()), k, epoch=int(epochs.max()), active=int((~done).sum()))
-
-    with torch.no_grad():
-        found = torch.isfinite(best_reg)
-        # A label that never reached the threshold keeps its last mask (as the original code does).
-        last_mask, last_pattern = _from_param(mask_param), _from_param(pattern_param)
-        masks = torch.where(found.view(-1, 1, 1, 1), best_mask, last_mask).detach()
-        patterns = torch.where(found.view(-1, 1, 1, 1), best_pattern, last_pattern).detach()
-    return ReverseResult(
-        labels=targets_t,
-        masks=masks.cpu(),
-        patterns=patterns.cpu(),
-        norms=masks.sum(dim=(1, 2, 3)).cpu(),
-        attack_success=best_success.cpu(),
-        found=found.cpu(),
-        epochs=epochs,
-        image_passes=passes,
-        compute_dtype=str(dtype).removeprefix("torch."),
-    )
+            success, norms = search.run_epoch(active)
+            search.end_epoch(active, success, norms)
+            k = search.done.numel()
+            report(
+                progress,
+                "reverse",
+                int(search.done.sum()),
+                k,
+                epoch=int(search.epochs.max()),
+                active=int((~search.done).sum()),
+            )
+    return search.result()
 
 
-def _merge(old, new, keep_new: torch.Tensor):  # type: ignore[no-untyped-def]
+class _Search:
+    """The state of one batched search over K labels: the tanh parameters of their masks and patterns, the
+    optimiser, each label's cost schedule, early stop and best mask so far.
+
+    Label k's state never depends on another label's: the per-label losses are summed, so their gradients (and
+    Adam's element-wise updates) are independent, and every schedule is per label.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        config: ReverseConfig,
+        generator: torch.Generator,
+        outputs_probabilities: bool,
+    ) -> None:
+        cfg, k = config, targets.numel()
+        self.model, self.cfg, self.generator, self.probabilities = model, cfg, generator, outputs_probabilities
+        self.device = device = model_device(model)
+        self.images = images.to(device)  # (N, C, H, W)
+        self.targets = targets
+        self.targets_dev = targets.to(device)
+        _, c, h, w = images.shape
+        # Initial mask and pattern drawn label by label (uniform on [0, 1] in the original; init_range narrows
+        # it), so that a label starts from the same point whether it is searched alone or with others.
+        lo, span = cfg.init_range[0], cfg.init_range[1] - cfg.init_range[0]
+        inits = [
+            (lo + span * torch.rand(1, h, w, generator=generator), lo + span * torch.rand(c, h, w, generator=generator))
+            for _ in range(k)
+        ]
+        self.mask_param = _to_param(torch.stack([m for m, _ in inits])).to(device).requires_grad_(True)
+        self.pattern_param = _to_param(torch.stack([p for _, p in inits])).to(device).requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.mask_param, self.pattern_param], lr=cfg.lr, betas=cfg.betas)
+        self.schedule = CostSchedule.start(
+            k,
+            cfg.start_cost,
+            device,
+            init_cost=cfg.init_cost,
+            threshold=cfg.threshold,
+            patience=cfg.patience,
+            up=cfg.cost_up,
+            down=cfg.cost_down,
+        )
+        self.stop = EarlyStop.start(k, device, patience=cfg.early_stop_patience, threshold=cfg.early_stop_threshold)
+        self.recent = RecentSuccess.start(k, cfg.selection_epochs, device)
+        self.best_mask = torch.zeros(k, 1, h, w, device=device)
+        self.best_pattern = torch.zeros(k, c, h, w, device=device)
+        self.best_norm = torch.full((k,), math.inf, device=device)
+        self.best_success = torch.zeros(k, device=device)
+        self.epochs = torch.zeros(k, dtype=torch.int64)
+        self.passes = torch.zeros(k, dtype=torch.int64)
+        self.done = torch.zeros(k, dtype=torch.bool)
+        self.labels_per_pass = max(1, cfg.max_images_per_pass // cfg.batch_size)
+        self.memory_format = input_memory_format(model, self.images[:4])
+        self.dtype = compute_dtype(model, self.images[:4], cfg.precision)
+
+    def run_epoch(self, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``steps_per_epoch`` optimisation steps of the ``active`` labels; their mean attack success and mask
+        norm over the epoch, each (Ka,).
+
+        Per label, an epoch walks a fresh permutation of the clean images (sampling with replacement only when
+        an epoch needs more images than there are)."""
+        cfg, n = self.cfg, self.images.shape[0]
+        order = torch.rand(active.numel(), max(n, cfg.batch_size * cfg.steps_per_epoch), generator=self.generator)
+        order = order.argsort(dim=1) % n  # (Ka, images per epoch)
+        success = torch.zeros(active.numel(), device=self.device)
+        norms = torch.zeros(active.numel(), device=self.device)
+        active_dev = active.to(self.device)
+        for step in range(cfg.steps_per_epoch):
+            batch = order[:, step * cfg.batch_size : (step + 1) * cfg.batch_size].to(self.device)  # (Ka, B)
+            self.optimizer.zero_grad(set_to_none=True)
+            for lo in range(0, active.numel(), self.labels_per_pass):
+                rows = slice(lo, lo + self.labels_per_pass)
+                step_success, step_norms = self._backward(active_dev[rows], batch[rows])
+                success[rows] += step_success
+                norms[rows] += step_norms
+            self.optimizer.step()
+        self.passes[active] += cfg.steps_per_epoch * cfg.batch_size
+        self.epochs[active] += 1
+        return success / cfg.steps_per_epoch, norms / cfg.steps_per_epoch
+
+    def _backward(self, labels: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accumulate the gradients of ``CE + λ·|m|₁`` for the labels at positions ``labels`` (k',) on their
+        images ``batch`` (k', B); return each label's attack success on the batch and its mask norm."""
+        mask = _from_param(self.mask_param[labels])  # (k', 1, H, W)
+        pattern = _from_param(self.pattern_param[labels])  # (k', C, H, W)
+        x = self.images[batch]  # (k', B, C, H, W)
+        stamped = (1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)
+        with autocast(self.device, self.dtype):
+            out = self.model(stamped.flatten(0, 1).contiguous(memory_format=self.memory_format))
+        out = out.float()  # (k' * B, K)
+        logp = log_probabilities(out, self.probabilities).view(len(labels), -1, out.shape[-1])  # (k', B, K)
+        target = self.targets_dev[labels]
+        ce = -logp.gather(2, target.view(-1, 1, 1).expand(-1, logp.shape[1], 1)).squeeze(2).mean(1)  # (k',)
+        norm = mask.sum(dim=(1, 2, 3))  # (k',) L1 norms (masks are non-negative)
+        (ce + self.schedule.cost[labels] * norm).sum().backward()
+        with torch.no_grad():
+            return (logp.argmax(2) == target.view(-1, 1)).float().mean(1), norm.detach()
+
+    @torch.no_grad()
+    def end_epoch(self, active: torch.Tensor, success: torch.Tensor, norms: torch.Tensor) -> None:
+        """One epoch's bookkeeping for the ``active`` labels (their epoch's mean ``success`` and mask ``norms``);
+        finished labels keep their state. Keeps the smallest mask whose recent success reached the threshold,
+        then, as the original, tests the early stop with the previous epoch's λ flags before moving λ."""
+        k, device = self.done.numel(), self.device
+        active_dev = active.to(device)
+        is_active = torch.zeros(k, dtype=torch.bool, device=device)
+        is_active[active_dev] = True
+        epoch_success = torch.zeros(k, device=device)
+        epoch_success[active_dev] = success
+        epoch_norm = torch.full((k,), math.inf, device=device)
+        epoch_norm[active_dev] = norms
+        self.recent = self.recent.update(epoch_success, is_active)
+        kept_success = self.recent.mean()
+        better = is_active & (kept_success >= self.cfg.threshold) & (epoch_norm < self.best_norm)
+        self.best_mask[better] = _from_param(self.mask_param[better])
+        self.best_pattern[better] = _from_param(self.pattern_param[better])
+        self.best_norm = torch.where(better, epoch_norm, self.best_norm)
+        self.best_success = torch.where(better, kept_success, self.best_success)
+        stop = self.stop.update(self.best_norm)
+        stopping = is_active & stop.should_stop(self.schedule)
+        self.stop = _merge(self.stop, stop, is_active)
+        self.schedule = _merge(self.schedule, self.schedule.update(epoch_success), is_active)
+        self.done |= stopping.cpu()
+
+    @torch.no_grad()
+    def result(self) -> ReverseResult:
+        """The kept masks; a label that never reached the threshold keeps its last mask (as the original)."""
+        found = torch.isfinite(self.best_norm)
+        keep = found.view(-1, 1, 1, 1)
+        masks = torch.where(keep, self.best_mask, _from_param(self.mask_param)).detach()
+        patterns = torch.where(keep, self.best_pattern, _from_param(self.pattern_param)).detach()
+        return ReverseResult(
+            labels=self.targets,
+            masks=masks.cpu(),
+            patterns=patterns.cpu(),
+            norms=masks.sum(dim=(1, 2, 3)).cpu(),
+            attack_success=self.best_success.cpu(),
+            found=found.cpu(),
+            epochs=self.epochs,
+            image_passes=self.passes,
+            compute_dtype=str(self.dtype).removeprefix("torch."),
+        )
+
+
+def _merge(old: _State, new: _State, keep_new: torch.Tensor) -> _State:
     """Take ``new``'s tensor fields where ``keep_new`` (K,) is true, ``old``'s elsewhere."""
-    from dataclasses import fields, replace
-
     changes = {}
     for f in fields(old):
         a, b = getattr(old, f.name), getattr(new, f.name)

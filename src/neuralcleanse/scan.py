@@ -10,94 +10,25 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._torch import Precision, autocast, eval_mode, input_memory_format, model_device
+from ._torch import autocast, input_memory_format, model_device
+from .config import ANOMALY_THRESHOLD, ScanConfig
 from .io import versions
 from .metrics import accuracy, predict
 from .outliers import anomaly_index
-from .preprocess import is_probabilities
+from .probe import ModelOutputs, probe_outputs
 from .progress import ProgressCallback, report
-from .reverse import ReverseConfig, ReverseResult, reverse_engineer
+from .reverse import ReverseResult, reverse_engineer
 from .triggers import Trigger
 
-__all__ = [
-    "FAST",
-    "REFERENCE",
-    "LabelResult",
-    "NeuralCleanse",
-    "SanityCheckError",
-    "ScanReport",
-    "mode_config",
-    "restart_candidates",
-    "trigger_success",
-]
+__all__ = ["LabelResult", "NeuralCleanse", "SanityCheckError", "ScanReport", "trigger_success"]
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["fast", "reference"]
-
-#: The original code's settings (gtsrb_visualize_example.py), one label at a time.
-REFERENCE = ReverseConfig()
-
-#: Fast mode: the original objective, parametrisation, optimiser, threshold, cost schedule rules and cost
-#: multipliers, with
-#: - all labels optimised together (one batched forward/backward per step);
-#: - short epochs: 5 steps of 8 images per label (40 image passes, against 992 in the original), so the cost
-#:   schedule (patience 3 epochs) and the early stop (6 epochs without a smaller mask) react after a few dozen
-#:   steps instead of hundreds. Adam's progress is counted in steps, not images, so small batches lose little.
-#: - a mask is kept only when its label's mean attack success over the last 3 epochs (120 images) reaches the
-#:   threshold, not on one 40-image epoch (RecentSuccess): a single short epoch lets masks just short of the
-#:   threshold through on luck, which scattered clean labels' norms downwards and got clean labels flagged
-#:   (clean GTSRB, seed 0: label 25 flagged, index 2.27; with the 3-epoch window: nothing, 1.53).
-#: - initial masks and patterns drawn uniformly from [0.4, 0.6] (tanh parameters within ±0.41 of 0) instead of
-#:   [0, 1]: a uniform start puts many pixels deep in tanh's flat ends, and the search then often settles in a
-#:   spread-out local minimum. Searching label 33 of the 20%-poisoned GTSRB model from 16 starts, 2 ended
-#:   below norm 14 from uniform starts against 11 from [0.4, 0.6] starts; the norms of clean labels (GTSRB and
-#:   MNIST) came out as small or smaller and less spread (the MNIST BadNets target: 6.3-8.0 over 6 starts
-#:   against 6.3-17.6).
-#: - two searches per label from different random starts (FAST_RESTARTS), keeping the smaller valid mask:
-#:   a short search sometimes settles in a poor local minimum, a few times the label's usual norm. A stuck
-#:   search of the target hides the outlier; stuck searches of clean labels widen the MAD. Searching again
-#:   only the labels at or below the median (restart_all=False; the default before December 2026) leaves the
-#:   upper half's stuck searches in the MAD: it gave the BadNets GTSRB models (seed 2 of the 20%-poisoned one,
-#:   seed 1 of the 10% one) an index of 2.02 and 2.57, against 2.80 and 2.92 from two searches of every label,
-#:   in about 2/3 of the time.
-#: - the model computes in bfloat16 on CPUs with AMX or AVX512-BF16 (precision "auto", see compute_dtype):
-#:   2.8x (AMX) and 2.2x (AVX512-BF16) faster forward/backward on GTSRB; the mask, the pattern and the optimiser
-#:   stay float32.
-#: (Channels-last input batches on CPU are chosen in reverse_engineer for every mode: same results up to float
-#: rounding.)
-FAST = ReverseConfig(
-    batch_size=8,
-    steps_per_epoch=5,
-    patience=3,
-    early_stop_patience=6,
-    max_epochs=400,
-    init_range=(0.4, 0.6),
-    selection_epochs=3,
-    precision="auto",
-)
-FAST_RESTARTS = 2
-
-ANOMALY_THRESHOLD = 2.0  # paper, Section IV-C: an index above 2 is an outlier with > 95% confidence
-MIN_CLEAN_ACCURACY = 0.5  # ours: below this the model and the data disagree (a preprocessing mismatch)
-
-
-def mode_config(
-    mode: Mode, success_threshold: float | None = None, precision: Precision | None = None
-) -> ReverseConfig:
-    """The optimisation settings of ``mode``, with another attack-success threshold or precision when given."""
-    if mode not in ("fast", "reference"):
-        raise ValueError(f"mode must be 'fast' or 'reference', got {mode!r}")
-    config = FAST if mode == "fast" else REFERENCE
-    if success_threshold is not None:
-        config = replace(config, threshold=success_threshold)
-    return config if precision is None else replace(config, precision=precision)
 
 
 class SanityCheckError(ValueError):
@@ -173,20 +104,10 @@ class NeuralCleanse:
     Args:
         model: takes (N, C, H, W) images in [0, 1] and returns (N, K) logits or probabilities. It is frozen and
             in eval mode during the scan; its mode and ``requires_grad`` flags are restored afterwards.
-        mode: ``"fast"`` (all labels together, :data:`FAST`) or ``"reference"`` (the original code's
-            behaviour, one label at a time, :data:`REFERENCE`).
-        config: overrides the mode's optimisation settings.
-        anomaly_threshold: labels with a larger anomaly index (and a norm below the median) are flagged.
-        outputs_probabilities: whether the model ends in a softmax; ``None`` detects it from one batch.
-        min_clean_accuracy: refuse to scan when the model's accuracy on the labelled clean images is below
-            this fraction (a sign of a preprocessing mismatch); ``None`` skips the check.
+        config: how the scan runs and decides (:class:`~neuralcleanse.config.ScanConfig`; fast mode by default).
+        outputs: what the model returns, when the caller has probed it already (else read from the images).
         progress: receives :class:`~neuralcleanse.progress.ProgressEvent` s (phases ``"check"``, ``"reverse"``,
             ``"restart"``, ``"measure"``).
-        restarts: independent searches per label, keeping the smallest valid mask (fast mode: 2, reference: 1).
-        restart_all: give every label all ``restarts`` searches (the default). With ``False``, fast mode spends
-            the searches after the first only on the labels of :func:`restart_candidates` (norms at or below
-            the median, or not found): cheaper, but the norms above the median keep their stuck searches,
-            which widens the MAD (see :data:`FAST`). Reference mode always searches every label.
 
     Example:
         >>> report = NeuralCleanse(model).scan(images, labels, seed=0)  # doctest: +SKIP
@@ -197,32 +118,17 @@ class NeuralCleanse:
     def __init__(
         self,
         model: nn.Module,
-        mode: Mode = "fast",
-        config: ReverseConfig | None = None,
-        anomaly_threshold: float = ANOMALY_THRESHOLD,
-        outputs_probabilities: bool | None = None,
-        min_clean_accuracy: float | None = MIN_CLEAN_ACCURACY,
+        config: ScanConfig | None = None,
+        *,
+        outputs: ModelOutputs | None = None,
         progress: ProgressCallback | None = None,
-        restarts: int | None = None,
-        restart_all: bool = True,
     ) -> None:
-        if mode not in ("fast", "reference"):
-            raise ValueError(f"mode must be 'fast' or 'reference', got {mode!r}")
-        if not anomaly_threshold > 0:
-            raise ValueError(f"anomaly_threshold must be > 0, got {anomaly_threshold}")
-        if min_clean_accuracy is not None and not 0 <= min_clean_accuracy <= 1:
-            raise ValueError(f"min_clean_accuracy must be a fraction in [0, 1], got {min_clean_accuracy}")
+        if config is not None and not isinstance(config, ScanConfig):
+            raise TypeError(f"config must be a ScanConfig, got {type(config).__name__}")
         self.model = model
-        self.mode: Mode = mode
-        self.config = config if config is not None else mode_config(mode)
-        self.anomaly_threshold = anomaly_threshold
-        self.outputs_probabilities = outputs_probabilities
-        self.min_clean_accuracy = min_clean_accuracy
+        self.config = config if config is not None else ScanConfig()
+        self.outputs = outputs
         self.progress = progress
-        self.restarts = restarts if restarts is not None else (FAST_RESTARTS if mode == "fast" else 1)
-        if self.restarts < 1:
-            raise ValueError(f"restarts must be >= 1, got {self.restarts}")
-        self.restart_all = restart_all
 
     def scan(
         self,
@@ -241,39 +147,17 @@ class NeuralCleanse:
         """
         start = time.perf_counter()
         _check_images(images)
-        device = model_device(self.model)
-        with torch.no_grad(), eval_mode(self.model):
-            probe = self.model(images[:32].to(device))
-        if probe.dim() != 2:
-            raise ValueError(f"the model must return (N, K) scores, got shape {tuple(probe.shape)}")
-        num_classes = probe.shape[1]
-        probabilities = is_probabilities(probe) if self.outputs_probabilities is None else self.outputs_probabilities
-        clean_acc = None
-        if labels is not None:
-            if labels.shape != images.shape[:1]:
-                raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-            if int(labels.max()) >= num_classes or int(labels.min()) < 0:
-                raise ValueError(
-                    f"the labels go up to {int(labels.max())} but the model has {num_classes} outputs "
-                    f"(labels 0..{num_classes - 1})"
-                )
-            report(self.progress, "check", 0, 1)
-            clean_acc = accuracy(self.model, images, labels)
-            report(self.progress, "check", 1, 1, accuracy=clean_acc)
-            if self.min_clean_accuracy is not None and clean_acc < self.min_clean_accuracy:
-                raise SanityCheckError(
-                    f"the model classifies only {clean_acc:.1%} of the clean images correctly (expected at "
-                    f"least {self.min_clean_accuracy:.0%}): the images are probably not preprocessed the way the "
-                    "model expects (value range, mean/std, channel order or layout), or the labels do not match"
-                )
+        outputs = self.outputs or probe_outputs(self.model, images[:32].to(model_device(self.model)))
+        num_classes = outputs.num_outputs
+        clean_acc = None if labels is None else self._check_accuracy(images, labels, num_classes)
         targets = list(range(num_classes)) if targets is None else [int(t) for t in targets]
         if len(targets) < 2 or min(targets) < 0 or max(targets) >= num_classes:
             raise ValueError(f"targets must be at least 2 labels in 0..{num_classes - 1}, got {targets}")
 
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
-        result = self._reverse(images, targets, generator, probabilities)
+        result = self._reverse(images, targets, generator, outputs.probabilities)
         success = trigger_success(self.model, images, result, self.progress)
-        outliers = anomaly_index(result.norms, self.anomaly_threshold)
+        outliers = anomaly_index(result.norms, self.config.anomaly_threshold)
         rows = [
             LabelResult(
                 int(t),
@@ -286,13 +170,6 @@ class NeuralCleanse:
             )
             for i, t in enumerate(result.labels.tolist())
         ]
-        config = {
-            "anomaly_threshold": self.anomaly_threshold,
-            "restarts": self.restarts,
-            "restart_all": self.restart_all or self.mode == "reference",
-            "reverse": asdict(self.config),
-            "compute_dtype": result.compute_dtype,
-        }
         return ScanReport(
             infected=bool(outliers.flagged),
             anomaly_index=outliers.model_index,
@@ -301,41 +178,61 @@ class NeuralCleanse:
             median_l1=outliers.median,
             mad_l1=outliers.mad,
             seconds=time.perf_counter() - start,
-            mode=self.mode,
+            mode=self.config.mode,
             seed=seed,
             num_images=int(images.shape[0]),
             clean_accuracy=clean_acc,
-            outputs_probabilities=probabilities,
-            config=config,
+            outputs_probabilities=outputs.probabilities,
+            config=self.config.to_dict(result.compute_dtype),
             masks=result.masks,
             patterns=result.patterns,
         )
 
+    def _check_accuracy(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+        """The model's accuracy on the labelled clean images; refuse a scan the model and data disagree on."""
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        if int(labels.max()) >= num_classes or int(labels.min()) < 0:
+            raise ValueError(
+                f"the labels go up to {int(labels.max())} but the model has {num_classes} outputs "
+                f"(labels 0..{num_classes - 1})"
+            )
+        report(self.progress, "check", 0, 1)
+        clean_acc = accuracy(self.model, images, labels)
+        report(self.progress, "check", 1, 1, accuracy=clean_acc)
+        floor = self.config.min_clean_accuracy
+        if floor is not None and clean_acc < floor:
+            raise SanityCheckError(
+                f"the model classifies only {clean_acc:.1%} of the clean images correctly (expected at "
+                f"least {floor:.0%}): the images are probably not preprocessed the way the "
+                "model expects (value range, mean/std, channel order or layout), or the labels do not match"
+            )
+        return clean_acc
+
     def _reverse(
         self, images: torch.Tensor, targets: list[int], generator: torch.Generator, probabilities: bool
     ) -> ReverseResult:
-        if self.mode == "fast":
-            first = reverse_engineer(self.model, images, targets, self.config, generator, probabilities, self.progress)
-            if self.restarts == 1:
-                return first
-            again = torch.arange(len(targets)) if self.restart_all else restart_candidates(first)
-            if again.numel() == 0:
+        """Every label searched ``num_searches`` times, keeping its smallest valid mask. Fast mode searches all
+        labels at once (the first search, then the others together); reference mode one label at a time."""
+        searches, search = self.config.num_searches, self.config.reverse
+        if self.config.mode == "fast":
+            first = reverse_engineer(self.model, images, targets, search, generator, probabilities, self.progress)
+            if searches == 1:
                 return first
             more = reverse_engineer(
                 self.model,
                 images,
-                first.labels[again].tolist() * (self.restarts - 1),
-                self.config,
+                targets * (searches - 1),
+                search,
                 generator,
                 probabilities,
                 _renamed(self.progress, "restart"),
             )
-            merged = ReverseResult.concat([first.rows(again), more]).best_of_restarts(self.restarts)
-            return first.with_rows(again, merged)
+            return ReverseResult.concat([first, more]).best_of_restarts(searches)
         parts = []
         for i, t in enumerate(targets):
-            tries = reverse_engineer(self.model, images, [t] * self.restarts, self.config, generator, probabilities)
-            parts.append(tries.best_of_restarts(self.restarts))
+            tries = reverse_engineer(self.model, images, [t] * searches, search, generator, probabilities)
+            parts.append(tries.best_of_restarts(searches))
             report(self.progress, "reverse", i + 1, len(targets), label=t)
         return ReverseResult.concat(parts)
 
@@ -345,13 +242,11 @@ def trigger_success(
 ) -> torch.Tensor:
     """(K,) share of all ``images`` that each label's kept trigger sends to that label, in the search's precision.
 
-    The search keeps a mask once its success over the images of its last few epochs reaches the threshold (fast
-    mode: 120 images), a figure picked for being high; measured again on the whole sample the kept GTSRB masks
-    reach 87% to over 99%. The report gives this second figure. Like the search (and the original code), it
-    counts the label's own images too."""
+    The search keeps a mask once its success over the images of its last few epochs reaches the threshold, a
+    figure selected for being high; the report gives this one, measured again on the whole sample. Like the
+    search (and the original code), it counts the label's own images too."""
     device, dtype = model_device(model), getattr(torch, result.compute_dtype)
-    # channels-last where the search used it: on this CPU 0.26 ms per GTSRB image against 0.66 ms (bfloat16)
-    images = images.contiguous(memory_format=input_memory_format(model, images[:4].to(device)))
+    images = images.contiguous(memory_format=input_memory_format(model, images[:4].to(device)))  # as the search
     rates = []
     with autocast(device, dtype):
         for i, (mask, pattern, label) in enumerate(
@@ -361,17 +256,6 @@ def trigger_success(
             rates.append(float((predicted == label).float().mean()))
             report(progress, "measure", i + 1, result.labels.numel(), label=label)
     return torch.tensor(rates)
-
-
-def restart_candidates(result: ReverseResult) -> torch.Tensor:
-    """Positions of the labels a staged fast scan (``restart_all=False``) searches again: norms at or below the
-    median (the only labels that can be flagged) and labels that never reached the threshold.
-
-    The labels above the median keep their first search. They cannot be flagged, but their distances to the
-    median are half of what the MAD is taken over, so a stalled search among them still widens the MAD; that
-    is why the default searches every label again (see :data:`FAST`)."""
-    median = result.norms.median()
-    return torch.nonzero((result.norms <= median) | ~result.found).flatten()
 
 
 def _renamed(progress: ProgressCallback | None, phase: str) -> ProgressCallback | None:

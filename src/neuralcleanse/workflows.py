@@ -12,11 +12,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._torch import model_device
+from .config import ScanConfig
+from .probe import ModelOutputs, probe_outputs
 from .progress import ProgressCallback
 from .train import TrainConfig
 
@@ -25,7 +29,6 @@ logger = logging.getLogger(__name__)
 #: Training settings per built-in architecture: enough for the paper's accuracy table on a CPU (measured in
 #: benchmarks/results/train.json; GTSRB at 8 epochs of 128 reached only 95.0% / 96.2% attack success).
 DEFAULT_TRAINING = {"mnist": TrainConfig(epochs=3), "gtsrb": TrainConfig(epochs=12, batch_size=64)}
-DEFAULT_SAMPLES = 1000  # clean images for a scan: the original code's NB_SAMPLE
 HELD_OUT = 0.1  # share of a dataset given as a single file held out for evaluation after training
 
 
@@ -225,28 +228,21 @@ def evaluate_model(
     }
 
 
-def _check_compatible(loaded: Any, dataset: Any) -> int:
-    """The number of model outputs, after checking the model accepts the data's images and labels."""
+def _check_compatible(loaded: Any, dataset: Any) -> ModelOutputs:
+    """The model's outputs (probed once on the data's first images), after checking it accepts the data's
+    images and has an output for every label."""
     shape = getattr(loaded, "input_shape", None)
     if shape is not None and tuple(shape) != tuple(dataset.image_shape):
         raise ValueError(
             f"the model takes {tuple(shape)} (C, H, W) images but {dataset.name} has {dataset.image_shape}"
         )
-    from ._torch import model_device
-
-    try:
-        with torch.no_grad():
-            out = loaded.model(dataset.images[:2].to(model_device(loaded.model)))
-    except Exception as exc:  # a foreign model may raise anything on a wrong shape
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"the model rejects {dataset.name}'s {dataset.image_shape} images: {first}") from None
-    if out.dim() != 2:
-        raise ValueError(f"the model must return (N, K) scores, got shape {tuple(out.shape)}")
-    if dataset.num_classes > out.shape[1]:
+    outputs = probe_outputs(loaded.model, dataset.images[:32].to(model_device(loaded.model)), where=dataset.name)
+    if dataset.num_classes > outputs.num_outputs:
         raise ValueError(
-            f"{dataset.name} has {dataset.num_classes} labels but the model has only {out.shape[1]} outputs"
+            f"{dataset.name} has {dataset.num_classes} labels but the model has only {outputs.num_outputs} outputs"
         )
-    return int(out.shape[1])
+    known = getattr(loaded, "outputs_probabilities", None)  # a file that says so beats the probe
+    return outputs if known is None else replace(outputs, probabilities=bool(known))
 
 
 def true_trigger_overlap(reversed_mask: torch.Tensor, true_mask: torch.Tensor) -> float:
@@ -265,59 +261,31 @@ def scan_model(
     model_name: str,
     data: str,
     out: Path,
-    mode: str = "fast",
-    samples: int | None = None,
+    config: ScanConfig | None = None,
     seed: int = 0,
     overwrite: bool = False,
-    skip_sanity_check: bool = False,
-    success_threshold: float | None = None,
-    searches: int | None = None,
-    precision: str | None = None,
-    anomaly_threshold: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[Any, Path]:
-    """Scan a loaded model with a stratified clean sample of ``data`` and write the report to ``out``.
-
-    ``success_threshold`` replaces the mode's attack-success threshold; ``searches`` searches every label that many
-    times, keeping the smallest valid trigger, instead of the mode's default (see :mod:`neuralcleanse.scan`);
-    ``precision`` replaces the mode's compute precision (``"auto"``, ``"float32"`` or ``"bfloat16"``);
-    ``anomaly_threshold`` replaces the paper's 2 as the index above which a label is flagged."""
+    """Scan a loaded model with a stratified clean sample of ``data`` (``config.samples`` images, see
+    :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the report to ``out``."""
     from .data import clean_sample, load_dataset
     from .report import REPORT_FILE, ReportExistsError, write_scan_report
-    from .scan import ANOMALY_THRESHOLD, MIN_CLEAN_ACCURACY, NeuralCleanse, mode_config
+    from .scan import NeuralCleanse
 
+    config = config if config is not None else ScanConfig()
     if (out / REPORT_FILE).exists() and not overwrite:
         raise ReportExistsError(
             f"{out / REPORT_FILE} already exists; pass --overwrite to replace it or choose another --out"
         )
-    if samples is not None and samples < 2:
-        raise ValueError(f"--samples must be at least 2, got {samples}")
-    if searches is not None and searches < 1:
-        raise ValueError(f"--searches must be at least 1, got {searches}")
-    if anomaly_threshold is not None and not anomaly_threshold > 0:
-        raise ValueError(f"--anomaly-threshold must be > 0, got {anomaly_threshold}")
     dataset = load_dataset(data, "test")
-    num_outputs = _check_compatible(loaded, dataset)
-    if dataset.num_classes != num_outputs:
-        logger.warning("%s has %d labels, the model %d outputs", dataset.name, dataset.num_classes, num_outputs)
-    if samples is None:
-        # Up to DEFAULT_SAMPLES images, as many per label as the scarcest label allows.
-        scarcest = int(torch.bincount(dataset.labels, minlength=dataset.num_classes).min())
-        per_class = max(1, min(DEFAULT_SAMPLES // dataset.num_classes, scarcest))
-    else:
-        per_class = max(1, samples // dataset.num_classes)
+    outputs = _check_compatible(loaded, dataset)
+    if dataset.num_classes != outputs.num_outputs:
+        logger.warning("%s has %d labels, the model %d outputs", dataset.name, dataset.num_classes, outputs.num_outputs)
+    per_class = config.per_label(torch.bincount(dataset.labels, minlength=dataset.num_classes).tolist())
     clean = clean_sample(dataset, per_class, seed)
-    scanner = NeuralCleanse(
-        loaded.model,
-        mode=mode,  # type: ignore[arg-type]
-        config=mode_config(mode, success_threshold, precision),  # type: ignore[arg-type]
-        outputs_probabilities=getattr(loaded, "outputs_probabilities", None),
-        min_clean_accuracy=None if skip_sanity_check else MIN_CLEAN_ACCURACY,
-        progress=progress,
-        restarts=searches,
-        anomaly_threshold=ANOMALY_THRESHOLD if anomaly_threshold is None else anomaly_threshold,
+    report = NeuralCleanse(loaded.model, config, outputs=outputs, progress=progress).scan(
+        clean.images, clean.labels, seed=seed
     )
-    report = scanner.scan(clean.images, clean.labels, targets=list(range(num_outputs)), seed=seed)
     extra: dict[str, Any] = {
         "model": model_name,
         "data": str(data),

@@ -1,0 +1,127 @@
+"""The scan's policy in one frozen object: which search, how many searches per label, how many clean images,
+which thresholds and which arithmetic.
+
+``ScanConfig`` is what :class:`~neuralcleanse.scan.NeuralCleanse` takes and what ``report.json`` records under
+``"config"``; the CLI only maps its flags onto it. The two modes are the two presets of the search
+(:data:`REFERENCE`, :data:`FAST`); every other field overrides or completes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+from ._torch import PRECISIONS, Precision
+from .reverse import ReverseConfig
+
+__all__ = ["ANOMALY_THRESHOLD", "FAST", "MIN_CLEAN_ACCURACY", "MODES", "REFERENCE", "Mode", "ScanConfig"]
+
+Mode = Literal["fast", "reference"]
+MODES: tuple[str, ...] = ("fast", "reference")
+
+#: The original code's settings (gtsrb_visualize_example.py), one label at a time.
+REFERENCE = ReverseConfig()
+
+#: Fast mode keeps the original objective, parametrisation, optimiser, threshold and cost-schedule rules, and
+#: changes what makes a search of all labels at once quick and steady (docs/how-it-works.md has the evidence):
+#: - short epochs (5 steps of 8 images per label), so the cost schedule (patience 3) and the early stop (6 epochs
+#:   without a smaller mask) react after tens of steps instead of hundreds; Adam counts steps, not images;
+#: - a mask is kept only when its mean attack success over the last 3 epochs reaches the threshold, so masks
+#:   just short of it do not pass on one lucky epoch;
+#: - initial masks and patterns uniform in [0.4, 0.6] rather than [0, 1], so no pixel starts deep in tanh's flat
+#:   ends, where the search tends to settle in a spread-out local minimum;
+#: - bfloat16 arithmetic where the CPU computes it natively (precision "auto", see ``_torch.compute_dtype``).
+FAST = ReverseConfig(
+    batch_size=8,
+    steps_per_epoch=5,
+    patience=3,
+    early_stop_patience=6,
+    max_epochs=400,
+    init_range=(0.4, 0.6),
+    selection_epochs=3,
+    precision="auto",
+)
+#: Searches per label in fast mode, keeping the smallest valid mask: a short search sometimes settles in a poor
+#: local minimum, and one stalled search of the target hides the outlier (ours). The original searches once.
+FAST_SEARCHES = 2
+
+ANOMALY_THRESHOLD = 2.0  # paper, Section IV-C: an index above 2 is an outlier with > 95% confidence
+MIN_CLEAN_ACCURACY = 0.5  # ours: below this the model and the data disagree (a preprocessing mismatch)
+DEFAULT_SAMPLES = 1000  # clean images for a scan: the original code's NB_SAMPLE
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """How a scan runs and decides.
+
+    Args:
+        mode: ``"fast"`` (all labels searched together, :data:`FAST`) or ``"reference"`` (the original code's
+            schedule, one label at a time, :data:`REFERENCE`).
+        search: replaces the mode's optimisation settings.
+        searches: independent searches per label, keeping the smallest mask that reaches the threshold
+            (``None``: 2 in fast mode, 1 in reference mode).
+        samples: clean images drawn for the scan, stratified by label (``None``: up to 1000, as many per label
+            as the scarcest label allows). Used by the jobs that draw the sample; ``scan`` takes images as given.
+        success_threshold: replaces the search's attack-success threshold (0.99).
+        precision: replaces the search's arithmetic (``"auto"``, ``"float32"`` or ``"bfloat16"``).
+        anomaly_threshold: labels with a larger anomaly index (and a norm below the median) are flagged.
+        min_clean_accuracy: refuse to scan when the model's accuracy on the labelled clean images is below this
+            fraction; ``None`` skips the check.
+    """
+
+    mode: Mode = "fast"
+    search: ReverseConfig | None = None
+    searches: int | None = None
+    samples: int | None = None
+    success_threshold: float | None = None
+    precision: Precision | None = None
+    anomaly_threshold: float = ANOMALY_THRESHOLD
+    min_clean_accuracy: float | None = MIN_CLEAN_ACCURACY
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be 'fast' or 'reference', got {self.mode!r}")
+        if self.searches is not None and self.searches < 1:
+            raise ValueError(f"searches must be at least 1, got {self.searches}")
+        if self.samples is not None and self.samples < 2:
+            raise ValueError(f"samples must be at least 2, got {self.samples}")
+        if self.success_threshold is not None and not 0 < self.success_threshold <= 1:
+            raise ValueError(f"success_threshold must be a fraction in (0, 1], got {self.success_threshold}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not self.anomaly_threshold > 0:
+            raise ValueError(f"anomaly_threshold must be > 0, got {self.anomaly_threshold}")
+        if self.min_clean_accuracy is not None and not 0 <= self.min_clean_accuracy <= 1:
+            raise ValueError(f"min_clean_accuracy must be a fraction in [0, 1], got {self.min_clean_accuracy}")
+
+    @property
+    def reverse(self) -> ReverseConfig:
+        """The search's settings: the mode's, the replacement ``search``, then the threshold and precision."""
+        config = self.search if self.search is not None else (FAST if self.mode == "fast" else REFERENCE)
+        if self.success_threshold is not None:
+            config = replace(config, threshold=self.success_threshold)
+        return config if self.precision is None else replace(config, precision=self.precision)
+
+    @property
+    def num_searches(self) -> int:
+        """Searches per label, the mode's default resolved."""
+        if self.searches is not None:
+            return self.searches
+        return FAST_SEARCHES if self.mode == "fast" else 1
+
+    def per_label(self, counts: list[int]) -> int:
+        """Clean images to draw per label for a data set with ``counts`` images of each label."""
+        if self.samples is not None:
+            return max(1, self.samples // len(counts))
+        return max(1, min(DEFAULT_SAMPLES // len(counts), min(counts)))
+
+    def to_dict(self, compute_dtype: str) -> dict[str, Any]:
+        """The ``"config"`` block of ``report.json``. Its key names predate this class and tools read them:
+        ``restarts`` is :attr:`num_searches`; ``restart_all`` says every label gets all its searches."""
+        return {
+            "anomaly_threshold": self.anomaly_threshold,
+            "restarts": self.num_searches,
+            "restart_all": True,
+            "reverse": asdict(self.reverse),
+            "compute_dtype": compute_dtype,
+        }

@@ -1,0 +1,56 @@
+"""What a model's outputs are, read once by running it on a few images: how many labels, logits or
+probabilities.
+
+Every job asks this question before its work: the loaders for a file that does not say, the jobs to check that
+a model takes the data's images, the scan to know its labels. They all ask :func:`probe_outputs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ._torch import eval_mode
+from .preprocess import is_probabilities
+
+__all__ = ["ModelOutputs", "ProbeError", "probe_outputs"]
+
+
+class ProbeError(ValueError):
+    """The model fails on the probe images or returns something other than (N, K) class scores."""
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """A model's outputs: ``num_outputs`` labels, as probabilities (it ends in a softmax) or logits."""
+
+    num_outputs: int
+    probabilities: bool
+
+
+def probe_outputs(model: nn.Module, images: torch.Tensor, where: str = "") -> ModelOutputs:
+    """Run ``model`` (in eval mode, without gradients; its mode is restored) on ``images`` and read its outputs.
+
+    Raises:
+        ProbeError: the model raises on the images or does not return (N, K) scores; the message starts with
+            ``where`` (a file name) when given.
+
+    Shape:
+        images: (N, C, H, W) on the model's device; N >= 2 tells a softmax from logits reliably.
+    """
+    prefix = f"{where}: " if where else ""
+    try:
+        with torch.no_grad(), eval_mode(model):
+            out = model(images)
+    except (RuntimeError, ValueError, IndexError, TypeError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ProbeError(
+            f"{prefix}the model fails on input of shape {tuple(images.shape)} ({first}); "
+            "check the input layout and image size"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ProbeError(f"{prefix}the model returns {shape}; expected class scores of shape (N, classes)")
+    return ModelOutputs(int(out.shape[1]), is_probabilities(out))
