@@ -4,8 +4,7 @@ The public API, re-exported here; see the README for the conventions (images are
 triggers stamp as ``(1 - m) * x + m * p``, rates are fractions).
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .attacks import PoisonedData, TrojanAttack, TrojanConfig, poison, trojan
 from .data import DataError, ImageData, clean_sample, load_dataset
 from .io import ModelFileError, load_saved_model, save_model

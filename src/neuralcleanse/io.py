@@ -1,16 +1,14 @@
-"""Safe persistence: models as safetensors weights plus JSON metadata, and atomic file writes.
+"""Safe persistence: models as safetensors weights plus JSON metadata.
 
 Nothing here unpickles: weights are read with :mod:`safetensors`, metadata with :mod:`json`, arrays with
-``numpy.load(allow_pickle=False)``. Every file is written to a temporary name in the target directory and then
-renamed, so an interrupted run never leaves a half-written file that looks complete.
+``numpy.load(allow_pickle=False)``. Files are written atomically (:mod:`neuralcleanse.atomic`); the atomic
+writers and :func:`versions` are re-exported here for the modules that still import them from here.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_write, atomic_write_json, atomic_write_text
 from .models import ARCHITECTURES, build_model
 from .triggers import Trigger
+from .versions import versions
 
 __all__ = [
     "METADATA_FILE",
@@ -44,38 +44,6 @@ TRIGGERS_FILE = "triggers.npz"
 
 class ModelFileError(ValueError):
     """A model file or directory that cannot be used; the message names the file and what to do."""
-
-
-def versions() -> dict[str, str]:
-    """Versions of the software that produced a result, recorded in every metadata and report file."""
-    from . import __version__
-
-    return {"neuralcleanse": __version__, "torch": torch.__version__, "numpy": np.__version__}
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 @dataclass(frozen=True)

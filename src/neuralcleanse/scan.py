@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from ._torch import Precision, autocast, eval_mode, input_memory_format, model_device
-from .io import versions
 from .metrics import accuracy, predict
 from .outliers import anomaly_index
 from .preprocess import is_probabilities
 from .progress import ProgressCallback, report
 from .reverse import ReverseConfig, ReverseResult, reverse_engineer
 from .triggers import Trigger
+from .versions import versions
 
 __all__ = [
     "FAST",

@@ -349,7 +349,7 @@ def demo(
     out: Path, seed: int = 0, progress: ProgressCallback | None = None, log: Callable[[str], None] = logger.info
 ) -> dict[str, tuple[Any, Path]]:
     """Train (or reuse from the cache) a BadNets MNIST model and a clean one, scan both, write both reports."""
-    from . import __version__
+    from ._version import __version__
     from .io import is_saved_model_dir
     from .loading import load_model
 
