@@ -25,9 +25,9 @@ import torch
 from common import SUITE, TARGETS, ensure_model, machine, markdown_table, model_dir, read_results, write_results
 
 from neuralcleanse._torch import autocast
-from neuralcleanse.io import load_saved_model
 from neuralcleanse.metrics import predict
 from neuralcleanse.scan import FAST, NeuralCleanse, ScanReport
+from neuralcleanse.store.model_dir import load_saved_model
 
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_MODELS = "mnist-badnets,mnist-clean,gtsrb-badnets,gtsrb-clean,cifar10-badnets,cifar10-trojan,cifar10-clean"

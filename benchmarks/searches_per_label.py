@@ -24,10 +24,10 @@ import torch
 from common import MODEL_ORDER, SUITE, TARGETS, ensure_model, machine, markdown_table, model_dir, write_results
 
 from neuralcleanse.data import clean_sample, load_dataset
-from neuralcleanse.io import load_saved_model
 from neuralcleanse.outliers import CONSISTENCY, anomaly_index
 from neuralcleanse.reverse import reverse_engineer
 from neuralcleanse.scan import mode_config
+from neuralcleanse.store.model_dir import load_saved_model
 
 SAMPLES = 1000  # clean images, as scan_speed.py and the original code's NB_SAMPLE
 

@@ -7,7 +7,6 @@ triggers stamp as ``(1 - m) * x + m * p``, rates are fractions).
 from ._version import __version__
 from .attacks import PoisonedData, TrojanAttack, TrojanConfig, poison, trojan
 from .data import DataError, ImageData, clean_sample, load_dataset
-from .io import ModelFileError, load_saved_model, save_model
 from .loading import LoadedModel, load_model
 from .metrics import accuracy, attack_success_rate, predict
 from .models import ARCHITECTURES, build_model
@@ -15,6 +14,7 @@ from .outliers import anomaly_index
 from .preprocess import Preprocessing
 from .reverse import ReverseConfig, reverse_engineer
 from .scan import FAST, REFERENCE, NeuralCleanse, SanityCheckError, ScanReport
+from .store.model_dir import ModelFileError, load_saved_model, save_model
 from .triggers import Trigger, parse_trigger
 
 __all__ = [

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import TRIGGERS_FILE, atomic_write, atomic_write_text
+from .atomic import atomic_write, atomic_write_text
 from .outliers import CONSISTENCY
 from .scan import ANOMALY_THRESHOLD, ScanReport
 
@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 REPORT_FILE = "report.json"
 HTML_FILE = "report.html"
 NORMS_PLOT = "norms.png"
+TRIGGERS_FILE = "triggers.npz"
 
 MIN_IMAGE_PX = 160  # ours: the shorter side of a saved mask/pattern/trigger PNG, so that pixels are visible
 THUMB_PX = 72  # ours: the shorter side of a gallery thumbnail (upscaled from small images)

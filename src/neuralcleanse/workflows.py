@@ -83,11 +83,12 @@ def train_model(
     figures written to the model's metadata.
     """
     from .attacks import TrojanConfig, poison, trojan
-    from .io import METADATA_FILE, load_saved_model, save_model, versions
     from .metrics import accuracy, attack_success_rate
     from .models import ARCHITECTURES, build_model
+    from .store.model_dir import METADATA_FILE, load_saved_model, save_model
     from .train import train_classifier
     from .triggers import parse_trigger
+    from .versions import versions
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
@@ -350,8 +351,8 @@ def demo(
 ) -> dict[str, tuple[Any, Path]]:
     """Train (or reuse from the cache) a BadNets MNIST model and a clean one, scan both, write both reports."""
     from ._version import __version__
-    from .io import is_saved_model_dir
     from .loading import load_model
+    from .store.model_dir import is_saved_model_dir
 
     results = {}
     for name, specs, targets in (
@@ -423,9 +424,10 @@ def mitigate_model(
     ``mitigation.html`` page, and the patched model (``prune``/``unlearn``: same format as ``train`` for models it
     made, TorchScript otherwise) or the filter (``filter.json``).
     """
+    from .atomic import atomic_write, atomic_write_json
     from .data import load_dataset
-    from .io import atomic_write, atomic_write_json, save_model
     from .mitigate import fit_filter, prune, unlearn
+    from .store.model_dir import save_model
     from .triggers import Trigger
 
     if method not in ("filter", "prune", "unlearn"):
