@@ -284,8 +284,8 @@ def scan_model(
     ``precision`` replaces the mode's compute precision (``"auto"``, ``"float32"`` or ``"bfloat16"``);
     ``anomaly_threshold`` replaces the paper's 2 as the index above which a label is flagged."""
     from .data import clean_sample, load_dataset
-    from .report import REPORT_FILE, ReportExistsError, write_scan_report
     from .scan import ANOMALY_THRESHOLD, MIN_CLEAN_ACCURACY, NeuralCleanse, mode_config
+    from .store.scan_dir import REPORT_FILE, ReportExistsError, write_scan_report
 
     if (out / REPORT_FILE).exists() and not overwrite:
         raise ReportExistsError(
@@ -379,30 +379,6 @@ FILTER_FILE = "filter.json"
 PATCHED_TORCHSCRIPT = "model.torchscript.pt"
 
 
-def read_scan(report_dir: Path) -> tuple[dict[str, Any], Any, Any]:
-    """A scan directory's report and its reversed (masks, patterns) by label."""
-    import json
-
-    import numpy as np
-
-    from .report import REPORT_FILE, TRIGGERS_FILE
-
-    report_path, triggers_path = report_dir / REPORT_FILE, report_dir / TRIGGERS_FILE
-    if not report_path.is_file() or not triggers_path.is_file():
-        raise FileNotFoundError(
-            f"{report_dir}: not a scan directory (expected {REPORT_FILE} and {TRIGGERS_FILE}); "
-            "run `neuralcleanse scan` first"
-        )
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        with np.load(triggers_path, allow_pickle=False) as arrays:
-            masks, patterns, labels = arrays["masks"], arrays["patterns"], arrays["labels"]
-    except (ValueError, KeyError, OSError) as exc:
-        raise ValueError(f"{report_dir}: unreadable scan report ({exc})") from None
-    by_label = {int(label): (masks[i], patterns[i]) for i, label in enumerate(labels.tolist())}
-    return report, by_label, labels
-
-
 def mitigate_model(
     loaded: Any,
     model_name: str,
@@ -428,6 +404,7 @@ def mitigate_model(
     from .data import load_dataset
     from .mitigate import fit_filter, prune, unlearn
     from .store.model_dir import save_model
+    from .store.scan_dir import read_scan
     from .triggers import Trigger
 
     if method not in ("filter", "prune", "unlearn"):
@@ -502,43 +479,7 @@ def mitigate_model(
 
 
 def _write_mitigation_page(path: Path, figures: dict[str, Any]) -> None:
-    from .report import html_table, write_html_page
+    from .atomic import atomic_write_text
+    from .render.pages import mitigation_page
 
-    def pct(v: Any) -> str:
-        return "—" if v is None else f"{100 * v:.2f}%"
-
-    rows = [
-        ["clean accuracy", pct(figures.get("clean_accuracy_before")), pct(figures.get("clean_accuracy_after"))],
-        [
-            "reversed trigger's attack success",
-            pct(figures.get("reversed_attack_success_before")),
-            pct(figures.get("reversed_attack_success_after")),
-        ],
-        [
-            "true trigger's attack success",
-            pct(figures.get("attack_success_before")),
-            pct(figures.get("attack_success_after")),
-        ],
-    ]
-    sections = [("Before and after", html_table(["", "before", "after"], rows))]
-    if figures["method"] == "filter":
-        sections.append(
-            (
-                "Input filter",
-                html_table(
-                    ["", "rate"],
-                    [
-                        ["false-positive rate (clean inputs rejected)", pct(figures.get("false_positive_rate"))],
-                        ["false-negative rate (triggered inputs passed)", pct(figures.get("false_negative_rate"))],
-                    ],
-                ),
-            )
-        )
-    details = [[k, str(v)] for k, v in figures.items() if not isinstance(v, list | dict)]
-    sections.append(("Details", html_table(["key", "value"], details)))
-    write_html_page(
-        path,
-        f"Neural Cleanse mitigation: {figures['method']} (label {figures['label']})",
-        sections,
-        lead=f"Model {figures['model']}, scan {figures['scan']}.",
-    )
+    atomic_write_text(path, mitigation_page(figures))
