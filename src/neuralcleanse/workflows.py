@@ -373,12 +373,6 @@ def demo(
     return results
 
 
-MITIGATION_FILE = "mitigation.json"
-MITIGATION_HTML = "mitigation.html"
-FILTER_FILE = "filter.json"
-PATCHED_TORCHSCRIPT = "model.torchscript.pt"
-
-
 def mitigate_model(
     loaded: Any,
     model_name: str,
@@ -400,10 +394,9 @@ def mitigate_model(
     ``mitigation.html`` page, and the patched model (``prune``/``unlearn``: same format as ``train`` for models it
     made, TorchScript otherwise) or the filter (``filter.json``).
     """
-    from .atomic import atomic_write, atomic_write_json
     from .data import load_dataset
     from .mitigate import fit_filter, prune, unlearn
-    from .store.model_dir import save_model
+    from .store.mitigation_dir import MITIGATION_FILE, write_mitigation
     from .store.scan_dir import read_scan
     from .triggers import Trigger
 
@@ -457,29 +450,14 @@ def mitigate_model(
         "seed": seed,
     }
     figures.pop("model_state", None)
-    if method == "filter":
-        atomic_write_json(out / FILTER_FILE, result.filter.to_dict())
-        figures["filter_file"] = FILTER_FILE
-    elif getattr(loaded, "format", None) == "neuralcleanse":
-        metadata = {
-            **loaded.metadata,
-            "mitigation": {k: v for k, v in figures.items() if not isinstance(v, list)},
-            "clean_accuracy": figures["clean_accuracy_after"],
-        }
-        save_model(out, patched, metadata, list(getattr(loaded, "triggers", None) or []))
-        figures["model_dir"] = str(out)
-    else:
-        example = heldout.images[:2].to(next(iter(patched.parameters())).device)
-        traced = torch.jit.trace(patched.eval(), example)
-        atomic_write(out / PATCHED_TORCHSCRIPT, lambda tmp: traced.save(str(tmp)))
-        figures["model_file"] = PATCHED_TORCHSCRIPT
-    _write_mitigation_page(out / MITIGATION_HTML, figures)
-    atomic_write_json(out / MITIGATION_FILE, figures)  # last: a directory with mitigation.json is complete
-    return figures
-
-
-def _write_mitigation_page(path: Path, figures: dict[str, Any]) -> None:
-    from .atomic import atomic_write_text
-    from .render.pages import mitigation_page
-
-    atomic_write_text(path, mitigation_page(figures))
+    # A patched model made from a model folder is saved in that format, any other as TorchScript.
+    from_model_folder = getattr(loaded, "format", None) == "neuralcleanse"
+    return write_mitigation(
+        out,
+        figures,
+        filter=result.filter if method == "filter" else None,
+        patched=patched,
+        model_metadata=loaded.metadata if from_model_folder else None,
+        triggers=list(getattr(loaded, "triggers", None) or []),
+        example=heldout.images[:2],
+    )
