@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from neuralcleanse.io import is_saved_model_dir, load_saved_model
+from neuralcleanse.store.model_dir import is_saved_model_dir, load_saved_model
 from neuralcleanse.workflows import train_model
 
 ROOT = Path(__file__).resolve().parent

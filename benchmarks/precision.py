@@ -26,9 +26,9 @@ from common import SUITE, TARGETS, ensure_model, machine, markdown_table, model_
 
 from neuralcleanse._torch import autocast
 from neuralcleanse.config import FAST, ScanConfig
-from neuralcleanse.io import load_saved_model
 from neuralcleanse.metrics import predict
 from neuralcleanse.scan import NeuralCleanse, ScanReport
+from neuralcleanse.store.model_dir import load_saved_model
 
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_MODELS = "mnist-badnets,mnist-clean,gtsrb-badnets,gtsrb-clean,cifar10-badnets,cifar10-trojan,cifar10-clean"

@@ -25,9 +25,9 @@ from common import MODEL_ORDER, SUITE, TARGETS, ensure_model, machine, markdown_
 
 from neuralcleanse.config import FAST
 from neuralcleanse.data import clean_sample, load_dataset
-from neuralcleanse.io import load_saved_model
 from neuralcleanse.outliers import CONSISTENCY, anomaly_index
 from neuralcleanse.reverse import reverse_engineer
+from neuralcleanse.store.model_dir import load_saved_model
 
 SAMPLES = 1000  # clean images, as scan_speed.py and the original code's NB_SAMPLE
 

@@ -16,7 +16,7 @@ import argparse
 
 from common import SUITE, TARGETS, ensure_model, machine, markdown_table, model_dir, read_results, write_results
 
-from neuralcleanse.io import is_saved_model_dir, load_saved_model
+from neuralcleanse.store.model_dir import is_saved_model_dir, load_saved_model
 
 PAPER = {("mnist", True): (0.985, 0.999), ("gtsrb", True): (0.965, 0.974)}
 

@@ -13,7 +13,7 @@ import torch
 
 from neuralcleanse.cli import main
 from neuralcleanse.data import shared_data_dir
-from neuralcleanse.io import load_saved_model
+from neuralcleanse.store.model_dir import load_saved_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data not present")]
 

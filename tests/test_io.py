@@ -3,15 +3,15 @@ import json
 import pytest
 import torch
 
-from neuralcleanse.io import (
+from neuralcleanse.atomic import atomic_write_text
+from neuralcleanse.models import ARCHITECTURES, build_model
+from neuralcleanse.store.model_dir import (
     METADATA_FILE,
     WEIGHTS_FILE,
     ModelFileError,
-    atomic_write_text,
     load_saved_model,
     save_model,
 )
-from neuralcleanse.models import ARCHITECTURES, build_model
 from neuralcleanse.triggers import Trigger
 
 
@@ -60,7 +60,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     class Boom(Exception):
         pass
 
-    from neuralcleanse.io import atomic_write
+    from neuralcleanse.atomic import atomic_write
 
     def fail(tmp):
         tmp.write_text("half")

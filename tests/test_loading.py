@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuralcleanse.io import ModelFileError, save_model
 from neuralcleanse.loading import KerasModule, LoadedModel, detect_format, load_model, outputs_probabilities
 from neuralcleanse.models import build_model
 from neuralcleanse.preprocess import PreprocessedModel, Preprocessing
+from neuralcleanse.store.model_dir import ModelFileError, save_model
 
 # Keras's own numpy conversion warns under numpy 2; not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

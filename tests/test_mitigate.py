@@ -23,7 +23,6 @@ from torch import nn
 
 from neuralcleanse import models
 from neuralcleanse.attacks import poison
-from neuralcleanse.io import load_saved_model, save_model
 from neuralcleanse.metrics import accuracy, attack_success_rate
 from neuralcleanse.mitigate import (
     FilteredModel,
@@ -36,6 +35,7 @@ from neuralcleanse.mitigate import (
     unlearn,
 )
 from neuralcleanse.mitigate.layers import NeuronMask, record_activations, silence_neurons
+from neuralcleanse.store.model_dir import load_saved_model, save_model
 from neuralcleanse.train import TrainConfig, train_classifier
 from neuralcleanse.triggers import Trigger
 

@@ -6,18 +6,18 @@ import pytest
 import torch
 from PIL import Image
 
-from neuralcleanse import report as report_module
-from neuralcleanse.report import (
+from neuralcleanse.render.pages import render_page
+from neuralcleanse.render.pictures import png_data_uri
+from neuralcleanse.scan import LabelResult, ScanReport
+from neuralcleanse.store import scan_dir
+from neuralcleanse.store.scan_dir import (
     HTML_FILE,
     NORMS_PLOT,
     REPORT_FILE,
     TRIGGERS_FILE,
     ReportExistsError,
-    png_data_uri,
-    render_html_page,
     write_scan_report,
 )
-from neuralcleanse.scan import LabelResult, ScanReport
 
 K, SIZE, FLAGGED = 5, 8, 3
 LABEL_PNGS = [f"label_{FLAGGED}_{kind}.png" for kind in ("mask", "pattern", "trigger")]
@@ -126,7 +126,7 @@ def test_failure_half_way_leaves_no_report_json_and_no_temp_files(tmp_path, monk
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report_module, "norms_plot_png", boom)
+    monkeypatch.setattr(scan_dir, "norms_plot_png", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         write_scan_report(make_report(seed=1), tmp_path, overwrite=overwrite)
     monkeypatch.undo()
@@ -154,6 +154,6 @@ def test_html_helpers_escape_and_embed(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="PNG signature"):
         png_data_uri(tmp_path / "x.png")
-    page = render_html_page("<Mitigation>", [("a & b", "<p>body</p>"), ("", "<p>plain</p>")])
+    page = render_page("<Mitigation>", [("a & b", "<p>body</p>"), ("", "<p>plain</p>")])
     assert "<title>&lt;Mitigation&gt;</title>" in page and "<h2>a &amp; b</h2>" in page
     assert page.count("<section>") == 2 and "<p>body</p>" in page

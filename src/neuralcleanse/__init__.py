@@ -4,12 +4,10 @@ The public API, re-exported here; see the README for the conventions (images are
 triggers stamp as ``(1 - m) * x + m * p``, rates are fractions).
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .attacks import PoisonedData, TrojanAttack, TrojanConfig, poison, trojan
 from .config import FAST, REFERENCE, ScanConfig
 from .data import DataError, ImageData, clean_sample, load_dataset
-from .io import ModelFileError, load_saved_model, save_model
 from .loading import LoadedModel, load_model
 from .metrics import accuracy, attack_success_rate, predict
 from .models import ARCHITECTURES, build_model
@@ -18,6 +16,7 @@ from .preprocess import Preprocessing
 from .probe import ModelOutputs, probe_outputs
 from .reverse import ReverseConfig, reverse_engineer
 from .scan import NeuralCleanse, SanityCheckError, ScanReport
+from .store.model_dir import ModelFileError, load_saved_model, save_model
 from .triggers import Trigger, parse_trigger
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .progress import ProgressEvent
 
 logger = logging.getLogger("neuralcleanse")

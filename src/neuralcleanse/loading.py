@@ -22,7 +22,7 @@ how to opt in.
 This module turns what a format's loader found (:class:`~neuralcleanse.formats.raw.RawModel`) into a
 :class:`LoadedModel`: it applies the preprocessing, checks it against the file, and probes the outputs.
 
-Every problem with the file raises :class:`~neuralcleanse.io.ModelFileError` with a one-line message naming
+Every problem with the file raises :class:`~neuralcleanse.store.model_dir.ModelFileError` with a one-line message naming
 the file and what to do.
 """
 
@@ -50,8 +50,8 @@ from .formats import (
     load_state_dict,
     load_torchscript,
 )
-from .io import ModelFileError
 from .preprocess import PreprocessedModel, Preprocessing, is_probabilities
+from .store.model_dir import ModelFileError
 
 __all__ = [
     "FORMATS",

@@ -18,13 +18,13 @@ from torch import nn
 
 from ._torch import autocast, input_memory_format, model_device
 from .config import ANOMALY_THRESHOLD, ScanConfig
-from .io import versions
 from .metrics import accuracy, predict
 from .outliers import anomaly_index
 from .probe import ModelOutputs, probe_outputs
 from .progress import ProgressCallback, report
 from .reverse import ReverseResult, reverse_engineer
 from .triggers import Trigger
+from .versions import versions
 
 __all__ = ["LabelResult", "NeuralCleanse", "SanityCheckError", "ScanReport", "trigger_success"]
 

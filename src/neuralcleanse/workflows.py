@@ -86,11 +86,12 @@ def train_model(
     figures written to the model's metadata.
     """
     from .attacks import TrojanConfig, poison, trojan
-    from .io import METADATA_FILE, load_saved_model, save_model, versions
     from .metrics import accuracy, attack_success_rate
     from .models import ARCHITECTURES, build_model
+    from .store.model_dir import METADATA_FILE, load_saved_model, save_model
     from .train import train_classifier
     from .triggers import parse_trigger
+    from .versions import versions
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
@@ -269,8 +270,8 @@ def scan_model(
     """Scan a loaded model with a stratified clean sample of ``data`` (``config.samples`` images, see
     :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the report to ``out``."""
     from .data import clean_sample, load_dataset
-    from .report import REPORT_FILE, ReportExistsError, write_scan_report
     from .scan import NeuralCleanse
+    from .store.scan_dir import REPORT_FILE, ReportExistsError, write_scan_report
 
     config = config if config is not None else ScanConfig()
     if (out / REPORT_FILE).exists() and not overwrite:
@@ -317,9 +318,9 @@ def demo(
     out: Path, seed: int = 0, progress: ProgressCallback | None = None, log: Callable[[str], None] = logger.info
 ) -> dict[str, tuple[Any, Path]]:
     """Train (or reuse from the cache) a BadNets MNIST model and a clean one, scan both, write both reports."""
-    from . import __version__
-    from .io import is_saved_model_dir
+    from ._version import __version__
     from .loading import load_model
+    from .store.model_dir import is_saved_model_dir
 
     results = {}
     for name, specs, targets in (
@@ -338,36 +339,6 @@ def demo(
             loaded, str(model_dir), "mnist", out / name, seed=seed, overwrite=True, progress=progress
         )
     return results
-
-
-MITIGATION_FILE = "mitigation.json"
-MITIGATION_HTML = "mitigation.html"
-FILTER_FILE = "filter.json"
-PATCHED_TORCHSCRIPT = "model.torchscript.pt"
-
-
-def read_scan(report_dir: Path) -> tuple[dict[str, Any], Any, Any]:
-    """A scan directory's report and its reversed (masks, patterns) by label."""
-    import json
-
-    import numpy as np
-
-    from .report import REPORT_FILE, TRIGGERS_FILE
-
-    report_path, triggers_path = report_dir / REPORT_FILE, report_dir / TRIGGERS_FILE
-    if not report_path.is_file() or not triggers_path.is_file():
-        raise FileNotFoundError(
-            f"{report_dir}: not a scan directory (expected {REPORT_FILE} and {TRIGGERS_FILE}); "
-            "run `neuralcleanse scan` first"
-        )
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        with np.load(triggers_path, allow_pickle=False) as arrays:
-            masks, patterns, labels = arrays["masks"], arrays["patterns"], arrays["labels"]
-    except (ValueError, KeyError, OSError) as exc:
-        raise ValueError(f"{report_dir}: unreadable scan report ({exc})") from None
-    by_label = {int(label): (masks[i], patterns[i]) for i, label in enumerate(labels.tolist())}
-    return report, by_label, labels
 
 
 def mitigate_model(
@@ -392,8 +363,9 @@ def mitigate_model(
     made, TorchScript otherwise) or the filter (``filter.json``).
     """
     from .data import load_dataset
-    from .io import atomic_write, atomic_write_json, save_model
     from .mitigate import fit_filter, prune, unlearn
+    from .store.mitigation_dir import MITIGATION_FILE, write_mitigation
+    from .store.scan_dir import read_scan
     from .triggers import Trigger
 
     if method not in ("filter", "prune", "unlearn"):
@@ -446,65 +418,14 @@ def mitigate_model(
         "seed": seed,
     }
     figures.pop("model_state", None)
-    if method == "filter":
-        atomic_write_json(out / FILTER_FILE, result.filter.to_dict())
-        figures["filter_file"] = FILTER_FILE
-    elif getattr(loaded, "format", None) == "neuralcleanse":
-        metadata = {
-            **loaded.metadata,
-            "mitigation": {k: v for k, v in figures.items() if not isinstance(v, list)},
-            "clean_accuracy": figures["clean_accuracy_after"],
-        }
-        save_model(out, patched, metadata, list(getattr(loaded, "triggers", None) or []))
-        figures["model_dir"] = str(out)
-    else:
-        example = heldout.images[:2].to(next(iter(patched.parameters())).device)
-        traced = torch.jit.trace(patched.eval(), example)
-        atomic_write(out / PATCHED_TORCHSCRIPT, lambda tmp: traced.save(str(tmp)))
-        figures["model_file"] = PATCHED_TORCHSCRIPT
-    _write_mitigation_page(out / MITIGATION_HTML, figures)
-    atomic_write_json(out / MITIGATION_FILE, figures)  # last: a directory with mitigation.json is complete
-    return figures
-
-
-def _write_mitigation_page(path: Path, figures: dict[str, Any]) -> None:
-    from .report import html_table, write_html_page
-
-    def pct(v: Any) -> str:
-        return "—" if v is None else f"{100 * v:.2f}%"
-
-    rows = [
-        ["clean accuracy", pct(figures.get("clean_accuracy_before")), pct(figures.get("clean_accuracy_after"))],
-        [
-            "reversed trigger's attack success",
-            pct(figures.get("reversed_attack_success_before")),
-            pct(figures.get("reversed_attack_success_after")),
-        ],
-        [
-            "true trigger's attack success",
-            pct(figures.get("attack_success_before")),
-            pct(figures.get("attack_success_after")),
-        ],
-    ]
-    sections = [("Before and after", html_table(["", "before", "after"], rows))]
-    if figures["method"] == "filter":
-        sections.append(
-            (
-                "Input filter",
-                html_table(
-                    ["", "rate"],
-                    [
-                        ["false-positive rate (clean inputs rejected)", pct(figures.get("false_positive_rate"))],
-                        ["false-negative rate (triggered inputs passed)", pct(figures.get("false_negative_rate"))],
-                    ],
-                ),
-            )
-        )
-    details = [[k, str(v)] for k, v in figures.items() if not isinstance(v, list | dict)]
-    sections.append(("Details", html_table(["key", "value"], details)))
-    write_html_page(
-        path,
-        f"Neural Cleanse mitigation: {figures['method']} (label {figures['label']})",
-        sections,
-        lead=f"Model {figures['model']}, scan {figures['scan']}.",
+    # A patched model made from a model folder is saved in that format, any other as TorchScript.
+    from_model_folder = getattr(loaded, "format", None) == "neuralcleanse"
+    return write_mitigation(
+        out,
+        figures,
+        filter=result.filter if method == "filter" else None,
+        patched=patched,
+        model_metadata=loaded.metadata if from_model_folder else None,
+        triggers=list(getattr(loaded, "triggers", None) or []),
+        example=heldout.images[:2],
     )

@@ -10,7 +10,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from ..io import METADATA_FILE, ModelFileError, is_saved_model_dir
+from ..store.model_dir import METADATA_FILE, ModelFileError, is_saved_model_dir
 
 __all__ = ["FORMATS", "detect_format", "is_safetensors"]
 

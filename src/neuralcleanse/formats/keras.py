@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..io import ModelFileError
+from ..store.model_dir import ModelFileError
 from .keras_config import UnsupportedKerasLayer, keras_code_layers, keras_ends_in_softmax, keras_input
 from .keras_layers import KERAS_LAYERS
 from .keras_model import KerasModule

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..io import ModelFileError
+from ..store.model_dir import ModelFileError
 from .onnx_ops import ONNX_DTYPES, ONNX_OPS
 from .raw import RawModel, first_line, layout_from_dims
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import ModelFileError
+from ..store.model_dir import ModelFileError
 
 __all__ = ["ONNX_DTYPES", "ONNX_OPS"]
 

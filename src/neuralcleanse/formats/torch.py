@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..io import ModelFileError, load_saved_model
 from ..models import ARCHITECTURES, build_model
+from ..store.model_dir import ModelFileError, load_saved_model
 from .detect import is_safetensors
 from .raw import RawModel, first_line
 

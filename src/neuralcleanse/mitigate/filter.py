@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from .._torch import eval_mode, model_device
-from ..io import atomic_write_json, versions
+from ..atomic import atomic_write_json
 from ..progress import ProgressCallback, report
 from ..triggers import Trigger
+from ..versions import versions
 from ._common import Figures, TrueTrigger, check_fraction, check_setup, figures_dict
 from .layers import Layer, forward_with_activations, record_activations, resolve_layer
 

@@ -39,9 +39,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..io import versions
 from ..progress import ProgressCallback, report
 from ..triggers import Trigger
+from ..versions import versions
 from ._common import Figures, TrueTrigger, check_fraction, check_setup, figures_dict, measure
 from .layers import (
     CONV_OUTPUT,

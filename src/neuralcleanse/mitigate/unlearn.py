@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from .._torch import eval_mode, model_device
-from ..io import versions
 from ..metrics import accuracy
 from ..preprocess import is_probabilities, log_probabilities
 from ..progress import ProgressCallback, report
 from ..triggers import Trigger
+from ..versions import versions
 from ._common import Figures, TrueTrigger, check_fraction, check_setup, figures_dict, measure
 
 __all__ = ["UnlearnConfig", "UnlearnResult", "unlearn"]

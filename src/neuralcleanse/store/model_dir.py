@@ -1,40 +1,46 @@
-"""Safe persistence: models as safetensors weights plus JSON metadata, and atomic file writes.
+"""The model folder: a model as safetensors weights plus JSON metadata, with the triggers planted in it.
 
-Nothing here unpickles: weights are read with :mod:`safetensors`, metadata with :mod:`json`, arrays with
-``numpy.load(allow_pickle=False)``. Every file is written to a temporary name in the target directory and then
-renamed, so an interrupted run never leaves a half-written file that looks complete.
+Files:
+
+- ``model.safetensors``: the state dict of a built-in architecture (:data:`~neuralcleanse.models.ARCHITECTURES`);
+- ``triggers.npz``: for the i-th entry of the metadata's ``"triggers"`` list, ``mask_<i>`` (1, H, W) and
+  ``pattern_<i>`` (C, H, W) float32; absent when the model has no known trigger;
+- ``model.json``: the metadata, written last (a folder holding ``model.json`` is a complete model). It names the
+  ``"architecture"`` and ``"num_classes"`` (so the model is rebuilt without unpickling code), the software
+  ``"versions"``, and under ``"triggers"`` each trigger's ``{"spec", "target"}``.
+
+A model file or folder that cannot be used raises :class:`ModelFileError`, whose one-line message names the file
+and what to do; the loaders of foreign formats (:mod:`neuralcleanse.formats`) raise it too.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .models import ARCHITECTURES, build_model
-from .triggers import Trigger
+from ..atomic import atomic_write, atomic_write_json, atomic_write_npz
+from ..models import ARCHITECTURES, build_model
+from ..triggers import Trigger
+from ..versions import versions
 
 __all__ = [
     "METADATA_FILE",
-    "WEIGHTS_FILE",
     "TRIGGERS_FILE",
+    "WEIGHTS_FILE",
     "ModelFileError",
     "SavedModel",
-    "atomic_write",
-    "atomic_write_text",
-    "atomic_write_json",
     "is_saved_model_dir",
     "load_saved_model",
     "save_model",
-    "versions",
 ]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -44,38 +50,6 @@ TRIGGERS_FILE = "triggers.npz"
 
 class ModelFileError(ValueError):
     """A model file or directory that cannot be used; the message names the file and what to do."""
-
-
-def versions() -> dict[str, str]:
-    """Versions of the software that produced a result, recorded in every metadata and report file."""
-    from . import __version__
-
-    return {"neuralcleanse": __version__, "torch": torch.__version__, "numpy": np.__version__}
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 @dataclass(frozen=True)
@@ -91,17 +65,15 @@ def save_model(
     directory: str | Path,
     model: nn.Module,
     metadata: Mapping[str, Any],
-    triggers: list[tuple[Trigger, int]] | None = None,
+    triggers: Sequence[tuple[Trigger, int]] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` (the state dict), ``model.json`` (metadata) and, when triggers are given,
-    ``triggers.npz`` (their masks and patterns) into ``directory``.
+    """Write ``model`` with ``metadata`` and, when given, its ``(trigger, target)`` pairs into ``directory``.
 
     ``metadata`` must name the ``"architecture"`` (a key of :data:`~neuralcleanse.models.ARCHITECTURES`) and
-    ``"num_classes"`` so that the model can be rebuilt without unpickling code. Trigger specs and targets are
-    added to the metadata under ``"triggers"``.
+    ``"num_classes"``; ``"versions"`` is added when missing, and the triggers' specs and targets are recorded
+    under ``"triggers"``. A ``triggers.npz`` left from an earlier model with triggers is removed when none are
+    given.
     """
-    from safetensors.torch import save_file
-
     if metadata.get("architecture") not in ARCHITECTURES:
         raise ValueError(
             f"metadata['architecture'] must be one of {sorted(ARCHITECTURES)}, got {metadata.get('architecture')!r}"
@@ -111,13 +83,13 @@ def save_model(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = dict(metadata)
     meta.setdefault("versions", versions())
-    triggers = triggers or []
+    triggers = list(triggers or [])
     meta["triggers"] = [{"spec": t.spec, "target": int(target)} for t, target in triggers]
     if triggers:
         arrays: dict[str, np.ndarray] = {}
         for i, (t, _) in enumerate(triggers):
             arrays[f"mask_{i}"], arrays[f"pattern_{i}"] = t.mask.cpu().numpy(), t.pattern.cpu().numpy()
-        atomic_write(directory / TRIGGERS_FILE, lambda tmp: _savez(tmp, arrays))
+        atomic_write_npz(directory / TRIGGERS_FILE, arrays)
     else:
         (directory / TRIGGERS_FILE).unlink(missing_ok=True)
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
@@ -126,20 +98,18 @@ def save_model(
     return directory
 
 
-def _savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    with open(path, "wb") as fh:  # a file object, so numpy does not append '.npz' to the temporary name
-        np.savez(fh, **arrays)
-
-
 def is_saved_model_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by :func:`save_model` (it holds ``model.json``)."""
     return Path(path).is_dir() and (Path(path) / METADATA_FILE).is_file()
 
 
 def load_saved_model(directory: str | Path, map_location: str | torch.device = "cpu") -> SavedModel:
-    """Load a model written by :func:`save_model`, in eval mode. Never unpickles."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Load a model written by :func:`save_model`, in eval mode. Never unpickles.
 
+    Raises:
+        ModelFileError: the folder is not a model folder, or one of its files is corrupt, missing or does not
+            match the architecture its metadata names.
+    """
     directory = Path(directory)
     meta_path, weights_path = directory / METADATA_FILE, directory / WEIGHTS_FILE
     if not meta_path.is_file():
