@@ -4,7 +4,7 @@ The outcome tests use a small BadNets model trained here in seconds: a PaperNet 
 and a 64-unit hidden layer, trained on 6000 MNIST images, 10% of them stamped with a 4x4 white bottom-right
 square and relabelled 7. The "reversed" trigger given to the mitigations is the true one, so the tests check
 the mitigation, not the scan.
-They are skipped when the MNIST files of ../shared/data are missing.
+They are skipped when the MNIST files of the shared data directory (``data.shared_data_dir``) are missing.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from torch import nn
 
 from neuralcleanse import models
 from neuralcleanse.attacks import poison
+from neuralcleanse.data import shared_data_dir
 from neuralcleanse.io import load_saved_model, save_model
 from neuralcleanse.metrics import accuracy, attack_success_rate
 from neuralcleanse.mitigate import (
@@ -39,7 +40,7 @@ from neuralcleanse.mitigate.layers import NeuronMask, record_activations, silenc
 from neuralcleanse.train import TrainConfig, train_classifier
 from neuralcleanse.triggers import Trigger
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST = (shared_data_dir() or Path("shared", "data")) / "mnist"
 TARGET = 7
 TRIGGER = Trigger.patch((1, 28, 28), 4, "bottom-right", 1.0, spec="square")
 
