@@ -52,8 +52,7 @@ def _idx(name: str, offset: int) -> np.ndarray:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
-    """Tiny models train far faster on one thread, and much faster still on a machine shared with other jobs
-    (measured: 0.2 s per epoch against 5-20 s with two busy cores)."""
+    """Tiny models train far faster on one thread, above all on a machine shared with other jobs."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -213,7 +212,7 @@ def test_filter_is_calibrated_and_rejects_triggered_inputs(model: models.PaperNe
         progress=lambda e: events.append(e.phase),
     )
     assert abs(result.false_positive_rate - 0.05) < 0.03  # calibrated on 1000 images, measured on 2000 others
-    assert result.false_negative_rate is not None and result.false_negative_rate < 0.2  # measured 0.09
+    assert result.false_negative_rate is not None and result.false_negative_rate < 0.2
     assert result.after.attack_success is not None and result.after.attack_success < 0.2
     assert result.before.attack_success is not None and result.before.attack_success > 0.9
     assert result.after.clean_accuracy > result.before.clean_accuracy - 0.1
@@ -333,7 +332,7 @@ def test_unlearning_removes_the_backdoor_from_a_copy(model: models.PaperNet, mni
     assert (result.num_images, result.num_triggered) == (1500, 300)
     assert result.before.attack_success is not None and result.before.attack_success > 0.9
     assert result.after.attack_success is not None and result.after.attack_success < 0.05
-    assert result.before.clean_accuracy - result.after.clean_accuracy < 0.03  # measured 0.015
+    assert result.before.clean_accuracy - result.after.clean_accuracy < 0.03
     assert set(events) == {"unlearn"}
     assert _same_state(model, state) and not result.model.training
     d = result.to_dict()

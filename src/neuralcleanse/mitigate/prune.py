@@ -1,21 +1,14 @@
 """Neuron pruning (paper, Section VI-B): silence the neurons the reversed trigger activates most.
 
-Which layer, and why. The paper prunes the second-to-last layer (a PaperNet's ``features``, the 512-unit ReLU
-before the output layer) of its BadNets models, where a few neurons carry the backdoor; it found Trojan-attack
-models harder to prune there, as their reversed trigger excites neurons that overlap less with the real
-trigger's. This module prunes by default the flattened output of the convolutional layers instead (the
-``"conv-output"`` layer, the input of the first dense layer: a PaperNet's ``"features.7:input"``, where each
-neuron is one channel at one position), and the second-to-last layer for models without convolutions. This
-deviation from the paper was measured on two MNIST BadNets models with the paper's network (square and
-random-pattern triggers, reversed triggers from a scan):
-
-- second-to-last layer (``layer="penultimate"``, the paper's): the neurons the trigger raises are those of the
-  target label itself, so pruning them kills the target label (its accuracy falls to 0 before the real trigger
-  stops working); within the 5-point accuracy budget the real trigger still worked on 35% and 16% of inputs;
-- ``"conv-output"``: 6 of 512 neurons brought the real trigger to 0.6% on both models, for no accuracy loss;
-  the trigger's pathway is a handful of (channel, position) units clean images barely use;
-- ``"last-conv"`` (the channels of the last convolution, as Fine-Pruning, Liu et al. 2018): 6-7 of 32 channels,
-  real trigger at 0.8-1.4% for 0.3-0.7 points; a smaller network needed more channels than the budget allowed.
+Which layer. The paper prunes the second-to-last layer (a PaperNet's ``features``, the 512-unit ReLU before
+the output layer) of its BadNets models, and found Trojan-attack models harder to prune there. This module prunes
+by default the flattened output of the convolutional layers instead (``"conv-output"``, the input of the first
+dense layer: a PaperNet's ``"features.7:input"``, where each neuron is one channel at one position), and the
+second-to-last layer only for models without convolutions. The reason for the deviation: at the second-to-last
+layer the neurons the reversed trigger raises are largely the target label's own, so pruning them removes the
+target label before the backdoor, whereas at the convolutional output the trigger's pathway is a handful of
+(channel, position) units clean images barely use (the figures are in the README, section Mitigation).
+``"last-conv"``, the channels of the last convolution (as Fine-Pruning, Liu et al. 2018), is a coarser choice.
 
 Pass ``layer=`` to choose (a module name, or one of the names above; see :mod:`neuralcleanse.mitigate.layers`).
 
@@ -57,11 +50,10 @@ __all__ = ["MAX_ACCURACY_LOSS", "MAX_ATTACK_SUCCESS", "STEP", "PruneResult", "Pr
 
 logger = logging.getLogger(__name__)
 
-# ours: stop once the reversed trigger works on fewer than 1% of inputs. A reversed trigger is often smaller than
-# the real one and loses its effect sooner (measured: pruning channels until the reversed trigger was at 5% left
-# the real one at 20%).
+# ours (the paper names no stopping point): the reversed trigger works on fewer than 1% of inputs. A reversed
+# trigger is often smaller than the real one and loses its effect sooner, hence a bar this low.
 MAX_ATTACK_SUCCESS = 0.01
-MAX_ACCURACY_LOSS = 0.05  # ours: at most 5 points of clean accuracy lost
+MAX_ACCURACY_LOSS = 0.05  # ours (the paper names no budget): at most 5 points of clean accuracy lost
 STEP = 0.01  # ours: 1% of the layer's neurons per step, at least one (6 of a PaperNet's 512)
 
 StopReason = Literal["attack_success", "accuracy_budget", "exhausted"]
