@@ -425,7 +425,7 @@ def mitigate_model(
     """
     from .data import load_dataset
     from .io import atomic_write, atomic_write_json, save_model
-    from .mitigate import fit_filter, prune, unlearn
+    from .mitigate import Mitigation
     from .triggers import Trigger
 
     if method not in ("filter", "prune", "unlearn"):
@@ -452,17 +452,17 @@ def mitigate_model(
         raise ValueError(f"the scan's triggers are {trigger.image_shape} but {heldout.name} has {heldout.image_shape}")
     known = _known_triggers(loaded, trigger_specs or [], targets or [], heldout.image_shape)
     true_trigger = known[0] if known else None
-    args = (loaded.model, trigger, label, work.images, work.labels, heldout.images, heldout.labels)
+    mitigation = Mitigation(
+        loaded.model, trigger, label, work.images, work.labels, heldout.images, heldout.labels, true_trigger
+    )
     patched = None
     if method == "filter":
-        result: Any = fit_filter(*args, fpr=fpr, true_trigger=true_trigger, progress=progress)
+        result: Any = mitigation.filter(fpr=fpr, progress=progress)
     elif method == "prune":
-        result = prune(*args, true_trigger=true_trigger, progress=progress)
+        result = mitigation.prune(progress=progress)
         patched = result.model
     else:
-        result = unlearn(
-            *args,
-            true_trigger=true_trigger,
+        result = mitigation.unlearn(
             progress=progress,
             outputs_probabilities=getattr(loaded, "outputs_probabilities", None),
             generator=torch.Generator().manual_seed(seed),

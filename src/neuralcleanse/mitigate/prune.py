@@ -27,15 +27,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from ..io import versions
 from ..progress import ProgressCallback, report
-from ..triggers import Trigger
-from ._common import Figures, TrueTrigger, check_fraction, check_setup, figures_dict, measure
+from ._common import Figures, check_fraction, figures_dict
 from .layers import (
     CONV_OUTPUT,
     PENULTIMATE,
@@ -46,7 +45,10 @@ from .layers import (
     trigger_ranking,
 )
 
-__all__ = ["MAX_ACCURACY_LOSS", "MAX_ATTACK_SUCCESS", "STEP", "PruneResult", "PruneStep", "prune"]
+if TYPE_CHECKING:
+    from .mitigation import Mitigation
+
+__all__ = ["MAX_ACCURACY_LOSS", "MAX_ATTACK_SUCCESS", "STEP", "PruneResult", "PruneStep", "prune_neurons"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,12 @@ class PruneStep:
     clean_accuracy: float
     reversed_attack_success: float
     attack_success: float | None
+
+    @classmethod
+    def of(cls, pruned: int, num_neurons: int, figures: Figures) -> PruneStep:
+        """The step with ``pruned`` of the layer's ``num_neurons`` silenced, where the model has ``figures``."""
+        return cls(pruned, pruned / num_neurons, figures.clean_accuracy, figures.reversed_attack_success,
+                   figures.attack_success)
 
 
 @dataclass(frozen=True)
@@ -122,65 +130,29 @@ class PruneResult:
         }
 
 
-def prune(
-    model: nn.Module,
-    trigger: Trigger,
-    target: int,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    heldout_images: torch.Tensor,
-    heldout_labels: torch.Tensor,
-    *,
-    layer: str | None = None,
-    step: float = STEP,
-    max_attack_success: float = MAX_ATTACK_SUCCESS,
-    max_accuracy_loss: float = MAX_ACCURACY_LOSS,
-    true_trigger: TrueTrigger | None = None,
-    progress: ProgressCallback | None = None,
-) -> PruneResult:
-    """Prune the neurons the reversed ``trigger`` of label ``target`` activates most, on a copy of ``model``.
-
-    Args:
-        model: the infected classifier; not modified.
-        trigger: the reversed trigger (``ScanReport.trigger(label)``).
-        target: its label.
-        images, labels: clean images; those not of ``target`` rank the neurons.
-        heldout_images, heldout_labels: other clean images, to measure each step and decide where to stop.
-        layer: the layer to prune: by default the flattened output of the convolutional layers
-            (``"conv-output"``), or the second-to-last layer (``"penultimate"``) for a model without
-            convolutions; see the module docstring.
-        step: share of the layer's neurons pruned per step (at least one neuron).
-        max_attack_success: stop once the reversed trigger's attack success is below this.
-        max_accuracy_loss: never lose more than this much clean accuracy (a fraction: 0.05 = 5 points).
-        true_trigger: the real (trigger, target), when known, to measure it along the curve.
-        progress: receives an event of phase ``"prune"`` per step.
-
-    Shape:
-        images: (N, C, H, W); labels: (N,).
-    """
+def prune_neurons(mitigation: Mitigation, *, layer: str | None, step: float, max_attack_success: float,
+                  max_accuracy_loss: float, progress: ProgressCallback | None) -> PruneResult:
+    """:meth:`Mitigation.prune`: rank the layer's neurons, then sweep on a copy of the model."""
     start = time.perf_counter()
-    check_setup(trigger, target, images, labels, heldout_images, heldout_labels, true_trigger)
     check_fraction("step", step)
     check_fraction("max_attack_success", max_attack_success, allow_zero=True)
     check_fraction("max_accuracy_loss", max_accuracy_loss, allow_zero=True)
-    rank_on = labels != target
-    if not bool(rank_on.any()):
-        raise ValueError(f"images need clean images whose label is not the target {target} to rank neurons")
-    pruned = copy.deepcopy(model).eval()
+    pruned = copy.deepcopy(mitigation.model).eval()
     if layer is None:
         layer = CONV_OUTPUT if conv_output_layer(pruned) is not None else PENULTIMATE
     resolved = resolve_layer(pruned, layer)
-    order = trigger_ranking(pruned, resolved, images[rank_on], trigger)  # (D,) neurons, most raised first
+    victims = mitigation.images[mitigation.victims]  # (M, C, H, W)
+    order = trigger_ranking(pruned, resolved, victims, mitigation.trigger)  # (D,) neurons, most raised first
 
     def point(count: int) -> PruneStep:
-        f = measure(pruned, trigger, target, heldout_images, heldout_labels, true_trigger)
-        return PruneStep(count, count / order.numel(), f.clean_accuracy, f.reversed_attack_success,
-                         f.attack_success)
+        return PruneStep.of(count, order.numel(), mitigation.measure(pruned))
 
+    before = mitigation.before
     mask = NeuronMask(resolved)
     detach = mask.attach()
     try:
-        steps, kept, reason = _sweep(order, mask, point, step, max_attack_success, max_accuracy_loss, progress)
+        steps, kept, reason = _sweep(order, mask, point, PruneStep.of(0, order.numel(), before), step,
+                                     max_attack_success, max_accuracy_loss, progress)
     finally:
         detach()
     neurons = order[:kept].tolist()
@@ -188,26 +160,14 @@ def prune(
     if not persistent:
         logger.warning("layer %s has no plain Linear/Conv2d producer: the pruning is a forward hook on the "
                        "returned model, which a saved state dict does not carry", resolved.spec)
-    first = steps[0]
-    before = Figures(first.clean_accuracy, first.reversed_attack_success, first.attack_success)
-    after = measure(pruned, trigger, target, heldout_images, heldout_labels, true_trigger)
+    after = mitigation.measure(pruned)
     logger.info("pruned %d of %d neurons of %s (%s): accuracy %.4f -> %.4f, reversed attack success %.4f -> %.4f",
                 kept, order.numel(), resolved.spec, reason, before.clean_accuracy, after.clean_accuracy,
                 before.reversed_attack_success, after.reversed_attack_success)
     return PruneResult(
-        model=pruned,
-        layer=resolved.spec,
-        neurons=tuple(neurons),
-        num_neurons=order.numel(),
-        steps=tuple(steps),
-        stop_reason=reason,
-        persistent=persistent,
-        before=before,
-        after=after,
-        label=int(target),
-        true_target=None if true_trigger is None else int(true_trigger[1]),
-        num_heldout=int(heldout_images.shape[0]),
-        seconds=time.perf_counter() - start,
+        model=pruned, layer=resolved.spec, neurons=tuple(neurons), num_neurons=order.numel(), steps=tuple(steps),
+        stop_reason=reason, persistent=persistent, before=before, after=after, label=mitigation.target,
+        true_target=mitigation.true_target, num_heldout=mitigation.num_heldout, seconds=time.perf_counter() - start,
     )
 
 
@@ -215,17 +175,19 @@ def _sweep(
     order: torch.Tensor,
     mask: NeuronMask,
     point: Callable[[int], PruneStep],
+    first: PruneStep,
     step: float,
     max_attack_success: float,
     max_accuracy_loss: float,
     progress: ProgressCallback | None,
 ) -> tuple[list[PruneStep], int, StopReason]:
-    """Silence ``order``'s neurons a step at a time through ``mask``; returns the curve, the number of neurons
-    of the last step within the accuracy budget, and why the sweep stopped."""
+    """Silence ``order``'s neurons a step at a time through ``mask``, measuring each step with ``point`` from
+    ``first`` (nothing silenced); returns the curve, the number of neurons of the last step within the accuracy
+    budget, and why the sweep stopped."""
     num_neurons = order.numel()
     per_step = max(1, math.ceil(step * num_neurons))
     total = math.ceil(num_neurons / per_step)
-    steps, kept = [point(0)], 0
+    steps, kept = [first], 0
     while True:
         last = steps[-1]
         report(progress, "prune", math.ceil(last.pruned / per_step), total, pruned=last.pruned,
