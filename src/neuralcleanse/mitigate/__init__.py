@@ -19,6 +19,7 @@ Example:
     >>> result.to_dict()["attack_success_after"]  # doctest: +SKIP
 """
 
+from ._common import Figures, MitigationResult
 from .filter import FALSE_POSITIVE_RATE, TOP_FRACTION, FilteredModel, FilterResult, InputFilter
 from .layers import CONV_OUTPUT, LAST_CONV, PENULTIMATE, penultimate_layer, resolve_layer
 from .mitigation import Mitigation
@@ -35,9 +36,11 @@ __all__ = [
     "STEP",
     "TOP_FRACTION",
     "FilterResult",
+    "Figures",
     "FilteredModel",
     "InputFilter",
     "Mitigation",
+    "MitigationResult",
     "PruneResult",
     "PruneStep",
     "UnlearnConfig",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from ..io import versions
 from ..triggers import Trigger
 
 TrueTrigger = tuple[Trigger, int]  # a known (trigger, target) pair, to measure the real attack as well
@@ -19,13 +21,48 @@ class Figures:
     attack_success: float | None = None
 
 
-def figures_dict(before: Figures, after: Figures) -> dict[str, float | None]:
-    """``clean_accuracy_before``, ``clean_accuracy_after``, ``reversed_attack_success_before``, ... ."""
-    out: dict[str, float | None] = {}
-    for name in ("clean_accuracy", "reversed_attack_success", "attack_success"):
-        out[f"{name}_before"] = getattr(before, name)
-        out[f"{name}_after"] = getattr(after, name)
-    return out
+@dataclass(frozen=True)
+class MitigationResult:
+    """What every mitigation's result holds (each adds its own fields and ``to_dict``).
+
+    Attributes:
+        before: the figures of the model as it was, on the held-out images.
+        after: the figures of the mitigated model (or of the model behind the filter) on the same images.
+        true_target: the target of the true trigger measured as well, None without one.
+        num_heldout: how many held-out images the figures come from.
+        seconds: how long the mitigation took.
+    """
+
+    before: Figures
+    after: Figures
+    true_target: int | None
+    num_heldout: int
+    seconds: float
+
+    def _dict(self, method: str, label: int | None, head: dict[str, Any], own: dict[str, Any],
+              tail: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The result as JSON: ``method``, ``label``, ``true_target``, ``head``, the figures, the method's
+        ``own`` entries, ``num_heldout``, ``tail``, ``seconds`` and ``versions``, in this order."""
+        return {
+            "method": method,
+            "label": label,
+            "true_target": self.true_target,
+            **head,
+            **self.figures(),
+            **own,
+            "num_heldout": self.num_heldout,
+            **(tail or {}),
+            "seconds": self.seconds,
+            "versions": versions(),
+        }
+
+    def figures(self) -> dict[str, float | None]:
+        """``clean_accuracy_before``, ``clean_accuracy_after``, ``reversed_attack_success_before``, ... ."""
+        out: dict[str, float | None] = {}
+        for name in ("clean_accuracy", "reversed_attack_success", "attack_success"):
+            out[f"{name}_before"] = getattr(self.before, name)
+            out[f"{name}_after"] = getattr(self.after, name)
+        return out
 
 
 def check_fraction(name: str, value: float, *, allow_zero: bool = False, allow_one: bool = True) -> None:

@@ -26,7 +26,7 @@ from .._torch import eval_mode, model_device
 from ..io import atomic_write_json, versions
 from ..progress import ProgressCallback, report
 from ..triggers import Trigger
-from ._common import Figures, check_fraction, figures_dict
+from ._common import Figures, MitigationResult, check_fraction
 from .layers import Layer, forward_with_activations, record_activations, resolve_layer
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class FilteredModel(nn.Module):
 
 
 @dataclass(frozen=True)
-class FilterResult:
+class FilterResult(MitigationResult):
     """A fitted filter and what it does on held-out data.
 
     ``before`` are the model's figures alone; ``after`` those of the model behind the filter, where a rejected
@@ -198,25 +198,15 @@ class FilterResult:
     """
 
     filter: InputFilter
-    before: Figures
-    after: Figures
     false_positive_rate: float
     reversed_false_negative_rate: float
     false_negative_rate: float | None
-    true_target: int | None
     num_calibration: int
-    num_heldout: int
-    seconds: float
     scores: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # held-out scores, for plots
 
     def to_dict(self) -> dict[str, Any]:
         f = self.filter
-        return {
-            "method": "filter",
-            "label": f.label,
-            "true_target": self.true_target,
-            "layer": f.layer,
-            **figures_dict(self.before, self.after),
+        return self._dict("filter", f.label, {"layer": f.layer}, {
             "false_positive_rate": self.false_positive_rate,
             "fpr_target": f.fpr,
             "false_negative_rate": self.false_negative_rate,
@@ -225,10 +215,7 @@ class FilterResult:
             "neurons": list(f.neurons),
             "num_neurons": f.num_neurons,
             "num_calibration": self.num_calibration,
-            "num_heldout": self.num_heldout,
-            "seconds": self.seconds,
-            "versions": versions(),
-        }
+        })
 
 
 def build_filter(mitigation: Mitigation, *, fpr: float, layer: str | None, top_fraction: float,

@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from ..io import versions
 from ..progress import ProgressCallback, report
-from ._common import Figures, check_fraction, figures_dict
+from ._common import Figures, MitigationResult, check_fraction
 from .layers import (
     CONV_OUTPUT,
     PENULTIMATE,
@@ -79,7 +78,7 @@ class PruneStep:
 
 
 @dataclass(frozen=True)
-class PruneResult:
+class PruneResult(MitigationResult):
     """The pruned model (a copy) and the curve that chose it.
 
     Attributes:
@@ -103,20 +102,10 @@ class PruneResult:
     steps: tuple[PruneStep, ...]
     stop_reason: StopReason
     persistent: bool
-    before: Figures
-    after: Figures
     label: int
-    true_target: int | None
-    num_heldout: int
-    seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": "prune",
-            "label": self.label,
-            "true_target": self.true_target,
-            "layer": self.layer,
-            **figures_dict(self.before, self.after),
+        return self._dict("prune", self.label, {"layer": self.layer}, {
             "pruned": len(self.neurons),
             "pruned_fraction": len(self.neurons) / self.num_neurons,
             "num_neurons": self.num_neurons,
@@ -124,10 +113,7 @@ class PruneResult:
             "stop_reason": self.stop_reason,
             "persistent": self.persistent,
             "curve": [asdict(s) for s in self.steps],
-            "num_heldout": self.num_heldout,
-            "seconds": self.seconds,
-            "versions": versions(),
-        }
+        })
 
 
 def prune_neurons(mitigation: Mitigation, *, layer: str | None, step: float, max_attack_success: float,

@@ -21,11 +21,10 @@ import torch
 from torch import nn
 
 from .._torch import eval_mode, model_device
-from ..io import versions
 from ..metrics import accuracy
 from ..preprocess import is_probabilities, log_probabilities
 from ..progress import ProgressCallback, report
-from ._common import Figures, check_fraction, figures_dict
+from ._common import MitigationResult, check_fraction
 
 if TYPE_CHECKING:
     from .mitigation import Mitigation
@@ -79,39 +78,27 @@ class UnlearnConfig:
 
 
 @dataclass(frozen=True)
-class UnlearnResult:
+class UnlearnResult(MitigationResult):
     """The patched model and its figures on held-out clean data before and after fine-tuning."""
 
     model: nn.Module
-    before: Figures
-    after: Figures
     label: int
-    true_target: int | None
     config: UnlearnConfig
     num_images: int  # fine-tuning images
     num_triggered: int  # of which carried the reversed trigger
     final_loss: float  # mean training loss of the last epoch
-    num_heldout: int
-    seconds: float
     lr: float = math.nan  # the learning rate of the kept run
     validation_loss: list[float] | None = None  # clean-accuracy loss on validation images, per run tried
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": "unlearn",
-            "label": self.label,
-            "true_target": self.true_target,
-            **figures_dict(self.before, self.after),
+        own = {
             "num_images": self.num_images,
             "num_triggered": self.num_triggered,
             "final_loss": self.final_loss,
             "config": asdict(self.config),
-            "num_heldout": self.num_heldout,
-            "lr": self.lr,
-            "validation_accuracy_loss": self.validation_loss,
-            "seconds": self.seconds,
-            "versions": versions(),
         }
+        late = {"lr": self.lr, "validation_accuracy_loss": self.validation_loss}
+        return self._dict("unlearn", self.label, {}, own, late)
 
 
 def unlearn_trigger(mitigation: Mitigation, *, config: UnlearnConfig, inplace: bool,
