@@ -50,7 +50,6 @@ class Mitigation:
     Example:
         >>> m = Mitigation(model, report.trigger(7), 7, images, labels, test_images, test_labels)  # doctest: +SKIP
         >>> m.before.reversed_attack_success  # doctest: +SKIP
-        0.998
         >>> rejected = m.filter(fpr=0.05).filter.reject(model, batch)  # doctest: +SKIP
         >>> patched = m.unlearn(generator=torch.Generator().manual_seed(0)).model  # doctest: +SKIP
     """
@@ -131,10 +130,12 @@ class Mitigation:
 
     @property
     def true_target(self) -> int | None:
+        """The true trigger's target, None without a true trigger."""
         return None if self.true_trigger is None else int(self.true_trigger[1])
 
     @property
     def num_heldout(self) -> int:
+        """How many held-out images the figures come from."""
         return int(self.heldout_images.shape[0])
 
     # --- the mitigations ----------------------------------------------------------------------------------------
