@@ -4,7 +4,7 @@ The outcome tests use a small BadNets model trained here in seconds: a PaperNet 
 and a 64-unit hidden layer, trained on 6000 MNIST images, 10% of them stamped with a 4x4 white bottom-right
 square and relabelled 7. The "reversed" trigger given to the mitigations is the true one, so the tests check
 the mitigation, not the scan.
-They are skipped when the MNIST files of ../shared/data are missing.
+They are skipped when the MNIST files of the shared data directory (``data.shared_data_dir``) are missing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import copy
 import gzip
 import json
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +23,22 @@ from torch import nn
 
 from neuralcleanse import models
 from neuralcleanse.attacks import poison
+from neuralcleanse.data import shared_data_dir
 from neuralcleanse.metrics import accuracy, attack_success_rate
 from neuralcleanse.mitigate import (
     FilteredModel,
     InputFilter,
+    Mitigation,
     UnlearnConfig,
-    fit_filter,
     penultimate_layer,
-    prune,
     resolve_layer,
-    unlearn,
 )
 from neuralcleanse.mitigate.layers import NeuronMask, record_activations, silence_neurons
 from neuralcleanse.store.model_dir import load_saved_model, save_model
 from neuralcleanse.train import TrainConfig, train_classifier
 from neuralcleanse.triggers import Trigger
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST = (shared_data_dir() or Path("shared", "data")) / "mnist"
 TARGET = 7
 TRIGGER = Trigger.patch((1, 28, 28), 4, "bottom-right", 1.0, spec="square")
 
@@ -51,8 +50,7 @@ def _idx(name: str, offset: int) -> np.ndarray:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
-    """Tiny models train far faster on one thread, and much faster still on a machine shared with other jobs
-    (measured: 0.2 s per epoch against 5-20 s with two busy cores)."""
+    """Tiny models train far faster on one thread, above all on a machine shared with other jobs."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -185,6 +183,54 @@ def test_a_layer_without_a_plain_producer_is_silenced_by_a_hook() -> None:
         assert torch.allclose(net(x), expected)
 
 
+# --- the bound setup --------------------------------------------------------------------------------------
+
+
+def _setup_data() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    return net, torch.rand(20, 1, 28, 28, generator=g), torch.arange(20) % 10
+
+
+def test_a_bad_argument_is_refused_at_construction() -> None:
+    net, x, y = _setup_data()
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+        Mitigation(lambda t: t, TRIGGER, TARGET, x, y, x, y)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="trigger must be a Trigger, got Tensor"):
+        Mitigation(net, TRIGGER.mask, TARGET, x, y, x, y)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="target must be a label \\(an int >= 0\\), got True"):
+        Mitigation(net, TRIGGER, True, x, y, x, y)
+    with pytest.raises(ValueError, match=r"heldout_images must be in \[0, 1\], got values in \[0, 255\]"):
+        Mitigation(net, TRIGGER, TARGET, x, y, x.round() * 255, y)
+    with pytest.raises(ValueError, match=r"images labels must have shape \(20,\), got \(19,\)"):
+        Mitigation(net, TRIGGER, TARGET, x, y[1:], x, y)
+    with pytest.raises(ValueError, match=r"the trigger is for \(1, 28, 28\) \(C, H, W\) images but images are"):
+        Mitigation(net, TRIGGER, TARGET, x[..., :27], y, x, y)
+    with pytest.raises(ValueError, match="heldout_images need images whose label is not the target 7"):
+        Mitigation(net, TRIGGER, TARGET, x, y, x[7:8], y[7:8])
+    with pytest.raises(TypeError, match=r"true_trigger must be a \(Trigger, target label\) pair"):
+        Mitigation(net, TRIGGER, TARGET, x, y, x, y, true_trigger=TRIGGER)  # type: ignore[arg-type]
+    # the checked arguments cannot be swapped afterwards, so the methods need not check them again
+    mitigation = Mitigation(net, TRIGGER, TARGET, x, y, x, y)
+    with pytest.raises(FrozenInstanceError):
+        mitigation.images = x * 255  # type: ignore[misc]
+
+
+def test_the_figures_before_are_measured_once() -> None:
+    net, x, y = _setup_data()
+    passes: list[int] = []
+    net.register_forward_hook(lambda module, inputs, output: passes.append(len(output)))
+    mitigation = Mitigation(net, TRIGGER, TARGET, x, y, x, y, true_trigger=(TRIGGER, 3))
+    assert passes == []  # nothing runs at construction
+    before = mitigation.before
+    assert sorted(passes) == [18, 18, 20]  # accuracy on all 20; each trigger on the 18 not of its target
+    assert mitigation.before is before and len(passes) == 3
+    assert before.clean_accuracy == accuracy(net, x, y)
+    assert before.attack_success == attack_success_rate(net, x, y, TRIGGER, 3)
+    with pytest.raises(ValueError, match="images need clean images whose label is not the target 7 to rank"):
+        Mitigation(net, TRIGGER, TARGET, x[7:8], y[7:8], x, y).filter()
+
+
 # --- the backdoored model ---------------------------------------------------------------------------------
 
 
@@ -201,18 +247,10 @@ def test_filter_is_calibrated_and_rejects_triggered_inputs(model: models.PaperNe
     state = _state(model)
     model.train()
     events: list[str] = []
-    result = fit_filter(
-        model,
-        TRIGGER,
-        TARGET,
-        *mnist["clean"],
-        *mnist["heldout"],
-        top_fraction=0.05,
-        true_trigger=(TRIGGER, TARGET),
-        progress=lambda e: events.append(e.phase),
-    )
+    mitigation = Mitigation(model, TRIGGER, TARGET, *mnist["clean"], *mnist["heldout"], true_trigger=(TRIGGER, TARGET))
+    result = mitigation.filter(top_fraction=0.05, progress=lambda e: events.append(e.phase))
     assert abs(result.false_positive_rate - 0.05) < 0.03  # calibrated on 1000 images, measured on 2000 others
-    assert result.false_negative_rate is not None and result.false_negative_rate < 0.2  # measured 0.09
+    assert result.false_negative_rate is not None and result.false_negative_rate < 0.2
     assert result.after.attack_success is not None and result.after.attack_success < 0.2
     assert result.before.attack_success is not None and result.before.attack_success > 0.9
     assert result.after.clean_accuracy > result.before.clean_accuracy - 0.1
@@ -227,7 +265,7 @@ def test_filter_is_calibrated_and_rejects_triggered_inputs(model: models.PaperNe
 
 def test_filter_saves_loads_and_wraps_the_model(model: models.PaperNet, mnist: dict, tmp_path: Path) -> None:
     images, labels = mnist["clean"]
-    result = fit_filter(model, TRIGGER, TARGET, images, labels, *mnist["heldout"], top_fraction=0.05)
+    result = Mitigation(model, TRIGGER, TARGET, images, labels, *mnist["heldout"]).filter(top_fraction=0.05)
     path = result.filter.save(tmp_path / "filter.json")
     loaded = InputFilter.load(path)
     assert loaded == result.filter and loaded.layer == "features" and loaded.num_neurons == 64
@@ -253,7 +291,7 @@ def test_filter_files_and_arguments_are_checked(model: models.PaperNet, mnist: d
     with pytest.raises(ValueError, match="input filter file not found"):
         InputFilter.load(tmp_path / "missing.json")
     with pytest.raises(ValueError, match=r"fpr must be a fraction in \(0, 1\), got 5"):
-        fit_filter(model, TRIGGER, TARGET, *mnist["clean"], *mnist["heldout"], fpr=5)
+        Mitigation(model, TRIGGER, TARGET, *mnist["clean"], *mnist["heldout"]).filter(fpr=5)
     with pytest.raises(ValueError, match="layer 'head' has 10 neurons, the filter expects more than 50: it was"):
         InputFilter("head", (50,), 0.0).reject(model, mnist["clean"][0][:2])
     with pytest.raises(ValueError, match="layer 'features' has 64 neurons, the filter expects 512"):
@@ -266,15 +304,8 @@ def test_filter_files_and_arguments_are_checked(model: models.PaperNet, mnist: d
 def test_pruning_removes_the_backdoor_from_a_copy(model: models.PaperNet, mnist: dict) -> None:
     state = _state(model)
     events: list[tuple[str, int, int]] = []
-    result = prune(
-        model,
-        TRIGGER,
-        TARGET,
-        *mnist["clean"],
-        *mnist["heldout"],
-        true_trigger=(TRIGGER, TARGET),
-        progress=lambda e: events.append((e.phase, e.done, e.total)),
-    )
+    mitigation = Mitigation(model, TRIGGER, TARGET, *mnist["clean"], *mnist["heldout"], true_trigger=(TRIGGER, TARGET))
+    result = mitigation.prune(progress=lambda e: events.append((e.phase, e.done, e.total)))
     assert events[0] == ("prune", 0, 96)  # 288 neurons, 3 a step and len(events) == len(result.steps)
     assert result.layer == "features.5:input"  # the flattened output of the convolutions
     assert result.stop_reason == "attack_success" and result.persistent
@@ -295,16 +326,8 @@ def test_pruning_removes_the_backdoor_from_a_copy(model: models.PaperNet, mnist:
 
 def test_pruning_stops_at_the_accuracy_budget(model: models.PaperNet, mnist: dict) -> None:
     # an attack-success target of 0 is never reached, so only the budget stops the sweep
-    result = prune(
-        model,
-        TRIGGER,
-        TARGET,
-        *mnist["clean"],
-        *mnist["heldout"],
-        layer="penultimate",
-        step=0.01,
-        max_attack_success=0.0,
-        max_accuracy_loss=0.02,
+    result = Mitigation(model, TRIGGER, TARGET, *mnist["clean"], *mnist["heldout"]).prune(
+        layer="penultimate", step=0.01, max_attack_success=0.0, max_accuracy_loss=0.02
     )
     assert result.layer == "features" and result.stop_reason == "accuracy_budget"
     assert result.before.clean_accuracy - result.after.clean_accuracy <= 0.02
@@ -318,21 +341,16 @@ def test_pruning_stops_at_the_accuracy_budget(model: models.PaperNet, mnist: dic
 def test_unlearning_removes_the_backdoor_from_a_copy(model: models.PaperNet, mnist: dict) -> None:
     state = _state(model)
     events: list[str] = []
-    result = unlearn(
-        model,
-        TRIGGER,
-        TARGET,
-        *mnist["spare"],
-        *mnist["heldout"],
+    mitigation = Mitigation(model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"], true_trigger=(TRIGGER, TARGET))
+    result = mitigation.unlearn(
         config=UnlearnConfig(fraction=0.5),
-        true_trigger=(TRIGGER, TARGET),
         generator=torch.Generator().manual_seed(0),
         progress=lambda e: events.append(e.phase),
     )
     assert (result.num_images, result.num_triggered) == (1500, 300)
     assert result.before.attack_success is not None and result.before.attack_success > 0.9
     assert result.after.attack_success is not None and result.after.attack_success < 0.05
-    assert result.before.clean_accuracy - result.after.clean_accuracy < 0.03  # measured 0.015
+    assert result.before.clean_accuracy - result.after.clean_accuracy < 0.03
     assert set(events) == {"unlearn"}
     assert _same_state(model, state) and not result.model.training
     d = result.to_dict()
@@ -342,9 +360,8 @@ def test_unlearning_removes_the_backdoor_from_a_copy(model: models.PaperNet, mni
 
 def test_unlearning_in_place_trains_the_model_given(model: models.PaperNet, mnist: dict) -> None:
     model.train()
-    result = unlearn(
-        model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"], config=UnlearnConfig(fraction=0.1), inplace=True
-    )
+    mitigation = Mitigation(model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"])
+    result = mitigation.unlearn(config=UnlearnConfig(fraction=0.1), inplace=True)
     assert result.model is model and model.training  # the mode it came in
     images, labels = mnist["heldout"]
     assert attack_success_rate(model, images, labels, TRIGGER, TARGET) == result.after.reversed_attack_success
@@ -353,24 +370,15 @@ def test_unlearning_in_place_trains_the_model_given(model: models.PaperNet, mnis
 def test_unlearning_that_costs_too_much_accuracy_is_redone_at_a_smaller_rate(model: models.PaperNet, mnist: dict):
     state = _state(model)
     reckless = UnlearnConfig(fraction=0.5, lr=2.0, max_accuracy_loss=0.02, lr_retries=3, lr_divisor=10.0)
-    result = unlearn(
-        model,
-        TRIGGER,
-        TARGET,
-        *mnist["spare"],
-        *mnist["heldout"],
-        config=reckless,
-        generator=torch.Generator().manual_seed(0),
-    )
+    mitigation = Mitigation(model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"])
+    result = mitigation.unlearn(config=reckless, generator=torch.Generator().manual_seed(0))
     losses = result.validation_loss
     assert losses is not None and len(losses) >= 2 and losses[0] > 0.02, "lr 2.0 wrecks the model"
     assert all(loss > 0.02 for loss in losses[:-1]), "a run within the budget is kept"
     assert result.lr == pytest.approx(2.0 / 10 ** (len(losses) - 1))
     assert losses[-1] <= 0.02 and result.before.clean_accuracy - result.after.clean_accuracy < 0.04
     assert _same_state(model, state)
-    once = unlearn(
-        model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"], config=replace(reckless, max_accuracy_loss=None)
-    )
+    once = mitigation.unlearn(config=replace(reckless, max_accuracy_loss=None))
     assert once.validation_loss is None and once.lr == 2.0
 
 

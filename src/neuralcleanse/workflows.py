@@ -363,7 +363,7 @@ def mitigate_model(
     made, TorchScript otherwise) or the filter (``filter.json``).
     """
     from .data import load_dataset
-    from .mitigate import fit_filter, prune, unlearn
+    from .mitigate import Mitigation
     from .store.mitigation_dir import MITIGATION_FILE, write_mitigation
     from .store.scan_dir import read_scan
     from .triggers import Trigger
@@ -392,17 +392,17 @@ def mitigate_model(
         raise ValueError(f"the scan's triggers are {trigger.image_shape} but {heldout.name} has {heldout.image_shape}")
     known = _known_triggers(loaded, trigger_specs or [], targets or [], heldout.image_shape)
     true_trigger = known[0] if known else None
-    args = (loaded.model, trigger, label, work.images, work.labels, heldout.images, heldout.labels)
+    mitigation = Mitigation(
+        loaded.model, trigger, label, work.images, work.labels, heldout.images, heldout.labels, true_trigger
+    )
     patched = None
     if method == "filter":
-        result: Any = fit_filter(*args, fpr=fpr, true_trigger=true_trigger, progress=progress)
+        result: Any = mitigation.filter(fpr=fpr, progress=progress)
     elif method == "prune":
-        result = prune(*args, true_trigger=true_trigger, progress=progress)
+        result = mitigation.prune(progress=progress)
         patched = result.model
     else:
-        result = unlearn(
-            *args,
-            true_trigger=true_trigger,
+        result = mitigation.unlearn(
             progress=progress,
             outputs_probabilities=getattr(loaded, "outputs_probabilities", None),
             generator=torch.Generator().manual_seed(seed),

@@ -1,8 +1,8 @@
 """Input filter (paper, Section VI-A): reject inputs that excite the neurons the reversed trigger excites.
 
 The reversed trigger raises a few neurons of the second-to-last layer far above their level on clean images;
-inputs carrying the real trigger raise the same neurons. :func:`fit_filter` ranks the layer's neurons by how
-much the reversed trigger raises their mean activation on clean images, keeps the top ones (1% by default,
+inputs carrying the real trigger raise the same neurons. :meth:`Mitigation.filter` ranks the layer's neurons by
+how much the reversed trigger raises their mean activation on clean images, keeps the top ones (1% by default,
 as the paper), scores an input by the mean activation of those neurons, and sets the threshold so that a
 chosen share of clean inputs (5% by default, as the paper) is rejected. The result, an :class:`InputFilter`,
 is a small JSON-serialisable object; :class:`FilteredModel` wraps a model with it so that one call gives the
@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,8 +27,11 @@ from ..atomic import atomic_write_json
 from ..progress import ProgressCallback, report
 from ..triggers import Trigger
 from ..versions import versions
-from ._common import Figures, TrueTrigger, check_fraction, check_setup, figures_dict
+from ._common import Figures, MitigationResult, check_fraction
 from .layers import Layer, forward_with_activations, record_activations, resolve_layer
+
+if TYPE_CHECKING:
+    from .mitigation import Mitigation
 
 __all__ = [
     "FALSE_POSITIVE_RATE",
@@ -36,7 +39,7 @@ __all__ = [
     "FilterResult",
     "FilteredModel",
     "InputFilter",
-    "fit_filter",
+    "build_filter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +68,7 @@ class InputFilter:
         ``scores``/``reject`` take (N, C, H, W) images in [0, 1] and return (N,) on the CPU.
 
     Example:
-        >>> result = fit_filter(model, trigger, 7, images, labels, test_images, test_labels)  # doctest: +SKIP
+        >>> result = Mitigation(model, trigger, 7, images, labels, test_images, test_labels).filter()  # doctest: +SKIP
         >>> rejected = result.filter.reject(model, batch)  # doctest: +SKIP
         >>> predictions, rejected = result.filter.wrap(model)(batch)  # doctest: +SKIP
     """
@@ -184,7 +187,7 @@ class FilteredModel(nn.Module):
 
 
 @dataclass(frozen=True)
-class FilterResult:
+class FilterResult(MitigationResult):
     """A fitted filter and what it does on held-out data.
 
     ``before`` are the model's figures alone; ``after`` those of the model behind the filter, where a rejected
@@ -196,25 +199,15 @@ class FilterResult:
     """
 
     filter: InputFilter
-    before: Figures
-    after: Figures
     false_positive_rate: float
     reversed_false_negative_rate: float
     false_negative_rate: float | None
-    true_target: int | None
     num_calibration: int
-    num_heldout: int
-    seconds: float
     scores: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # held-out scores, for plots
 
     def to_dict(self) -> dict[str, Any]:
         f = self.filter
-        return {
-            "method": "filter",
-            "label": f.label,
-            "true_target": self.true_target,
-            "layer": f.layer,
-            **figures_dict(self.before, self.after),
+        return self._dict("filter", f.label, {"layer": f.layer}, {
             "false_positive_rate": self.false_positive_rate,
             "fpr_target": f.fpr,
             "false_negative_rate": self.false_negative_rate,
@@ -223,98 +216,68 @@ class FilterResult:
             "neurons": list(f.neurons),
             "num_neurons": f.num_neurons,
             "num_calibration": self.num_calibration,
-            "num_heldout": self.num_heldout,
-            "seconds": self.seconds,
-            "versions": versions(),
-        }
+        })
 
 
-def fit_filter(
-    model: nn.Module,
-    trigger: Trigger,
-    target: int,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    heldout_images: torch.Tensor,
-    heldout_labels: torch.Tensor,
-    *,
-    layer: str | None = None,
-    top_fraction: float = TOP_FRACTION,
-    fpr: float = FALSE_POSITIVE_RATE,
-    true_trigger: TrueTrigger | None = None,
-    progress: ProgressCallback | None = None,
-) -> FilterResult:
-    """Build an input filter from the reversed ``trigger`` of label ``target`` and measure it.
-
-    The model is not modified (it runs in eval mode, restored afterwards).
-
-    Args:
-        model: the infected classifier, taking (N, C, H, W) images in [0, 1].
-        trigger: the reversed trigger (``ScanReport.trigger(label)``).
-        target: the label it belongs to.
-        images, labels: clean images to rank the neurons (those not of ``target``, with and without the
-            trigger) and to calibrate the threshold (all of them).
-        heldout_images, heldout_labels: other clean images, for the figures of the result.
-        layer: the layer to read; the second-to-last by default (see :mod:`neuralcleanse.mitigate.layers`).
-        top_fraction: share of the layer's neurons scored (at least one).
-        fpr: share of the calibration images to reject.
-        true_trigger: the real (trigger, target), when known, to measure the false-negative rate on it too.
-        progress: receives events of phase ``"filter"``.
-
-    Shape:
-        images: (N, C, H, W); labels: (N,).
-    """
+def build_filter(mitigation: Mitigation, *, fpr: float, layer: str | None, top_fraction: float,
+                 progress: ProgressCallback | None) -> FilterResult:
+    """:meth:`Mitigation.filter`: rank the layer's neurons, calibrate the threshold, measure the filter."""
     start = time.perf_counter()
-    check_setup(trigger, target, images, labels, heldout_images, heldout_labels, true_trigger)
     check_fraction("top_fraction", top_fraction)
     check_fraction("fpr", fpr, allow_one=False)
-    rank_on = labels != target
-    if not bool(rank_on.any()):
-        raise ValueError(f"images need clean images whose label is not the target {target} to rank neurons")
-    resolved = resolve_layer(model, layer)
-    total = 4 + (true_trigger is not None)
+    images, victims = mitigation.images, mitigation.victims
+    resolved = resolve_layer(mitigation.model, layer)
+    total = 4 + (mitigation.true_trigger is not None)
     report(progress, "filter", 0, total)
-    clean = record_activations(model, resolved, images)  # (N, D)
-    stamped = record_activations(model, resolved, images[rank_on], trigger)  # (M, D)
+    clean = record_activations(mitigation.model, resolved, images)  # (N, D)
+    stamped = record_activations(mitigation.model, resolved, images[victims], mitigation.trigger)  # (M, D)
     report(progress, "filter", 2, total)
-    raised = (stamped - clean[rank_on]).mean(dim=0)  # (D,) mean rise per neuron
-    num_neurons = raised.numel()
-    k = max(1, math.ceil(top_fraction * num_neurons))
+    raised = (stamped - clean[victims]).mean(dim=0)  # (D,) mean rise per neuron
+    k = max(1, math.ceil(top_fraction * raised.numel()))
     neurons = torch.argsort(raised, descending=True, stable=True)[:k]
-    calibration_scores = clean[:, neurons].mean(dim=1)
-    input_filter = InputFilter(resolved.spec, tuple(neurons.tolist()), _threshold(calibration_scores, fpr), fpr,
-                               int(target), num_neurons)
-    logger.info("filter on %s: neurons %s, threshold %.4g", resolved.spec, input_filter.neurons,
-                input_filter.threshold)
+    threshold = _threshold(clean[:, neurons].mean(dim=1), fpr)
+    input_filter = InputFilter(resolved.spec, tuple(neurons.tolist()), threshold, fpr, mitigation.target,
+                               raised.numel())
+    logger.info("filter on %s: neurons %s, threshold %.4g", resolved.spec, input_filter.neurons, threshold)
+    return _filter_result(mitigation, input_filter, progress, total, start)
 
-    filtered = FilteredModel(model, input_filter)
-    preds, rejected, clean_scores = _run(filtered, heldout_images)  # (N,) each
-    correct = preds == heldout_labels.cpu()
+
+def _filter_result(mitigation: Mitigation, input_filter: InputFilter, progress: ProgressCallback | None,
+                   total: int, start: float) -> FilterResult:
+    """Measure the filter on the held-out images; ``start`` is when the fitting began."""
+    filtered = FilteredModel(mitigation.model, input_filter)
+    preds, rejected, clean_scores = _run(filtered, mitigation.heldout_images)  # (N,) each
+    accepted_correct = (preds == mitigation.heldout_labels.cpu()) & ~rejected
     report(progress, "filter", 3, total)
-    r_preds, r_rejected, r_scores = _run(filtered, heldout_images[heldout_labels != target], trigger)
-    r_hit = r_preds == target
+    reversed_after, reversed_passed, reversed_scores = _triggered(filtered, mitigation, mitigation.trigger,
+                                                                  mitigation.target)
     report(progress, "filter", 4, total)
-    scores = {"clean": clean_scores, "reversed": r_scores}
-    true_before = true_after = fnr = None
-    if true_trigger is not None:
-        t_trigger, t_target = true_trigger
-        t_preds, t_rejected, scores["true"] = _run(filtered, heldout_images[heldout_labels != t_target], t_trigger)
-        t_hit = t_preds == t_target
-        true_before, true_after, fnr = _share(t_hit), _share(t_hit & ~t_rejected), _share(~t_rejected)
+    scores = {"clean": clean_scores, "reversed": reversed_scores}
+    true_after = fnr = None
+    if mitigation.true_trigger is not None:
+        true_after, fnr, scores["true"] = _triggered(filtered, mitigation, *mitigation.true_trigger)
         report(progress, "filter", 5, total)
     return FilterResult(
         filter=input_filter,
-        before=Figures(_share(correct), _share(r_hit), true_before),
-        after=Figures(_share(correct & ~rejected), _share(r_hit & ~r_rejected), true_after),
+        before=mitigation.before,
+        after=Figures(_share(accepted_correct), reversed_after, true_after),
         false_positive_rate=_share(rejected),
-        reversed_false_negative_rate=_share(~r_rejected),
+        reversed_false_negative_rate=reversed_passed,
         false_negative_rate=fnr,
-        true_target=None if true_trigger is None else int(true_trigger[1]),
-        num_calibration=int(images.shape[0]),
-        num_heldout=int(heldout_images.shape[0]),
+        true_target=mitigation.true_target,
+        num_calibration=int(mitigation.images.shape[0]),
+        num_heldout=mitigation.num_heldout,
         seconds=time.perf_counter() - start,
         scores=scores,
     )
+
+
+def _triggered(filtered: FilteredModel, mitigation: Mitigation, trigger: Trigger,
+               target: int) -> tuple[float, float, torch.Tensor]:
+    """On the held-out images not of ``target``, stamped with ``trigger``: the share that passes the filter and
+    reaches ``target``, the share that passes, and the scores (M,)."""
+    preds, rejected, scores = _run(filtered, mitigation.heldout_images[mitigation.heldout_labels != target], trigger)
+    return _share((preds == target) & ~rejected), _share(~rejected), scores
 
 
 def _share(mask: torch.Tensor) -> float:

@@ -1,21 +1,14 @@
 """Neuron pruning (paper, Section VI-B): silence the neurons the reversed trigger activates most.
 
-Which layer, and why. The paper prunes the second-to-last layer (a PaperNet's ``features``, the 512-unit ReLU
-before the output layer) of its BadNets models, where a few neurons carry the backdoor; it found Trojan-attack
-models harder to prune there, as their reversed trigger excites neurons that overlap less with the real
-trigger's. This module prunes by default the flattened output of the convolutional layers instead (the
-``"conv-output"`` layer, the input of the first dense layer: a PaperNet's ``"features.7:input"``, where each
-neuron is one channel at one position), and the second-to-last layer for models without convolutions. This
-deviation from the paper was measured on two MNIST BadNets models with the paper's network (square and
-random-pattern triggers, reversed triggers from a scan):
-
-- second-to-last layer (``layer="penultimate"``, the paper's): the neurons the trigger raises are those of the
-  target label itself, so pruning them kills the target label (its accuracy falls to 0 before the real trigger
-  stops working); within the 5-point accuracy budget the real trigger still worked on 35% and 16% of inputs;
-- ``"conv-output"``: 6 of 512 neurons brought the real trigger to 0.6% on both models, for no accuracy loss;
-  the trigger's pathway is a handful of (channel, position) units clean images barely use;
-- ``"last-conv"`` (the channels of the last convolution, as Fine-Pruning, Liu et al. 2018): 6-7 of 32 channels,
-  real trigger at 0.8-1.4% for 0.3-0.7 points; a smaller network needed more channels than the budget allowed.
+Which layer. The paper prunes the second-to-last layer (a PaperNet's ``features``, the 512-unit ReLU before
+the output layer) of its BadNets models, and found Trojan-attack models harder to prune there. This module prunes
+by default the flattened output of the convolutional layers instead (``"conv-output"``, the input of the first
+dense layer: a PaperNet's ``"features.7:input"``, where each neuron is one channel at one position), and the
+second-to-last layer only for models without convolutions. The reason for the deviation: at the second-to-last
+layer the neurons the reversed trigger raises are largely the target label's own, so pruning them removes the
+target label before the backdoor, whereas at the convolutional output the trigger's pathway is a handful of
+(channel, position) units clean images barely use (the figures are in the README, section Mitigation).
+``"last-conv"``, the channels of the last convolution (as Fine-Pruning, Liu et al. 2018), is a coarser choice.
 
 Pass ``layer=`` to choose (a module name, or one of the names above; see :mod:`neuralcleanse.mitigate.layers`).
 
@@ -34,15 +27,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from ..progress import ProgressCallback, report
-from ..triggers import Trigger
-from ..versions import versions
-from ._common import Figures, TrueTrigger, check_fraction, check_setup, figures_dict, measure
+from ._common import Figures, MitigationResult, check_fraction
 from .layers import (
     CONV_OUTPUT,
     PENULTIMATE,
@@ -53,15 +44,17 @@ from .layers import (
     trigger_ranking,
 )
 
-__all__ = ["MAX_ACCURACY_LOSS", "MAX_ATTACK_SUCCESS", "STEP", "PruneResult", "PruneStep", "prune"]
+if TYPE_CHECKING:
+    from .mitigation import Mitigation
+
+__all__ = ["MAX_ACCURACY_LOSS", "MAX_ATTACK_SUCCESS", "STEP", "PruneResult", "PruneStep", "prune_neurons"]
 
 logger = logging.getLogger(__name__)
 
-# ours: stop once the reversed trigger works on fewer than 1% of inputs. A reversed trigger is often smaller than
-# the real one and loses its effect sooner (measured: pruning channels until the reversed trigger was at 5% left
-# the real one at 20%).
+# ours (the paper names no stopping point): the reversed trigger works on fewer than 1% of inputs. A reversed
+# trigger is often smaller than the real one and loses its effect sooner, hence a bar this low.
 MAX_ATTACK_SUCCESS = 0.01
-MAX_ACCURACY_LOSS = 0.05  # ours: at most 5 points of clean accuracy lost
+MAX_ACCURACY_LOSS = 0.05  # ours (the paper names no budget): at most 5 points of clean accuracy lost
 STEP = 0.01  # ours: 1% of the layer's neurons per step, at least one (6 of a PaperNet's 512)
 
 StopReason = Literal["attack_success", "accuracy_budget", "exhausted"]
@@ -77,9 +70,15 @@ class PruneStep:
     reversed_attack_success: float
     attack_success: float | None
 
+    @classmethod
+    def of(cls, pruned: int, num_neurons: int, figures: Figures) -> PruneStep:
+        """The step with ``pruned`` of the layer's ``num_neurons`` silenced, where the model has ``figures``."""
+        return cls(pruned, pruned / num_neurons, figures.clean_accuracy, figures.reversed_attack_success,
+                   figures.attack_success)
+
 
 @dataclass(frozen=True)
-class PruneResult:
+class PruneResult(MitigationResult):
     """The pruned model (a copy) and the curve that chose it.
 
     Attributes:
@@ -103,20 +102,10 @@ class PruneResult:
     steps: tuple[PruneStep, ...]
     stop_reason: StopReason
     persistent: bool
-    before: Figures
-    after: Figures
     label: int
-    true_target: int | None
-    num_heldout: int
-    seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": "prune",
-            "label": self.label,
-            "true_target": self.true_target,
-            "layer": self.layer,
-            **figures_dict(self.before, self.after),
+        return self._dict("prune", self.label, {"layer": self.layer}, {
             "pruned": len(self.neurons),
             "pruned_fraction": len(self.neurons) / self.num_neurons,
             "num_neurons": self.num_neurons,
@@ -124,71 +113,32 @@ class PruneResult:
             "stop_reason": self.stop_reason,
             "persistent": self.persistent,
             "curve": [asdict(s) for s in self.steps],
-            "num_heldout": self.num_heldout,
-            "seconds": self.seconds,
-            "versions": versions(),
-        }
+        })
 
 
-def prune(
-    model: nn.Module,
-    trigger: Trigger,
-    target: int,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    heldout_images: torch.Tensor,
-    heldout_labels: torch.Tensor,
-    *,
-    layer: str | None = None,
-    step: float = STEP,
-    max_attack_success: float = MAX_ATTACK_SUCCESS,
-    max_accuracy_loss: float = MAX_ACCURACY_LOSS,
-    true_trigger: TrueTrigger | None = None,
-    progress: ProgressCallback | None = None,
-) -> PruneResult:
-    """Prune the neurons the reversed ``trigger`` of label ``target`` activates most, on a copy of ``model``.
-
-    Args:
-        model: the infected classifier; not modified.
-        trigger: the reversed trigger (``ScanReport.trigger(label)``).
-        target: its label.
-        images, labels: clean images; those not of ``target`` rank the neurons.
-        heldout_images, heldout_labels: other clean images, to measure each step and decide where to stop.
-        layer: the layer to prune: by default the flattened output of the convolutional layers
-            (``"conv-output"``), or the second-to-last layer (``"penultimate"``) for a model without
-            convolutions; see the module docstring.
-        step: share of the layer's neurons pruned per step (at least one neuron).
-        max_attack_success: stop once the reversed trigger's attack success is below this.
-        max_accuracy_loss: never lose more than this much clean accuracy (a fraction: 0.05 = 5 points).
-        true_trigger: the real (trigger, target), when known, to measure it along the curve.
-        progress: receives an event of phase ``"prune"`` per step.
-
-    Shape:
-        images: (N, C, H, W); labels: (N,).
-    """
+def prune_neurons(mitigation: Mitigation, *, layer: str | None, step: float, max_attack_success: float,
+                  max_accuracy_loss: float, progress: ProgressCallback | None) -> PruneResult:
+    """:meth:`Mitigation.prune`: rank the layer's neurons, then sweep on a copy of the model."""
     start = time.perf_counter()
-    check_setup(trigger, target, images, labels, heldout_images, heldout_labels, true_trigger)
     check_fraction("step", step)
     check_fraction("max_attack_success", max_attack_success, allow_zero=True)
     check_fraction("max_accuracy_loss", max_accuracy_loss, allow_zero=True)
-    rank_on = labels != target
-    if not bool(rank_on.any()):
-        raise ValueError(f"images need clean images whose label is not the target {target} to rank neurons")
-    pruned = copy.deepcopy(model).eval()
+    pruned = copy.deepcopy(mitigation.model).eval()
     if layer is None:
         layer = CONV_OUTPUT if conv_output_layer(pruned) is not None else PENULTIMATE
     resolved = resolve_layer(pruned, layer)
-    order = trigger_ranking(pruned, resolved, images[rank_on], trigger)  # (D,) neurons, most raised first
+    victims = mitigation.images[mitigation.victims]  # (M, C, H, W)
+    order = trigger_ranking(pruned, resolved, victims, mitigation.trigger)  # (D,) neurons, most raised first
 
     def point(count: int) -> PruneStep:
-        f = measure(pruned, trigger, target, heldout_images, heldout_labels, true_trigger)
-        return PruneStep(count, count / order.numel(), f.clean_accuracy, f.reversed_attack_success,
-                         f.attack_success)
+        return PruneStep.of(count, order.numel(), mitigation.measure(pruned))
 
+    before = mitigation.before
     mask = NeuronMask(resolved)
     detach = mask.attach()
     try:
-        steps, kept, reason = _sweep(order, mask, point, step, max_attack_success, max_accuracy_loss, progress)
+        steps, kept, reason = _sweep(order, mask, point, PruneStep.of(0, order.numel(), before), step,
+                                     max_attack_success, max_accuracy_loss, progress)
     finally:
         detach()
     neurons = order[:kept].tolist()
@@ -196,26 +146,14 @@ def prune(
     if not persistent:
         logger.warning("layer %s has no plain Linear/Conv2d producer: the pruning is a forward hook on the "
                        "returned model, which a saved state dict does not carry", resolved.spec)
-    first = steps[0]
-    before = Figures(first.clean_accuracy, first.reversed_attack_success, first.attack_success)
-    after = measure(pruned, trigger, target, heldout_images, heldout_labels, true_trigger)
+    after = mitigation.measure(pruned)
     logger.info("pruned %d of %d neurons of %s (%s): accuracy %.4f -> %.4f, reversed attack success %.4f -> %.4f",
                 kept, order.numel(), resolved.spec, reason, before.clean_accuracy, after.clean_accuracy,
                 before.reversed_attack_success, after.reversed_attack_success)
     return PruneResult(
-        model=pruned,
-        layer=resolved.spec,
-        neurons=tuple(neurons),
-        num_neurons=order.numel(),
-        steps=tuple(steps),
-        stop_reason=reason,
-        persistent=persistent,
-        before=before,
-        after=after,
-        label=int(target),
-        true_target=None if true_trigger is None else int(true_trigger[1]),
-        num_heldout=int(heldout_images.shape[0]),
-        seconds=time.perf_counter() - start,
+        model=pruned, layer=resolved.spec, neurons=tuple(neurons), num_neurons=order.numel(), steps=tuple(steps),
+        stop_reason=reason, persistent=persistent, before=before, after=after, label=mitigation.target,
+        true_target=mitigation.true_target, num_heldout=mitigation.num_heldout, seconds=time.perf_counter() - start,
     )
 
 
@@ -223,17 +161,19 @@ def _sweep(
     order: torch.Tensor,
     mask: NeuronMask,
     point: Callable[[int], PruneStep],
+    first: PruneStep,
     step: float,
     max_attack_success: float,
     max_accuracy_loss: float,
     progress: ProgressCallback | None,
 ) -> tuple[list[PruneStep], int, StopReason]:
-    """Silence ``order``'s neurons a step at a time through ``mask``; returns the curve, the number of neurons
-    of the last step within the accuracy budget, and why the sweep stopped."""
+    """Silence ``order``'s neurons a step at a time through ``mask``, measuring each step with ``point`` from
+    ``first`` (nothing silenced); returns the curve, the number of neurons of the last step within the accuracy
+    budget, and why the sweep stopped."""
     num_neurons = order.numel()
     per_step = max(1, math.ceil(step * num_neurons))
     total = math.ceil(num_neurons / per_step)
-    steps, kept = [point(0)], 0
+    steps, kept = [first], 0
     while True:
         last = steps[-1]
         report(progress, "prune", math.ceil(last.pruned / per_step), total, pruned=last.pruned,
