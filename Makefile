@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch 2.13.0 is pinned: here it installs from a local CPU build; any other version pulls CUDA packages.
 EXTRAS := dev,formats
 
-.PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-precision bench-mitigation clean
+.PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-precision bench-mitigation docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ bench-precision: $(STAMP)  # the same scans in float32 and bfloat16: do the verd
 
 bench-mitigation: $(STAMP)
 	$(BIN)/python benchmarks/mitigation.py
+
+docs:  # docs/benchmarks.md from benchmarks/results/*.json (standard library only: no .venv needed)
+	$(PYTHON) benchmarks/docs.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

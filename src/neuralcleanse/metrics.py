@@ -12,7 +12,7 @@ from .triggers import Trigger
 
 __all__ = ["accuracy", "attack_success_rate", "predict"]
 
-_BATCH = 512  # images per forward pass: fits any of the reference models in a few hundred MB
+_BATCH = 512  # ours: images per forward pass; a few hundred MB for the reference models
 
 
 def stamped_batches(

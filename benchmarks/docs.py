@@ -1,0 +1,367 @@
+"""Write docs/benchmarks.md from benchmarks/results/*.json: one section per results file, saying what it
+measures, the command that regenerates it, the machine its rows record, and a table of its rows.
+
+    python benchmarks/docs.py            (or: make docs)
+
+Reads only the results files; runs no benchmark. A results file without an entry in ``SECTIONS`` still gets a
+section, with a table of its plain fields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+OUTPUT = ROOT.parent / "docs" / "benchmarks.md"
+
+Row = dict[str, Any]
+Column = tuple[str, Callable[[Row], Any]]
+
+
+# ---------------------------------------- cell formats
+
+
+def num(value: Any, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits; a list as ``a / b``; None as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return " / ".join(num(v, digits) for v in value) if value else "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
+    return str(value)
+
+
+def pct(value: Any) -> str:
+    """A fraction as a percentage with two decimals; a list as ``a / b``."""
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return " / ".join(pct(v) for v in value) if value else "—"
+    return f"{100 * value:.2f}%"
+
+
+def before_after(row: Row, key: str, fmt: Callable[[Any], str] = pct) -> str:
+    before, after = row.get(f"{key}_before"), row.get(f"{key}_after")
+    return "—" if before is None and after is None else f"{fmt(before)} → {fmt(after)}"
+
+
+def right(row: Row) -> str:
+    return "yes" if row.get("correct") else "**no**"
+
+
+def flagged(row: Row) -> str:
+    return "—" if row.get("flagged") is None else str(row["flagged"])
+
+
+def searches(row: Row) -> str:
+    """A number, or "default": the mode's default when the row was run (not recorded)."""
+    return "default" if row.get("searches") is None else str(row["searches"])
+
+
+def if_infected(key: str, digits: int = 4) -> Callable[[Row], str]:
+    return lambda r: num(r.get(key), digits) if r.get("infected", True) else "—"
+
+
+def seconds(row: Row) -> str:
+    text = num(row.get("seconds"))
+    return f"{text} (extrapolated)" if row.get("extrapolated") else text
+
+
+def triggers(row: Row) -> str:
+    return "; ".join(f"{t['spec']} → {t['target']}" for t in row.get("triggers") or []) or "—"
+
+
+# ---------------------------------------- what each results file holds
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    measures: str
+    command: str
+    columns: list[Column]
+    note: str = ""  # where the CPU is known from the record of the run but not from the rows
+
+
+SCAN_COLUMNS: list[Column] = [
+    ("model", lambda r: r["model"]),
+    ("mode", lambda r: r["mode"]),
+    ("searches per label", searches),
+    ("seed", lambda r: r["seed"]),
+    ("images", lambda r: r.get("num_images")),
+    ("seconds", seconds),
+    ("CPU seconds", lambda r: num(r.get("cpu_seconds"))),
+    ("anomaly index", lambda r: num(r.get("anomaly_index"))),
+    ("flagged", flagged),
+    ("right", lambda r: "—" if r.get("extrapolated") else right(r)),
+    ("target norm", if_infected("target_l1")),
+    ("median norm", lambda r: num(r.get("median_l1"))),
+    ("image passes per label", lambda r: num(r.get("image_passes_per_label"))),
+    ("target mask IoU", if_infected("target_iou", 3)),
+]
+
+SCAN_MEASURES = (
+    "Scans of the models of the paper's BadNets table (a white 4x4 square in the bottom-right corner; MNIST "
+    "target 7, GTSRB target 33) and of their clean twins, with 1000 clean test images (989 for GTSRB: 23 per "
+    "label). A row is one scan: its wall and CPU time, the verdict, whether exactly the true target was "
+    "flagged (nothing, for a clean model), the reversed target mask's L1 norm against the median, the stamped "
+    "images passed forward and backward per label, and the IoU of the target's reversed mask with the true "
+    "trigger. Reference-mode rows marked extrapolated searched only some labels; their time is scaled to all "
+    "labels and they give no verdict."
+)
+
+SECTIONS: dict[str, Section] = {
+    "train": Section(
+        "Training the benchmark models",
+        "The BadNets models of the paper's Table I and their clean twins, trained with `neuralcleanse train`'s "
+        "defaults (MNIST 3 epochs, GTSRB 12), seed 0. Clean accuracy on the test split; attack success on test "
+        "images not of the target label. Paper: MNIST 98.5% / 99.9%, GTSRB 96.5% / 97.4%. "
+        "`gtsrb-badnets` is poisoned at 20% (`POISON_RATES` in `benchmarks/common.py` says why), "
+        "`gtsrb-badnets-p10` at the paper's 10%.",
+        "make bench-train",
+        [
+            ("model", lambda r: r["model"]),
+            ("poison rate", lambda r: num(r.get("poison_rate")) if r.get("infected") else "—"),
+            ("target", lambda r: r.get("target") if r.get("infected") else "—"),
+            ("epochs", lambda r: r.get("epochs")),
+            ("clean accuracy", lambda r: pct(r.get("clean_accuracy"))),
+            ("attack success", lambda r: pct(r.get("attack_success")) if r.get("infected") else "—"),
+            ("seconds", lambda r: num(r.get("seconds"))),
+        ],
+        "The README at the time of these runs names a 2-core Xeon with AMX.",
+    ),
+    "scan_speed": Section(
+        "Scan speed and verdicts",
+        SCAN_MEASURES + " Fast mode runs seeds 0-2; reference mode is the original code's settings.",
+        "make bench-scan",
+        SCAN_COLUMNS,
+        "The README at the time of these runs names a 2-core Xeon with AMX.",
+    ),
+    "scan_thorough": Section(
+        "Three searches per label",
+        SCAN_MEASURES + " Fast mode with `--searches 3` instead of the default 2.",
+        "make bench-thorough",
+        SCAN_COLUMNS,
+        "The README at the time of these runs names a 2-core Xeon with AMX.",
+    ),
+    "scan_retrained": Section(
+        "Scans of a second training of the GTSRB models",
+        SCAN_MEASURES + " The GTSRB models trained again with the same recipe and seed on another machine (not "
+        "bit-identical: 96.42% / 97.52%, clean 96.99%), scanned in fast mode (seeds 0-2) and, for the "
+        "20%-poisoned model, in reference mode on all 43 labels.",
+        "make bench-train (on the new machine), then python benchmarks/scan_speed.py --output scan_retrained "
+        "--models gtsrb-badnets,gtsrb-clean --reference-full gtsrb",
+        SCAN_COLUMNS,
+        "The commits that added these rows name a 2-core AMD EPYC with AVX512-BF16.",
+    ),
+    "searches_per_label": Section(
+        "Verdicts by number of searches per label",
+        "Every label searched 6 times from independent random starts (fast-mode settings, seed 0). A k-search "
+        "scan keeps each label's smallest valid mask among k of the 6 searches, so every k-subset is one possible "
+        "scan. A row gives, for one model and k, the anomaly index over all k-subsets, the share of them above 3 "
+        "and the share whose verdict is exactly right, and the median norm and 1.4826 x MAD of the 6-search "
+        "ceiling's subsets. The 6 searches share their mini-batches, so the spread is indicative, not a "
+        "calibrated probability.",
+        "make bench-searches",
+        [
+            ("model", lambda r: r["model"]),
+            ("searches per label", lambda r: r["searches"]),
+            ("scans (subsets)", lambda r: r["scans"]),
+            ("anomaly index min / median / max", lambda r: num([r["index_min"], r["index_median"], r["index_max"]], 3)),
+            ("share > 3", lambda r: num(r.get("above_3"), 3)),
+            ("verdict right", lambda r: num(r.get("verdict_right"), 3)),
+            ("median norm", lambda r: num(r.get("median_l1"))),
+            ("1.4826 x MAD", lambda r: num(r.get("scaled_mad_l1"))),
+        ],
+        "The README at the time of these runs names a 2-core Xeon with AMX.",
+    ),
+    "many_labels": Section(
+        "Scan cost against the number of labels",
+        "A task with 10^d labels built from MNIST: d digits side by side (28 x 28d pixels), labelled with the "
+        "number they spell; the paper's MNIST network widened to the image. The BadNets models are poisoned at "
+        "10% with the 4x4 white square over the last digit. Each model is scanned in fast mode with the same "
+        "1000 clean test images.",
+        "make bench-many-labels",
+        [
+            ("labels", lambda r: r["num_labels"]),
+            ("model", lambda r: "BadNets" if r.get("infected") else "clean"),
+            ("seed", lambda r: r["seed"]),
+            ("clean accuracy", lambda r: pct(r.get("clean_accuracy"))),
+            ("attack success", lambda r: pct(r.get("attack_success"))),
+            ("scan seconds", lambda r: num(r.get("seconds"))),
+            ("CPU seconds", lambda r: num(r.get("cpu_seconds"))),
+            ("seconds per label", lambda r: num(r.get("seconds_per_label"), 3)),
+            ("image passes per label", lambda r: r.get("image_passes_per_label")),
+            ("anomaly index", lambda r: num(r.get("anomaly_index"))),
+            ("flagged", flagged),
+            ("right", right),
+            ("target norm / median", lambda r: f"{num(r.get('target_l1'), 3)} / {num(r.get('median_l1'), 4)}"),
+            ("target mask IoU", lambda r: num(r.get("target_iou"), 3)),
+        ],
+    ),
+    "held_out": Section(
+        "Models the fast-mode settings were not chosen on",
+        "Fast scans (seeds 0-2) of models unlike the BadNets-table ones: other BadNets triggers on MNIST (a "
+        "random 5x5 patch, a full-image blend at opacity 0.1, two triggers for two targets), Trojan models "
+        "(TrojanNN) on MNIST and GTSRB, and BadNets, Trojan and clean CIFAR-10 models (GTSRB network trained "
+        "on 90% of the CIFAR-10 test split, the only split available, and scanned with the rest). A row is right "
+        "when exactly the true targets are flagged. The suite was committed before its first run.",
+        "make bench-held-out",
+        [
+            ("model", lambda r: r["model"]),
+            ("attack", lambda r: r.get("attack") or "none"),
+            ("triggers → targets", triggers),
+            ("seed", lambda r: r["seed"]),
+            ("clean accuracy", lambda r: pct(r.get("clean_accuracy"))),
+            ("attack success", lambda r: pct(r.get("attack_success"))),
+            ("anomaly index", lambda r: num(r.get("anomaly_index"))),
+            ("flagged", flagged),
+            ("right", right),
+            ("target norm", lambda r: num(r.get("target_l1"), 3)),
+            ("median norm", lambda r: num(r.get("median_l1"))),
+            ("true trigger norm", lambda r: num(r.get("true_l1"), 3)),
+            ("target mask IoU", lambda r: num(r.get("target_iou"), 3)),
+            ("seconds", lambda r: num(r.get("seconds"))),
+        ],
+        "The commit that added these rows names a 2-core AMD EPYC with AVX512-BF16, computing in bfloat16.",
+    ),
+    "precision": Section(
+        "The fast scan in float32 and in bfloat16",
+        "The same models and seeds scanned with `--precision float32` and `--precision bfloat16`. "
+        "`transfer gap`: the largest difference, over the labels, between the share of the scan images a "
+        "label's kept trigger sends to it in float32 and in bfloat16 (measured on MNIST). A small gap with "
+        "different verdicts means the search took another path, not that the triggers differ.",
+        "make bench-precision",
+        [
+            ("model", lambda r: r["model"]),
+            ("seed", lambda r: r["seed"]),
+            ("precision", lambda r: r["precision"]),
+            ("computed in", lambda r: r.get("compute_dtype")),
+            ("anomaly index", lambda r: num(r.get("anomaly_index"))),
+            ("flagged", flagged),
+            ("right", right),
+            ("median norm", lambda r: num(r.get("median_l1"))),
+            ("MAD", lambda r: num(r.get("mad_l1"))),
+            ("transfer gap", lambda r: num(r.get("transfer_gap"), 3)),
+            ("seconds", lambda r: num(r.get("seconds"))),
+        ],
+        "The commit that added these rows names a 2-core AMD EPYC with AVX512-BF16.",
+    ),
+    "mitigation": Section(
+        "Mitigation with the reversed trigger",
+        "For each infected benchmark model: a fast scan (seed 0), then each method through the same function as "
+        "`neuralcleanse mitigate`, on the training split, measured on the test split. Attack success is the "
+        "true trigger's on test images not of the target label; for the filter, the share of triggered inputs "
+        "that pass the filter and reach the target. Targets: filter FNR <= 1.63% at 5% FPR (the paper's, "
+        "Section VI); pruning success <= 5% for <= 5 points; unlearning success <= 2% for <= 1 point (ours; the "
+        "paper's bound is < 6.7% for < 3.6 points).",
+        "make bench-mitigation",
+        [
+            ("model", lambda r: r["model"]),
+            ("method", lambda r: r["method"]),
+            ("layer", lambda r: r.get("layer") or "—"),
+            ("clean accuracy", lambda r: before_after(r, "clean_accuracy")),
+            ("attack success", lambda r: before_after(r, "attack_success")),
+            ("reversed trigger success", lambda r: before_after(r, "reversed_attack_success")),
+            ("FPR", lambda r: pct(r.get("false_positive_rate"))),
+            ("FNR", lambda r: pct(r.get("false_negative_rate"))),
+            ("met target", lambda r: "yes" if r.get("meets_target") else "**no**"),
+            ("seconds", lambda r: num(r.get("seconds"))),
+        ],
+        "The README at the time of these runs names a 2-core Xeon with AMX for the BadNets rows and a 2-core "
+        "AMD EPYC with AVX512-BF16 for the Trojan rows.",
+    ),
+}
+
+ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
+
+
+# ---------------------------------------- page
+
+
+def machines(rows: list[Row]) -> str:
+    """What the rows record about their machines, one phrase per distinct machine."""
+    seen: dict[str, int] = {}
+    for row in rows:
+        m = row.get("machine")
+        if not m:
+            continue
+        parts = [m.get("cpu") or m.get("processor") or "unknown CPU"]
+        parts += [m["platform"]] if m.get("platform") else []
+        parts += [f"{m['torch_threads']} torch threads"] if m.get("torch_threads") else []
+        parts += [f"torch {m['torch']}"] if m.get("torch") else []
+        parts.append(f"CUDA {m['cuda']}" if m.get("cuda") else "no CUDA")
+        key = ", ".join(str(p) for p in parts)
+        seen[key] = seen.get(key, 0) + 1
+    if not seen:
+        return "The rows record no machine."
+    known_cpu = any(row.get("machine", {}).get("cpu") for row in rows)
+    listed = "; ".join(f"{key} ({n} rows)" if len(seen) > 1 else key for key, n in seen.items())
+    tail = "" if known_cpu else " The rows record the architecture, not the CPU model."
+    return f"Machine recorded in the rows: {listed}.{tail}"
+
+
+def plain_columns(rows: list[Row]) -> list[Column]:
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)] if rows else []
+    return [(k, lambda r, k=k: num(r.get(k))) for k in keys]
+
+
+def table(columns: list[Column], rows: list[Row]) -> str:
+    def cell(value: Any) -> str:
+        return num(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(get(row)) for _, get in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def section(stem: str, rows: list[Row]) -> str:
+    spec = SECTIONS.get(stem)
+    title = spec.title if spec else stem
+    parts = [f"## {title}", f"`benchmarks/results/{stem}.json`, {len(rows)} rows."]
+    if spec:
+        parts.append(spec.measures)
+        parts.append(f"Regenerate: `{spec.command}`.")
+    parts.append(machines(rows) + (f" {spec.note}" if spec and spec.note else ""))
+    parts.append(table(spec.columns if spec else plain_columns(rows), rows))
+    return "\n\n".join(parts)
+
+
+def render(results: Path = RESULTS) -> str:
+    files = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+    stems = [s for s in ORDER if s in files] + sorted(s for s in files if s not in SECTIONS)
+    head = (
+        "# Benchmarks\n\n"
+        "Generated by `benchmarks/docs.py` (`make docs`) from `benchmarks/results/*.json`; do not edit by hand. "
+        "Each section names the command that reruns its benchmark. What the figures mean, and what they leave "
+        "out, is in [how-it-works.md](how-it-works.md).\n\n"
+        "Fractions are shown as percentages; norms are L1 norms of the reversed masks; a **no** marks a wrong "
+        "verdict or a missed target.\n\n"
+        + "\n".join(f"- [{SECTIONS[s].title if s in SECTIONS else s}](#{anchor(s)})" for s in stems)
+    )
+    return "\n\n".join([head, *(section(s, files[s]) for s in stems)]) + "\n"
+
+
+def anchor(stem: str) -> str:
+    """The GitHub anchor of a section's title."""
+    title = SECTIONS[stem].title if stem in SECTIONS else stem
+    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
+def main() -> None:
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(render(), encoding="utf-8")
+    print(f"wrote {OUTPUT.relative_to(ROOT.parent)}")
+
+
+if __name__ == "__main__":
+    main()
