@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
+from neuralcleanse.jobs import train_model
 from neuralcleanse.store.model_dir import is_saved_model_dir, load_saved_model
-from neuralcleanse.workflows import train_model
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"

@@ -28,9 +28,11 @@ from typing import Any
 from common import SUITE, TRIGGER, ensure_model, machine, markdown_table, model_dir, read_results, write_results
 
 from neuralcleanse.data import clean_sample, load_dataset
+from neuralcleanse.jobs import train_model
+from neuralcleanse.metrics import true_trigger_overlap
 from neuralcleanse.scan import NeuralCleanse
+from neuralcleanse.splits import training_split
 from neuralcleanse.store.model_dir import is_saved_model_dir, load_saved_model
-from neuralcleanse.workflows import train_model, training_split, true_trigger_overlap
 
 SAMPLES = 1000  # clean images per scan, as the original code's NB_SAMPLE
 

@@ -27,12 +27,11 @@ from torch import nn
 
 from neuralcleanse.attacks import poison
 from neuralcleanse.data import load_dataset
-from neuralcleanse.metrics import accuracy, attack_success_rate
+from neuralcleanse.metrics import accuracy, attack_success_rate, true_trigger_overlap
 from neuralcleanse.models import Normalize, PaperNet
 from neuralcleanse.scan import NeuralCleanse
 from neuralcleanse.train import TrainConfig, train_classifier
 from neuralcleanse.triggers import Trigger, parse_trigger
-from neuralcleanse.workflows import true_trigger_overlap
 
 TARGETS = {1: 7, 2: 42, 3: 421}  # any label works
 POISON_RATE = 0.1  # the paper's BadNets rate (Section VI-A)

@@ -19,9 +19,9 @@ from typing import Any
 from common import MODEL_ORDER, SUITE, machine, markdown_table, model_dir, read_results, write_results
 from held_out import MODELS as HELD_OUT
 
+from neuralcleanse.jobs import mitigate_model, scan_model
 from neuralcleanse.loading import load_model
 from neuralcleanse.store.model_dir import is_saved_model_dir
-from neuralcleanse.workflows import mitigate_model, scan_model
 
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "mitigation"
 #: The infected models (mitigation starts from the reversed trigger of the label the seed-0 scan flags), with

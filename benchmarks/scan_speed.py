@@ -32,11 +32,11 @@ from common import (
 
 from neuralcleanse.config import ScanConfig
 from neuralcleanse.data import clean_sample, load_dataset
+from neuralcleanse.metrics import true_trigger_overlap
 from neuralcleanse.outliers import anomaly_index
 from neuralcleanse.reverse import ReverseResult, reverse_engineer
 from neuralcleanse.scan import NeuralCleanse
 from neuralcleanse.store.model_dir import load_saved_model
-from neuralcleanse.workflows import true_trigger_overlap
 
 SAMPLES = 1000  # clean images, as the original code's NB_SAMPLE
 

@@ -9,6 +9,7 @@ data and models are never modified: every function returns copies.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._torch import frozen, model_device
+from .metrics import stamped_batches
+from .models import PaperNet
 from .progress import ProgressCallback, report
 from .triggers import Trigger
 
@@ -186,7 +190,6 @@ def trojan(
         generator: randomness for the initial patterns, the batches and the victims.
         progress: receives phase ``"craft"`` (steps, per trigger) and ``"retrain"`` (epochs) events.
     """
-    from .models import PaperNet
 
     below, _ = _trojan_layers(model)
     assert isinstance(model, PaperNet)  # checked by _trojan_layers
@@ -230,7 +233,6 @@ def select_neurons(
     and the neuron's mean rise is its score. TrojanNN's own measure, the sum of a neuron's absolute incoming
     weights, ignores where the trigger goes and can pick a neuron the region barely moves.
     """
-    from ._torch import frozen, model_device
 
     below, _ = _trojan_layers(model)
     _check_region(mask, images)
@@ -275,7 +277,6 @@ def craft_pattern(
     """``region`` (a trigger whose mask says where it goes) with the pattern that maximises the mean value of
     ``neurons`` (in the convolutional output of a reference network) over clean ``images`` stamped with it; the
     pattern is zero outside the mask."""
-    from ._torch import frozen, model_device
 
     below, _ = _trojan_layers(model)
     _check_region(region.mask, images)
@@ -315,7 +316,6 @@ def _trojan_layers(model: nn.Module) -> tuple[nn.Sequential, int]:
     """``(below, first_dense)``: the part of a reference network up to its convolutional output (normalisation
     included), and the position in ``model.features`` of the first dense layer, where the retrained part
     starts."""
-    from .models import PaperNet
 
     if isinstance(model, PaperNet):
         layers = list(model.features)
@@ -330,7 +330,6 @@ def _trojan_layers(model: nn.Module) -> tuple[nn.Sequential, int]:
 
 @torch.no_grad()
 def _mean_value(below: nn.Module, model: nn.Module, images: torch.Tensor, neurons: list[int]) -> float:
-    from .metrics import stamped_batches
 
     return float(torch.cat([below(batch)[:, neurons] for batch in stamped_batches(model, images)]).mean())
 
@@ -344,10 +343,7 @@ def _retrain_above(
 ) -> nn.Module:
     """A copy of ``model`` whose dense layers are retrained on ``data``; the convolutions stay frozen, so their
     output is computed once."""
-    import copy
 
-    from .metrics import stamped_batches
-    from .models import PaperNet
 
     below, first_dense = _trojan_layers(model)
     with torch.no_grad():

@@ -43,14 +43,14 @@ from .formats import (
     KerasModule,
     OnnxModule,
     detect_format,
-    first_line,
     load_keras,
     load_neuralcleanse,
     load_onnx,
     load_state_dict,
     load_torchscript,
 )
-from .preprocess import PreprocessedModel, Preprocessing, is_probabilities
+from .preprocess import PreprocessedModel, Preprocessing
+from .probe import ModelOutputs, ProbeError, probe_outputs
 from .store.model_dir import ModelFileError
 
 __all__ = [
@@ -121,15 +121,15 @@ class LoadedModel:
         """
         if images.dim() != 4:
             raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-        out = _run(self.model, images, self.path)
+        outputs = _run(self.model, images, self.path)
         probs = self.outputs_probabilities
         if probs is None:
-            probs = is_probabilities(out)
+            probs = outputs.probabilities
         c, h, w = images.shape[1:]
         return replace(
             self,
             outputs_probabilities=probs,
-            num_classes=self.num_classes if self.num_classes is not None else int(out.shape[1]),
+            num_classes=self.num_classes if self.num_classes is not None else outputs.num_outputs,
             input_shape=self.input_shape or (int(c), int(h), int(w)),
         )
 
@@ -141,28 +141,15 @@ def outputs_probabilities(model: nn.Module, images: torch.Tensor) -> bool:
     Shape:
         - images: ``(N, C, H, W)``, what ``model`` takes.
     """
-    return is_probabilities(_run(model, images, ""))
+    return _run(model, images, "").probabilities
 
 
-def _run(model: nn.Module, images: torch.Tensor, path: str) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
+def _run(model: nn.Module, images: torch.Tensor, path: str) -> ModelOutputs:
+    """The model's outputs on ``images``; a model that fails on them is a :class:`ModelFileError`."""
     try:
-        with torch.no_grad():
-            out = model(images)
-    except (RuntimeError, ValueError, IndexError, TypeError, KeyError) as exc:
-        where = f"{path}: " if path else ""
-        raise ModelFileError(
-            f"{where}the model fails on input of shape {tuple(images.shape)} ({first_line(exc)}); "
-            "check the input layout and image size"
-        ) from None
-    finally:
-        model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        where = f"{path}: " if path else ""
-        raise ModelFileError(f"{where}the model returns {shape}; expected class scores of shape (N, classes)")
-    return out
+        return probe_outputs(model, images, where=path)
+    except ProbeError as exc:
+        raise ModelFileError(str(exc)) from None
 
 
 def load_model(
@@ -259,13 +246,13 @@ def load_model(
         device = next((t.device for t in model.parameters()), torch.device("cpu"))
         gen = torch.Generator().manual_seed(0)  # a fixed probe: loading is deterministic
         images = torch.rand((_PROBE_BATCH, *raw.input_shape), generator=gen).to(device)
-        out = _run(model, images, str(path))
-        if raw.num_classes is not None and out.shape[1] != raw.num_classes:
+        outputs = _run(model, images, str(path))
+        if raw.num_classes is not None and outputs.num_outputs != raw.num_classes:
             raise ModelFileError(
-                f"{path}: the model returns {out.shape[1]} scores but declares {raw.num_classes} classes; "
+                f"{path}: the model returns {outputs.num_outputs} scores but declares {raw.num_classes} classes; "
                 "the file may be corrupt"
             )
-        probabilities = raw.probabilities if raw.probabilities is not None else is_probabilities(out)
-        loaded = replace(loaded, outputs_probabilities=probabilities, num_classes=int(out.shape[1]))
+        probabilities = raw.probabilities if raw.probabilities is not None else outputs.probabilities
+        loaded = replace(loaded, outputs_probabilities=probabilities, num_classes=outputs.num_outputs)
     logger.info("loaded %s model %s: %s", fmt, path, loaded.to_dict())
     return loaded

@@ -10,7 +10,7 @@ from torch import nn
 from ._torch import eval_mode, model_device
 from .triggers import Trigger
 
-__all__ = ["accuracy", "attack_success_rate", "predict"]
+__all__ = ["accuracy", "attack_success_rate", "predict", "true_trigger_overlap"]
 
 _BATCH = 512  # ours: images per forward pass; a few hundred MB for the reference models
 
@@ -56,3 +56,14 @@ def attack_success_rate(
     if not keep.any():
         raise ValueError(f"attack success needs images whose label is not the target {target}")
     return float((predict(model, images[keep], batch_size, trigger) == target).float().mean())
+
+
+def true_trigger_overlap(reversed_mask: torch.Tensor, true_mask: torch.Tensor) -> float:
+    """Intersection over union of the top-k pixels of a reversed mask with a true mask's k non-zero pixels."""
+    true_set = true_mask.flatten() > 0
+    k = int(true_set.sum())
+    if k == 0:
+        return 0.0
+    top = torch.zeros_like(true_set)
+    top[reversed_mask.flatten().topk(k).indices] = True
+    return float((top & true_set).sum()) / float((top | true_set).sum())

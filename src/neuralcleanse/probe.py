@@ -7,15 +7,17 @@ a model takes the data's images, the scan to know its labels. They all ask :func
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
 
-from ._torch import eval_mode
+from ._torch import eval_mode, model_device
+from .data import ImageData
 from .preprocess import is_probabilities
 
-__all__ = ["ModelOutputs", "ProbeError", "probe_outputs"]
+__all__ = ["ModelOutputs", "ProbeError", "check_compatible", "probe_outputs"]
 
 
 class ProbeError(ValueError):
@@ -54,3 +56,21 @@ def probe_outputs(model: nn.Module, images: torch.Tensor, where: str = "") -> Mo
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ProbeError(f"{prefix}the model returns {shape}; expected class scores of shape (N, classes)")
     return ModelOutputs(int(out.shape[1]), is_probabilities(out))
+
+
+def check_compatible(loaded: Any, dataset: ImageData) -> ModelOutputs:
+    """The outputs of a loaded model (a :class:`~neuralcleanse.loading.LoadedModel`), probed on the data's first
+    images, after checking it takes the data's images and has an output for every label. What the file says
+    about a softmax beats the probe."""
+    shape = getattr(loaded, "input_shape", None)
+    if shape is not None and tuple(shape) != tuple(dataset.image_shape):
+        raise ValueError(
+            f"the model takes {tuple(shape)} (C, H, W) images but {dataset.name} has {dataset.image_shape}"
+        )
+    outputs = probe_outputs(loaded.model, dataset.images[:32].to(model_device(loaded.model)), where=dataset.name)
+    if dataset.num_classes > outputs.num_outputs:
+        raise ValueError(
+            f"{dataset.name} has {dataset.num_classes} labels but the model has only {outputs.num_outputs} outputs"
+        )
+    known = getattr(loaded, "outputs_probabilities", None)
+    return outputs if known is None else replace(outputs, probabilities=bool(known))

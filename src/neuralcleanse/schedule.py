@@ -122,10 +122,9 @@ class RecentSuccess:
     that many). A mask is kept only when this mean reaches the threshold.
 
     The original keeps a mask on its own epoch's success (``window=1``), measured on 992 images. Fast mode's
-    epochs see 40 images per label, and a search runs about 80 of them: a mask just short of the threshold
-    then often passes on one lucky epoch, and the smallest such mask is the one kept. Those lucky picks scatter
-    the norms of clean labels downwards (a clean GTSRB label came out at norm 23, 96% true attack success,
-    flagged beside the real target), so fast mode asks 3 epochs (120 images) in a row.
+    epochs see 40 images per label: a mask just short of the threshold then often passes on one lucky epoch,
+    and the smallest such mask is the one kept, which scatters the norms of clean labels downwards. So fast
+    mode asks 3 epochs (120 images) in a row (evidence in docs/how-it-works.md).
 
     Shape:
         values: (K, window), a ring indexed by each label's epoch count; count: (K,).

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["POSITIONS", "Trigger", "parse_trigger"]
 
@@ -216,7 +217,6 @@ def _patch_pattern(color: float | tuple[float, ...] | torch.Tensor, c: int, ph: 
 
 
 def _read_image(path: str | Path, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:

@@ -12,6 +12,7 @@ import importlib
 import io
 import logging
 import pickle
+import pickletools
 import re
 import struct
 import warnings
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from ..models import ARCHITECTURES, build_model
@@ -109,8 +112,6 @@ def _read_weights_file(path: Path, unsafe_pickle: bool, map_location: str | torc
     with open(path, "rb") as fh:
         head = fh.read(16)
     if path.suffix.lower() == ".safetensors" or is_safetensors(head, path.stat().st_size):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device=str(map_location))
@@ -158,7 +159,6 @@ def _pickled_globals(path: Path) -> list[str] | None:
     """The ``module.name`` globals a pickle would import, read with :mod:`pickletools` (which never executes
     anything); None when the file holds no readable pickle. Looks into ``data.pkl`` of torch.save archives and
     at the first pickles of a legacy torch.save file."""
-    import pickletools
 
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:

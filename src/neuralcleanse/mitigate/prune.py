@@ -7,7 +7,7 @@ dense layer: a PaperNet's ``"features.7:input"``, where each neuron is one chann
 second-to-last layer only for models without convolutions. The reason for the deviation: at the second-to-last
 layer the neurons the reversed trigger raises are largely the target label's own, so pruning them removes the
 target label before the backdoor, whereas at the convolutional output the trigger's pathway is a handful of
-(channel, position) units clean images barely use (the figures are in the README, section Mitigation).
+(channel, position) units clean images barely use (the figures are in docs/how-it-works.md, section Mitigation).
 ``"last-conv"``, the channels of the last convolution (as Fine-Pruning, Liu et al. 2018), is a coarser choice.
 
 Pass ``layer=`` to choose (a module name, or one of the names above; see :mod:`neuralcleanse.mitigate.layers`).

@@ -41,7 +41,7 @@ class UnlearnConfig:
     trigger at a smaller cost in accuracy than a constant rate or Adam on our MNIST BadNets models.
 
     No single rate suits every model (the rate that suits MNIST costs GTSRB several points; one that suits GTSRB
-    leaves MNIST's backdoor partly in place; the figures are in the README, section Mitigation). So when
+    leaves MNIST's backdoor partly in place; the figures are in docs/how-it-works.md, section Mitigation). So when
     ``max_accuracy_loss`` is set, a run that loses more than that on validation images (clean images not used for
     fine-tuning, never the held-out ones reported) is redone from the original weights with the rate divided by
     ``lr_divisor``, up to ``lr_retries`` times."""

@@ -1,0 +1,7 @@
+"""``python -m neuralcleanse``: the command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""The ``neuralcleanse`` command line: the only package that prints or exits.
+
+Each verb is a thin shell over one job of :mod:`neuralcleanse.jobs`. Errors end in one funnel: a one-line
+message on stderr and exit status 1 (2 for usage errors, 130 for Ctrl-C); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import CLIError
+from .parser import build_parser
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+
+def _glue_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--value-range -1-1`` -> ``--value-range=-1-1``: argparse would read ``-1-1`` as an unknown option."""
+    out: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--value-range":
+            value = next(rest, None)
+            if value is not None and value.startswith("-") and not value.startswith("--"):
+                out.append(f"{arg}={value}")
+                continue
+            out += [arg] if value is None else [arg, value]
+        else:
+            out.append(arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(_glue_dash_values(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        from .verbs import VERBS  # after parsing: --help and usage errors never load torch
+
+        return int(VERBS[args.verb](args))
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("neuralcleanse: interrupted; nothing partial was written", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, TypeError, OSError, RuntimeError) as exc:
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"neuralcleanse: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

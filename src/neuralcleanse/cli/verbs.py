@@ -1,0 +1,241 @@
+"""The verbs: each maps its flags onto one job of :mod:`neuralcleanse.jobs` and prints what it returns.
+
+The CLI imports this module only after parsing, so that ``neuralcleanse --help`` loads none of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ANOMALY_THRESHOLD, MIN_CLEAN_ACCURACY, ScanConfig
+from ..jobs import demo, evaluate_model, mitigate_model, scan_model, train_model
+from ..loading import load_model
+from ..preprocess import Preprocessing, parse_value_range
+from .bars import ProgressBars
+from .errors import CLIError
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CLIError(f"--device {name!r} is not a device name; expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _load_model(args: argparse.Namespace, device: torch.device) -> Any:
+
+    return load_model(
+        args.model,
+        arch=getattr(args, "arch", None),
+        preprocessing=_preprocessing(args),
+        unsafe_pickle=getattr(args, "unsafe_pickle", False),
+        map_location=device,
+    )
+
+
+def _preprocessing(args: argparse.Namespace) -> Any:
+    """The --value-range/--mean/--std/--channel-order/--layout flags as a Preprocessing, or None if none given."""
+
+    flags = ("value_range", "mean", "std", "channel_order", "layout")
+    if all(getattr(args, f, None) is None for f in flags):
+        return None
+    given: dict[str, Any] = {f: getattr(args, f) for f in flags if getattr(args, f) is not None}
+    if "value_range" in given:
+        given["value_range"] = parse_value_range(given["value_range"])
+    for key in ("mean", "std"):
+        if key in given:
+            given[key] = tuple(given[key])
+    return Preprocessing(**given)
+
+
+def _print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key.ljust(width)}  {value}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+
+    _seed_everything(args.seed)
+    bars = ProgressBars(args.quiet)
+    try:
+        result = train_model(
+            dataset=args.dataset,
+            arch=args.arch,
+            out=Path(args.out),
+            trigger_specs=args.trigger or [],
+            targets=args.target or [],
+            poison_rate=args.poison_rate,
+            epochs=args.epochs,
+            seed=args.seed,
+            device=_device(args.device),
+            progress=bars,
+            overwrite=args.overwrite,
+            victim=None if args.victim is None else Path(args.victim),
+        )
+    finally:
+        bars.close()
+    print(f"saved {result['out']}")
+    rows = [
+        ("dataset", result["dataset"]),
+        ("architecture", result["architecture"]),
+        ("clean accuracy", f"{result['clean_accuracy']:.2%}"),
+    ]
+    for entry in result["triggers"]:
+        rows.append((f"attack success -> {entry['target']}", f"{entry['attack_success']:.2%}"))
+    rows.append(("seconds", f"{result['seconds']:.1f}"))
+    _print_table(rows)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+
+    device = _device(args.device)
+    loaded = _load_model(args, device)
+    result = evaluate_model(
+        loaded, args.data, split=args.split, trigger_specs=args.trigger or [], targets=args.target or []
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    rows = [
+        ("model", str(args.model)),
+        ("data", f"{result['data']} ({result['num_images']} images)"),
+        ("clean accuracy", f"{result['clean_accuracy']:.2%}"),
+    ]
+    for entry in result["triggers"]:
+        rows.append((f"attack success {entry['spec']} -> {entry['target']}", f"{entry['attack_success']:.2%}"))
+    _print_table(rows)
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+
+    config = _scan_config(args)
+    _seed_everything(args.seed)
+    device = _device(args.device)
+    loaded = _load_model(args, device)
+    bars = ProgressBars(args.quiet)
+    try:
+        report, out = scan_model(
+            loaded, str(args.model), args.data, Path(args.out), config, args.seed, args.overwrite, bars
+        )
+    finally:
+        bars.close()
+    _print_verdict(report.to_dict(), out)
+    return 0
+
+
+def _scan_config(args: argparse.Namespace) -> Any:
+    """The scan flags as a ScanConfig. Its messages start with the field's name, the flag's name with dashes."""
+
+    try:
+        return ScanConfig(
+            mode=args.mode,
+            searches=args.searches,
+            samples=args.samples,
+            success_threshold=args.success_threshold,
+            precision=args.precision,
+            anomaly_threshold=ANOMALY_THRESHOLD if args.anomaly_threshold is None else args.anomaly_threshold,
+            min_clean_accuracy=None if args.skip_sanity_check else MIN_CLEAN_ACCURACY,
+        )
+    except ValueError as exc:
+        field, _, rest = str(exc).partition(" ")
+        raise CLIError(f"--{field.replace('_', '-')} {rest}") from None
+
+
+def _print_verdict(report: dict[str, Any], out: Path) -> None:
+    verdict = "INFECTED" if report["infected"] else "clean"
+    print(
+        f"{verdict}: anomaly index {report['anomaly_index']:.2f} "
+        f"(threshold {report['anomaly_threshold']:g}), flagged labels {report['flagged'] or 'none'}"
+    )
+    rows = sorted(report["labels"], key=lambda r: r["mask_l1"])[:5]
+    print("  smallest reversed triggers:")
+    print("    label   mask L1   anomaly index   attack success")
+    for r in rows:
+        mark = " *" if r["label"] in report["flagged"] else ""
+        label, l1, index, success = r["label"], r["mask_l1"], r["anomaly_index"], r["attack_success"]
+        print(f"    {label:>5}   {l1:7.1f}   {index:13.2f}   {success:14.2%}{mark}")
+    print(f"  {report['seconds']:.1f} s, {report['mode']} mode; report: {out / 'report.html'}")
+
+
+def cmd_mitigate(args: argparse.Namespace) -> int:
+
+    _seed_everything(args.seed)
+    device = _device(args.device)
+    loaded = _load_model(args, device)
+    bars = ProgressBars(args.quiet)
+    try:
+        result = mitigate_model(
+            loaded,
+            str(args.model),
+            Path(args.report),
+            args.data,
+            args.method,
+            Path(args.out),
+            trigger_specs=args.trigger or [],
+            targets=args.target or [],
+            seed=args.seed,
+            overwrite=args.overwrite,
+            progress=bars,
+            fpr=args.fpr,
+        )
+    finally:
+        bars.close()
+    rows = [
+        ("method", result["method"]),
+        ("label", str(result["label"])),
+        ("clean accuracy", f"{result['clean_accuracy_before']:.2%} -> {result['clean_accuracy_after']:.2%}"),
+        (
+            "reversed trigger success",
+            f"{result['reversed_attack_success_before']:.2%} -> {result['reversed_attack_success_after']:.2%}",
+        ),
+    ]
+    if result.get("attack_success_before") is not None:
+        rows.append(
+            ("true trigger success", f"{result['attack_success_before']:.2%} -> {result['attack_success_after']:.2%}")
+        )
+    if result.get("false_positive_rate") is not None:
+        rows.append(("false-positive rate", f"{result['false_positive_rate']:.2%}"))
+    if result.get("false_negative_rate") is not None:
+        rows.append(("false-negative rate", f"{result['false_negative_rate']:.2%}"))
+    rows.append(("written", str(Path(args.out) / "mitigation.json")))
+    _print_table(rows)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+
+    _seed_everything(args.seed)
+    bars = ProgressBars(args.quiet)
+    try:
+        results = demo(Path(args.out), seed=args.seed, progress=bars, log=print)
+    finally:
+        bars.close()
+    for name, (report, out) in results.items():
+        print(f"\n{name}:")
+        _print_verdict(report.to_dict(), out)
+    return 0
+
+
+#: The function behind each verb of the parser.
+VERBS = {"train": cmd_train, "evaluate": cmd_evaluate, "scan": cmd_scan, "mitigate": cmd_mitigate, "demo": cmd_demo}
