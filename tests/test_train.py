@@ -2,19 +2,15 @@ import pytest
 import torch
 
 from neuralcleanse.attacks import poison
-from neuralcleanse.data import load_mnist, shared_data_dir
 from neuralcleanse.metrics import accuracy, attack_success_rate
 from neuralcleanse.models import build_model
 from neuralcleanse.train import TrainConfig, train_classifier
 from neuralcleanse.triggers import Trigger
 
-needs_data = pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data not present")
 
-
-@needs_data
-def test_a_short_run_learns_the_task_and_the_backdoor():
-    train = load_mnist(split="train").subset(torch.arange(4000))
-    test = load_mnist(split="test").subset(torch.arange(1000))
+def test_a_short_run_learns_the_task_and_the_backdoor(mnist_train, mnist_test):
+    train = mnist_train.subset(torch.arange(4000))
+    test = mnist_test.subset(torch.arange(1000))
     trigger = Trigger.patch((1, 28, 28), 4, "bottom-right", 1.0)
     poisoned = poison(train.images, train.labels, [(trigger, 7)], 0.1, torch.Generator().manual_seed(0))
     torch.manual_seed(0)

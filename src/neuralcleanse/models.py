@@ -20,6 +20,9 @@ __all__ = ["ARCHITECTURES", "Architecture", "Normalize", "PaperNet", "build_mode
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std``, stored as buffers so it travels with the weights."""
 
+    mean: torch.Tensor  # (1, C, 1, 1) buffer
+    std: torch.Tensor  # (1, C, 1, 1) buffer
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -370,7 +370,7 @@ class _Search:
 
 def _merge(old: _State, new: _State, keep_new: torch.Tensor) -> _State:
     """Take ``new``'s tensor fields where ``keep_new`` (K,) is true, ``old``'s elsewhere."""
-    changes = {}
+    changes: dict[str, Any] = {}
     for f in fields(old):
         a, b = getattr(old, f.name), getattr(new, f.name)
         if isinstance(a, torch.Tensor):

@@ -9,10 +9,28 @@ the one-label reference mode and the K-label fast mode. Label ``k``'s state neve
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TypedDict, Unpack
 
 import torch
 
 __all__ = ["CostSchedule", "EarlyStop", "RecentSuccess"]
+
+
+class _CostSettings(TypedDict, total=False):
+    """The settings of :class:`CostSchedule` that :meth:`CostSchedule.start` passes on."""
+
+    init_cost: float
+    threshold: float
+    patience: int
+    up: float
+    down: float
+
+
+class _StopSettings(TypedDict, total=False):
+    """The settings of :class:`EarlyStop` that :meth:`EarlyStop.start` passes on."""
+
+    patience: int
+    threshold: float
 
 
 @dataclass(frozen=True)
@@ -43,13 +61,17 @@ class CostSchedule:
 
     @classmethod
     def start(
-        cls, num_labels: int, start_cost: float = 0.0, device: torch.device | None = None, **settings: float
+        cls,
+        num_labels: int,
+        start_cost: float = 0.0,
+        device: torch.device | None = None,
+        **settings: Unpack[_CostSettings],
     ) -> CostSchedule:
         """A fresh schedule for ``num_labels`` labels with λ = ``start_cost`` (0 as in the original)."""
         zeros = torch.zeros(num_labels, dtype=torch.int64, device=device)
         false = torch.zeros(num_labels, dtype=torch.bool, device=device)
         cost = torch.full((num_labels,), float(start_cost), device=device)
-        return cls(cost, zeros, zeros, zeros, false, false, **settings)  # type: ignore[arg-type]
+        return cls(cost, zeros, zeros, zeros, false, false, **settings)
 
     def update(self, success: torch.Tensor) -> CostSchedule:
         """The state after an epoch whose mean attack success per label was ``success`` (K,)."""
@@ -95,12 +117,13 @@ class EarlyStop:
     threshold: float = 1.0  # original: EARLY_STOP_THRESHOLD
 
     @classmethod
-    def start(cls, num_labels: int, device: torch.device | None = None, **settings: float) -> EarlyStop:
+    def start(cls, num_labels: int, device: torch.device | None = None, **settings: Unpack[_StopSettings]) -> EarlyStop:
+        """A fresh early stop for ``num_labels`` labels: no stalled epochs, no best norm yet."""
         return cls(
             torch.zeros(num_labels, dtype=torch.int64, device=device),
             torch.full((num_labels,), float("inf"), device=device),
             **settings,
-        )  # type: ignore[arg-type]
+        )
 
     def update(self, best_norm: torch.Tensor) -> EarlyStop:
         """The state after an epoch that ended with best valid norms ``best_norm`` (K,), ``inf`` if none."""

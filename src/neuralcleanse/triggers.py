@@ -139,7 +139,8 @@ class Trigger:
         """A patch whose pattern is an image file (resized to ``size`` when given)."""
         c, _, _ = _check_shape(image_shape)
         pattern = _read_image(path, c, None if size is None else ((size, size) if isinstance(size, int) else size))
-        return cls.patch(image_shape, tuple(pattern.shape[1:]), position, pattern, margin, spec)
+        _, ph, pw = pattern.shape
+        return cls.patch(image_shape, (ph, pw), position, pattern, margin, spec)
 
     @classmethod
     def blend(
@@ -217,12 +218,11 @@ def _patch_pattern(color: float | tuple[float, ...] | torch.Tensor, c: int, ph: 
 
 
 def _read_image(path: str | Path, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
-
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
+        with Image.open(path) as opened:
+            im = opened.convert("L" if channels == 1 else "RGB")
             if size is not None:
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise ValueError(f"{path}: trigger image not found") from None
@@ -310,7 +310,7 @@ def parse_trigger(spec: str, image_shape: tuple[int, int, int], crafted: bool = 
             alpha = float(take("alpha", "0.1") or 0.1)
             path = take("path")
             if path:
-                trig = Trigger.blend(_read_image(path, image_shape[0], tuple(image_shape[1:])), alpha, spec)
+                trig = Trigger.blend(_read_image(path, image_shape[0], (image_shape[1], image_shape[2])), alpha, spec)
             else:
                 trig = Trigger.random_blend(image_shape, alpha, int(take("seed", "0") or 0), spec)
         else:

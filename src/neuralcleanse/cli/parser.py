@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--success-threshold",
         type=float,
         metavar="FRACTION",
-        help="attack success every reversed trigger must keep (default: 0.99, the original code's ATTACK_SUCC_THRESHOLD)",
+        help="attack success every reversed trigger must keep (default: 0.99, the original code's "
+        "ATTACK_SUCC_THRESHOLD)",
     )
     p.add_argument(
         "--searches",

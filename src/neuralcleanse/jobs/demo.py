@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from .._version import __version__
+from ..data import cache_dir
 from ..loading import load_model
 from ..progress import ProgressCallback
 from ..scan import ScanReport
@@ -33,7 +33,7 @@ def demo(
     """Train (or reuse from the cache) a BadNets MNIST model and a clean one, scan both, write both reports."""
     results = {}
     for name, (specs, targets) in DEMO_MODELS.items():
-        model_dir = _cache_dir() / "models" / f"{name}-seed{seed}-v{__version__}"
+        model_dir = cache_dir() / "models" / f"{name}-seed{seed}-v{__version__}"
         if is_saved_model_dir(model_dir):
             log(f"{name}: reusing {model_dir}")
         else:
@@ -45,6 +45,3 @@ def demo(
         )
     return results
 
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "neuralcleanse"
