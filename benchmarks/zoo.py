@@ -1,0 +1,507 @@
+"""The detection benchmark zoo: train the models of benchmarks/zoo_recipes.json, then scan them.
+
+    python benchmarks/zoo.py train [--only NAME,...] [--dataset D]
+    python benchmarks/zoo.py scan [--seeds 0,1] [--only NAME,...] [--dataset D]
+
+``train`` trains every recipe not yet saved under runs/zoo/models/<name>/ (not committed), cheap and required
+ones first: MNIST, CIFAR-10, GTSRB, the many-label task last. A model is written to a temporary folder and
+renamed into place, so an interrupted run leaves no half model and the next run goes on where it stopped.
+Library architectures are saved with ``save_model``; the zoo's own as TorchScript (``model.pt``) beside a
+``model.json``, so the scanner loads every model without unpickling. Per model, benchmarks/results/zoo_models.json
+gets the clean accuracy, the attack success per trigger, whether the attack took (success >= 0.90 for every
+trigger), the seconds and the machine (rows merged by name).
+
+``scan`` runs ``NeuralCleanse(model).scan(images, labels, seed=s)`` with the library's defaults on every trained
+model whose attack took, with a stratified clean sample of the test split (for CIFAR-10, of the 10% held out of
+training), and appends one row per (model, seed) to benchmarks/results/zoo_scans.json with the per-label mask
+norms and attack success, so other decision rules can be tried on the stored norms without rescanning. Rows
+already there are kept; a rerun scans only what is missing.
+
+Training data and poisoning. MNIST and GTSRB: the official splits. CIFAR-10 (test split only here): 90% for
+training, 10% held out, drawn from the recipe's seed as the library's ``training_split`` does. The many-label
+task: d MNIST digits side by side labelled with the number they spell (benchmarks/many_labels.py's idea).
+Triggers are stamped on each batch after augmentation (CIFAR-10: random crops and flips), so the attacker's
+images are the ones the network sees. Families (see zoo_make_recipes.py): one or more (trigger, target) pairs
+poisoned with ``poison``; Trojan models retrained from a clean zoo model with ``trojan``; source-specific
+models see the source label's stamped images relabelled and as many stamped images of other labels that keep
+their label; all-to-all models see stamped images of label i relabelled i + 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import RESULTS, machine, markdown_table
+from torch import nn
+from zoo_archs import build, is_library_arch, logits_of
+
+from neuralcleanse import (
+    ImageData,
+    NeuralCleanse,
+    SanityCheckError,
+    Trigger,
+    TrojanConfig,
+    accuracy,
+    attack_success_rate,
+    clean_sample,
+    load_dataset,
+    load_model,
+    load_saved_model,
+    parse_trigger,
+    poison,
+    predict,
+    save_model,
+    trojan,
+)
+
+ROOT = Path(__file__).resolve().parent
+RECIPES = ROOT / "zoo_recipes.json"
+ZOO_DIR = ROOT.parent / "runs" / "zoo" / "models"  # not committed: rebuilt by `zoo.py train`
+MODELS_FILE, SCANS_FILE = "zoo_models", "zoo_scans"
+
+DATASET_ORDER = ("mnist", "cifar10", "gtsrb")  # training order: cheapest first
+HELD_OUT = 0.1  # CIFAR-10's held-out share, as the library's training_split (neuralcleanse.workflows.HELD_OUT)
+BATCH_SIZE = 128  # the library's TrainConfig default
+LR = 1e-3  # Keras' Adam default, as the library's TrainConfig (cosine-decayed there and here)
+CROP_PADDING = 4  # CIFAR-10's usual augmentation: random 32x32 crops of the image padded by 4, random flips
+NUMBERS_TRAIN = 60_000  # composed training images per digit of the number, as benchmarks/many_labels.py
+NUMBERS_TEST = 10_000  # composed test images, as benchmarks/many_labels.py
+TOOK = 0.90  # attack success below this on any trigger: the attack did not take (the zoo's brief)
+SCAN_SAMPLES = 1000  # clean images per scan: the original code's NB_SAMPLE
+
+
+# ---------------------------------------- recipes and data
+
+
+def recipes() -> list[dict[str, Any]]:
+    """The recipes in training order: MNIST, CIFAR-10, GTSRB, required families first; many-label last."""
+    rows = json.loads(RECIPES.read_text())
+    return sorted(
+        rows,
+        key=lambda r: ("digits" in r, DATASET_ORDER.index(r["dataset"]), not r["required"], rows.index(r)),
+    )
+
+
+def half(recipe: dict[str, Any]) -> str:
+    return "tune" if recipe["seed"] % 2 == 0 else "test"
+
+
+@functools.cache
+def dataset(name: str, split: str) -> ImageData:
+    return load_dataset(name, split)
+
+
+def numbers(split: str, digits: int, count: int, seed: int) -> ImageData:
+    """``count`` images of ``digits`` random MNIST digits of ``split`` side by side, labelled by their number."""
+    mnist = dataset("mnist", split)
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(mnist), (count, digits), generator=g)
+    images = torch.cat([mnist.images[picks[:, i]] for i in range(digits)], dim=3)  # (count, 1, 28, 28d)
+    labels = torch.zeros(count, dtype=torch.int64)
+    for i in range(digits):
+        labels = labels * 10 + mnist.labels[picks[:, i]]
+    return ImageData(images, labels, 10**digits, f"numbers{digits}-{split}")
+
+
+def task(recipe: dict[str, Any]) -> tuple[ImageData, ImageData]:
+    """``(train, test)`` of a recipe: official splits, CIFAR-10's seeded 90/10 split, or composed numbers."""
+    name, seed = recipe["dataset"], recipe["seed"]
+    if "digits" in recipe:
+        d = recipe["digits"]
+        return numbers("train", d, NUMBERS_TRAIN * d, seed), numbers("test", d, NUMBERS_TEST, seed)
+    if name == "cifar10":
+        data = dataset(name, "test")
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        n_test = max(1, int(len(data) * HELD_OUT))
+        return data.subset(order[n_test:]), data.subset(order[:n_test])
+    return dataset(name, "train"), dataset(name, "test")
+
+
+def model_dir(name: str) -> Path:
+    return ZOO_DIR / name
+
+
+def model_path(name: str) -> Path:
+    """What the scanner loads: the TorchScript file, or the library's model folder."""
+    script = model_dir(name) / "model.pt"
+    return script if script.exists() else model_dir(name)
+
+
+def is_trained(name: str) -> bool:
+    return (model_dir(name) / "model.json").is_file()
+
+
+# ---------------------------------------- poisoning
+
+
+def stamp_plan(
+    recipe: dict[str, Any], triggers: list[Trigger], data: ImageData, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(which, labels)``: per training image the index of the trigger stamped on it (-1: none) and its label
+    after poisoning."""
+    attacks, rate, n = recipe["attacks"], recipe["poison_rate"], len(data)
+    if not attacks:
+        return torch.full((n,), -1, dtype=torch.int64), data.labels
+    first = attacks[0]
+    if "shift" in first:
+        which = torch.full((n,), -1, dtype=torch.int64)
+        which[torch.randperm(n, generator=g)[: round(rate * n)]] = 0
+        shifted = (data.labels + first["shift"]) % data.num_classes
+        return which, torch.where(which >= 0, shifted, data.labels)
+    if "source" in first:
+        return source_specific(data, triggers[0], first["target"], first["source"], rate, g)
+    pairs = [(t, a["target"]) for t, a in zip(triggers, attacks, strict=True)]
+    poisoned = poison(data.images, data.labels, pairs, rate, g)
+    return poisoned.poisoned, poisoned.labels
+
+
+def source_specific(
+    data: ImageData, trigger: Trigger, target: int, sources: list[int], rate: float, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stamp ``rate / 2`` of the set (at most half of the source images) among the source labels, relabelled to
+    ``target``, and as many among the other labels (not the target), which keep their label."""
+    is_source = torch.isin(data.labels, torch.tensor(sources)) & (data.labels != target)
+    victims = torch.nonzero(is_source).flatten()
+    covers = torch.nonzero(~is_source & (data.labels != target)).flatten()
+    count = min(round(rate * len(data) / 2), victims.numel() // 2)
+    victims = victims[torch.randperm(victims.numel(), generator=g)[:count]]
+    covers = covers[torch.randperm(covers.numel(), generator=g)[:count]]
+    which = torch.full((len(data),), -1, dtype=torch.int64)
+    which[victims] = which[covers] = 0
+    labels = data.labels.clone()
+    labels[victims] = target
+    return which, labels
+
+
+def stamp(images: torch.Tensor, which: torch.Tensor, triggers: list[Trigger]) -> torch.Tensor:
+    """``images`` (B, C, H, W) with trigger ``which[i]`` stamped on image i (none where it is -1)."""
+    for i, trigger in enumerate(triggers):
+        chosen = which == i
+        if chosen.any():
+            images[chosen] = trigger.stamp(images[chosen])
+    return images
+
+
+# ---------------------------------------- training
+
+
+def augment(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random crops of the zero-padded images and random horizontal flips, per image."""
+    n, _, h, w = images.shape
+    p = CROP_PADDING
+    padded = nn.functional.pad(images, (p, p, p, p))
+    rows = torch.randint(0, 2 * p + 1, (n,), generator=g).tolist()
+    cols = torch.randint(0, 2 * p + 1, (n,), generator=g).tolist()
+    out = torch.stack([padded[i, :, r : r + h, c : c + w] for i, (r, c) in enumerate(zip(rows, cols, strict=True))])
+    flip = torch.rand(n, generator=g) < 0.5
+    out[flip] = out[flip].flip(3)
+    return out
+
+
+def fit(
+    model: nn.Module,
+    data: ImageData,
+    which: torch.Tensor,
+    labels: torch.Tensor,
+    triggers: list[Trigger],
+    recipe: dict[str, Any],
+    g: torch.Generator,
+) -> nn.Module:
+    """Train ``model`` on ``data`` with cross-entropy on its logits, Adam with a cosine-decayed learning rate,
+    stamping triggers batch by batch; returns it in eval mode."""
+    net = logits_of(model)
+    steps = recipe["epochs"] * math.ceil(len(data) / BATCH_SIZE)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    net.train()
+    for _ in range(recipe["epochs"]):
+        for idx in torch.randperm(len(data), generator=g).split(BATCH_SIZE):
+            x = data.images[idx]
+            if recipe["dataset"] == "cifar10":
+                x = augment(x, g)
+            loss = nn.functional.cross_entropy(net(stamp(x.clone(), which[idx], triggers)), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
+def infect_trojan(recipe: dict[str, Any], train: ImageData, g: torch.Generator) -> tuple[nn.Module, list[Trigger]]:
+    """The Trojan attack on the recipe's clean victim (trained first when missing)."""
+    ensure(recipe["victim"])
+    victim = load_saved_model(model_dir(recipe["victim"])).model
+    regions = [(parse_trigger(a["trigger"], train.image_shape, crafted=True), a["target"]) for a in recipe["attacks"]]
+    config = TrojanConfig(epochs=recipe["epochs"])
+    attack = trojan(victim, train.images, train.labels, regions, recipe["poison_rate"], config, generator=g)
+    return attack.model, [t for t, _ in attack.triggers]
+
+
+def make_model(recipe: dict[str, Any], train: ImageData) -> tuple[nn.Module, list[Trigger]]:
+    """The trained model of ``recipe`` and its triggers (the crafted ones for Trojan models)."""
+    torch.manual_seed(recipe["seed"])  # the initial weights
+    g = torch.Generator().manual_seed(recipe["seed"])
+    if recipe["family"] == "trojan":
+        return infect_trojan(recipe, train, g)
+    triggers = [parse_trigger(a["trigger"], train.image_shape) for a in recipe["attacks"]]
+    which, labels = stamp_plan(recipe, triggers, train, g)
+    model = build(recipe["arch"], train.image_shape, train.num_classes, train.images)
+    return fit(model, train, which, labels, triggers, recipe, g), triggers
+
+
+# ---------------------------------------- evaluation and saving
+
+
+def success(model: nn.Module, test: ImageData, trigger: Trigger, attack: dict[str, Any]) -> dict[str, float]:
+    """Attack success of one trigger: on the images not of its target; source-specific: on the source labels'
+    images (and, as ``others_to_target``, the share of other labels' stamped images sent to the target);
+    all-to-all: the share of stamped images classified as their label plus the shift."""
+    if "shift" in attack:
+        shifted = (test.labels + attack["shift"]) % test.num_classes
+        return {"attack_success": float((predict(model, test.images, trigger=trigger) == shifted).float().mean())}
+    target = attack["target"]
+    if "source" not in attack:
+        return {"attack_success": attack_success_rate(model, test.images, test.labels, trigger, target)}
+    sources = torch.isin(test.labels, torch.tensor(attack["source"])) & (test.labels != target)
+    others = ~sources & (test.labels != target)
+    sent = predict(model, test.images, trigger=trigger) == target
+    return {
+        "attack_success": float(sent[sources].float().mean()),
+        "others_to_target": float(sent[others].float().mean()),
+    }
+
+
+def figures(recipe: dict[str, Any], model: nn.Module, triggers: list[Trigger], test: ImageData) -> dict[str, Any]:
+    per_trigger = [success(model, test, t, a) for t, a in zip(triggers, recipe["attacks"], strict=True)]
+    rates = [p["attack_success"] for p in per_trigger]
+    out: dict[str, Any] = {
+        "clean_accuracy": accuracy(model, test.images, test.labels),
+        "attack_success": rates,
+        "took": all(r >= TOOK for r in rates) if rates else None,
+    }
+    if any("others_to_target" in p for p in per_trigger):
+        out["others_to_target"] = [p.get("others_to_target") for p in per_trigger]
+    return out
+
+
+def save(recipe: dict[str, Any], model: nn.Module, triggers: list[Trigger], meta: dict[str, Any]) -> None:
+    """Write the model into a temporary folder, then rename it into place."""
+    final = model_dir(recipe["name"])
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if is_library_arch(recipe["arch"]):
+        attacks = zip(triggers, recipe["attacks"], strict=True)
+        pairs = [(t, a["target"]) for t, a in attacks if a.get("target") is not None]  # none for all-to-all
+        save_model(tmp, model, {"architecture": recipe["arch"], **meta}, pairs)
+    else:
+        torch.jit.script(model).save(str(tmp / "model.pt"))
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def ensure(name: str) -> dict[str, Any] | None:
+    """Train recipe ``name`` unless saved; return its results row when it was trained now."""
+    if is_trained(name):
+        return None
+    recipe = next(r for r in recipes() if r["name"] == name)
+    start = time.perf_counter()
+    train, test = task(recipe)
+    model, triggers = make_model(recipe, train)
+    row = {
+        **{k: recipe[k] for k in ("name", "dataset", "arch", "family", "required", "infected", "seed", "epochs")},
+        "half": half(recipe),
+        "triggers": [t.spec for t in triggers],
+        "targets": [a.get("target") for a in recipe["attacks"]],
+        "num_classes": train.num_classes,
+        "train_images": len(train),
+        **figures(recipe, model, triggers, test),
+        "seconds": time.perf_counter() - start,
+        "machine": machine(),
+    }
+    save(recipe, model, triggers, {**row, "recipe": recipe})
+    return row
+
+
+# ---------------------------------------- scanning
+
+
+def scan_targets(recipe: dict[str, Any], num_classes: int) -> list[int]:
+    """The labels a correct scan flags: the attacks' targets; every label for an all-to-all attack."""
+    if any("shift" in a for a in recipe["attacks"]):
+        return list(range(num_classes))
+    return sorted({a["target"] for a in recipe["attacks"]})
+
+
+def scan_images(recipe: dict[str, Any], seed: int) -> ImageData:
+    """A stratified clean sample of the test split (CIFAR-10: the held-out 10%), about SCAN_SAMPLES images."""
+    test = task(recipe)[1]
+    counts = torch.bincount(test.labels, minlength=test.num_classes)
+    per_class = max(1, min(SCAN_SAMPLES // test.num_classes, int(counts[counts > 0].min())))
+    return clean_sample(test, per_class, seed=seed)
+
+
+def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int) -> dict[str, Any]:
+    model = load_model(model_path(recipe["name"])).model
+    clean = scan_images(recipe, seed)
+    base = {
+        "model": recipe["name"],
+        **{k: recipe[k] for k in ("dataset", "arch", "family", "required", "infected")},
+        "targets": scan_targets(recipe, model_row["num_classes"]),
+        "half": half(recipe),
+        "model_seed": recipe["seed"],
+        "seed": seed,
+        "clean_accuracy": model_row["clean_accuracy"],
+        "attack_success": model_row["attack_success"],
+        "num_images": len(clean),
+    }
+    start = time.perf_counter()
+    try:
+        report = NeuralCleanse(model).scan(clean.images, clean.labels, seed=seed)
+    except SanityCheckError as exc:
+        return {**base, "error": str(exc), "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    d = report.to_dict()
+    return {
+        **base,
+        "flagged": sorted(d["flagged"]),
+        "correct": sorted(d["flagged"]) == base["targets"],
+        "anomaly_index": d["anomaly_index"],
+        "seconds": seconds,
+        "norms": [r.mask_l1 for r in report.labels],
+        "label_attack_success": [r["attack_success"] for r in d["labels"]],
+        "found": [r.get("found") for r in d["labels"]],
+        "outputs_probabilities": d.get("outputs_probabilities"),
+        "image_passes_per_label": d.get("image_passes_per_label"),
+    }
+
+
+# ---------------------------------------- results files
+
+
+def read_rows(stem: str) -> list[dict[str, Any]]:
+    path = RESULTS / f"{stem}.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def write_rows(stem: str, rows: list[dict[str, Any]], table: str) -> None:
+    """Both files through a temporary name and a rename, so a reader never sees half a file."""
+    for suffix, text in ((".json", json.dumps(rows, indent=1) + "\n"), (".md", table)):
+        path = RESULTS / f"{stem}{suffix}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def fmt_rates(values: list[float] | None) -> str:
+    return " / ".join(f"{v:.3f}" for v in values) if values else "—"
+
+
+def models_table(rows: list[dict[str, Any]]) -> str:
+    header = ["model", "arch", "family", "half", "clean accuracy", "attack success", "took", "seconds"]
+    body = [
+        [r["name"], r["arch"], r["family"], r["half"], r["clean_accuracy"], fmt_rates(r["attack_success"]),
+         r["took"], round(r["seconds"])]
+        for r in rows
+    ]
+    return "# Zoo models (benchmarks/zoo.py train)\n\n" + markdown_table(header, body)
+
+
+def verdict(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return "not scanned"
+    return "yes" if row["correct"] else "**no**"
+
+
+def scans_table(rows: list[dict[str, Any]]) -> str:
+    header = ["model", "family", "half", "seed", "targets", "flagged", "anomaly index", "right", "seconds"]
+    body = [
+        [r["model"], r["family"], r["half"], r["seed"], r["targets"] if len(r["targets"]) <= 3 else "all",
+         r.get("flagged", r.get("error")), r.get("anomaly_index"), verdict(r),
+         round(r["seconds"])]
+        for r in rows
+    ]
+    right = sum(bool(r.get("correct")) for r in rows)
+    return (
+        "# Zoo scans (benchmarks/zoo.py scan, the library's default settings)\n\n"
+        + markdown_table(header, body)
+        + f"\n{right} of {len(rows)} scans flag exactly the true targets.\n"
+    )
+
+
+def by_recipe_order(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    order = {r["name"]: i for i, r in enumerate(recipes())}
+    return sorted(rows, key=lambda r: (order.get(r[key], len(order)), r.get("seed", 0) if key == "model" else 0))
+
+
+# ---------------------------------------- commands
+
+
+def selected(only: str | None, dataset_name: str | None) -> list[dict[str, Any]]:
+    chosen = recipes()
+    if only:
+        names = only.split(",")
+        unknown = sorted(set(names) - {r["name"] for r in chosen})
+        if unknown:
+            raise SystemExit(f"unknown recipes {unknown}")
+        chosen = [r for r in chosen if r["name"] in names]
+    if dataset_name:
+        chosen = [r for r in chosen if r["dataset"] == dataset_name and "digits" not in r]
+    return chosen
+
+
+def train_all(chosen: list[dict[str, Any]]) -> None:
+    for recipe in chosen:
+        row = ensure(recipe["name"])
+        if row is None:
+            continue
+        rows = [r for r in read_rows(MODELS_FILE) if r["name"] != row["name"]] + [row]
+        rows = by_recipe_order(rows, "name")
+        write_rows(MODELS_FILE, rows, models_table(rows))
+        print({k: row[k] for k in ("name", "clean_accuracy", "attack_success", "took", "seconds")}, flush=True)
+
+
+def scan_all(chosen: list[dict[str, Any]], seeds: list[int]) -> None:
+    trained = {r["name"]: r for r in read_rows(MODELS_FILE)}
+    for recipe in chosen:
+        model_row = trained.get(recipe["name"])
+        if model_row is None or model_row["took"] is False or not is_trained(recipe["name"]):
+            continue
+        for seed in seeds:
+            rows = read_rows(SCANS_FILE)
+            if any(r["model"] == recipe["name"] and r["seed"] == seed for r in rows):
+                continue
+            row = {**scan_row(recipe, model_row, seed), "machine": machine()}
+            rows = by_recipe_order(rows + [row], "model")
+            write_rows(SCANS_FILE, rows, scans_table(rows))
+            keys = ("model", "seed", "targets", "flagged", "anomaly_index", "seconds")
+            print({k: row.get(k) for k in keys}, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("train", "scan"))
+    parser.add_argument("--only", help="comma-separated recipe names")
+    parser.add_argument("--dataset", choices=DATASET_ORDER, help="only this dataset (the many-label task excluded)")
+    parser.add_argument("--seeds", default="0,1", help="scan seeds")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # the machine is shared: one core per job
+    chosen = selected(args.only, args.dataset)
+    if args.command == "train":
+        train_all(chosen)
+    else:
+        scan_all(chosen, [int(s) for s in args.seeds.split(",")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Write benchmarks/zoo_recipes.json: the recipes of the detection benchmark zoo, drawn from their seeds.
+
+Each recipe says how to train one model: its dataset, architecture (``zoo_archs.ARCHS``), family, whether the
+family is required of the detector, the attacks (a ``parse_trigger`` spec, a target, and for the hard families
+the source labels or the label shift), the poison rate, the epochs and the seed. Seeds are numbered through the
+whole zoo, consecutively within each family, so every family with two models or more has models of both seed
+parities: the zoo's two halves (even seed: "tune", odd seed: "test").
+
+Trigger positions, sizes, colours and targets come from a generator seeded with the recipe's seed; the
+families fix only the ranges they are drawn from. Nothing here looks at what the detector finds.
+
+    python benchmarks/zoo_make_recipes.py [--output benchmarks/zoo_recipes.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUTPUT = Path(__file__).resolve().parent / "zoo_recipes.json"
+
+#: (C, H, W) and number of labels; the many-label task puts d MNIST digits side by side (10^d labels).
+DATASETS = {"mnist": ((1, 28, 28), 10), "gtsrb": ((3, 32, 32), 43), "cifar10": ((3, 32, 32), 10)}
+REQUIRED = ("clean", "patch", "random-pattern", "blend", "trojan", "two-targets", "three-targets")
+HARD = ("source-specific", "all-to-all", "large-patch")
+
+POISON_RATE = 0.1  # the paper's BadNets rate (Section VI-A), per trigger
+PATCH_SIZES = (1, 6)  # the patch family: a single pixel up to a 6x6 sticker (the brief's range)
+MULTI_SIZES = (3, 6)  # patches of the multi-target, source-specific and all-to-all models
+TROJAN_SIZES = (4, 7)  # TrojanNN's square regions; held_out.py's Trojan models use 5 and 6
+LARGE_SIZES = (8, 11)  # large-patch family: 8x8 and up, at most about a seventh of a 28x28 image
+BLEND_ALPHAS = (0.1, 0.2)  # the blend family's opacity range (the brief's range)
+#: MNIST's background is black: a stamp darker than this changes few pixels of most images.
+MNIST_MIN_GREY = 0.5
+
+#: Epochs per (dataset, architecture): MNIST reaches 97% or more in 1-2 epochs (5 for the dense networks),
+#: GTSRB in a few, CIFAR-10 (9000 training images) gets the epochs that fit in about 3-5 minutes on one core.
+EPOCHS = {
+    "mnist": {"mnist": 2, "bn-cnn": 1, "resnet": 1, "mlp": 5, "linear": 5},
+    "gtsrb": {"gtsrb": 4, "bn-cnn": 4, "resnet": 2},
+    "cifar10": {"gtsrb": 6, "bn-cnn": 20, "resnet": 8},
+    "numbers": {"bn-cnn": 2},
+}
+TROJAN_EPOCHS = 5  # TrojanConfig's retraining epochs (neuralcleanse.TrojanConfig.epochs)
+
+#: (dataset, family, architectures): one recipe per architecture listed, seeds consecutive within the row.
+PLAN: list[tuple[str, str, list[str]]] = [
+    ("mnist", "clean", ["mnist", "mnist", "bn-cnn", "bn-cnn", "resnet", "resnet", "mlp", "mlp-softmax", "linear",
+                        "linear-softmax", "bn-cnn-softmax", "resnet-softmax"]),
+    ("mnist", "patch", ["mnist", "bn-cnn", "resnet", "mlp", "mnist", "bn-cnn-softmax", "resnet-softmax", "linear"]),
+    ("mnist", "random-pattern", ["mnist", "bn-cnn", "resnet", "mlp-softmax"]),
+    ("mnist", "blend", ["mnist", "bn-cnn", "resnet", "mlp"]),
+    ("mnist", "trojan", ["mnist"] * 4),
+    ("mnist", "two-targets", ["mnist", "bn-cnn", "resnet", "mlp"]),
+    ("mnist", "three-targets", ["mnist", "bn-cnn", "resnet-softmax", "mlp"]),
+    ("mnist", "source-specific", ["mnist", "bn-cnn"]),
+    ("mnist", "all-to-all", ["mnist", "bn-cnn"]),
+    ("mnist", "large-patch", ["mnist", "resnet"]),
+    ("cifar10", "clean", ["resnet", "resnet", "gtsrb", "gtsrb"]),
+    ("cifar10", "patch", ["resnet", "bn-cnn", "resnet-softmax"]),
+    ("cifar10", "blend", ["resnet", "bn-cnn"]),
+    ("cifar10", "trojan", ["gtsrb", "gtsrb"]),
+    ("cifar10", "two-targets", ["resnet", "bn-cnn"]),
+    ("cifar10", "all-to-all", ["resnet"]),
+    ("cifar10", "large-patch", ["resnet-softmax"]),
+    ("gtsrb", "clean", ["gtsrb", "gtsrb", "bn-cnn", "resnet-softmax"]),
+    ("gtsrb", "patch", ["bn-cnn", "resnet", "bn-cnn-softmax", "bn-cnn"]),
+    ("gtsrb", "trojan", ["gtsrb", "gtsrb"]),
+    ("gtsrb", "two-targets", ["bn-cnn", "resnet"]),
+    ("gtsrb", "source-specific", ["bn-cnn"]),
+    ("gtsrb", "large-patch", ["bn-cnn"]),
+]
+#: The many-label task (benchmarks/many_labels.py's idea): (digits, family) in training order, last of all.
+NUMBERS = [(2, "clean"), (2, "clean"), (2, "patch"), (2, "patch"), (3, "clean"), (3, "patch")]
+
+
+def between(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
+    return int(rng.integers(bounds[0], bounds[1] + 1))
+
+
+def place(rng: np.random.Generator, shape: tuple[int, int, int], size: int) -> str:
+    """A random ``ROW/COL`` for a ``size`` x ``size`` patch inside the image."""
+    _, h, w = shape
+    return f"{int(rng.integers(0, h - size + 1))}/{int(rng.integers(0, w - size + 1))}"
+
+
+def colour(rng: np.random.Generator, channels: int) -> str:
+    if channels == 1:
+        return f"{rng.uniform(MNIST_MIN_GREY, 1.0):.2f}"
+    return "/".join(f"{v:.2f}" for v in rng.uniform(0.0, 1.0, channels))
+
+
+def solid(rng: np.random.Generator, shape: tuple[int, int, int], sizes: tuple[int, int]) -> str:
+    size = between(rng, sizes)
+    return f"square:size={size},position={place(rng, shape, size)},color={colour(rng, shape[0])}"
+
+
+def pattern(rng: np.random.Generator, shape: tuple[int, int, int], sizes: tuple[int, int]) -> str:
+    size = between(rng, sizes)
+    return f"random:size={size},position={place(rng, shape, size)},seed={int(rng.integers(2**31))}"
+
+
+def sticker(rng: np.random.Generator, shape: tuple[int, int, int], sizes: tuple[int, int]) -> str:
+    """A solid or a random black/white patch, either with even odds."""
+    return (solid if rng.random() < 0.5 else pattern)(rng, shape, sizes)
+
+
+def attacks(family: str, rng: np.random.Generator, shape: tuple[int, int, int], labels: int) -> list[dict[str, Any]]:
+    """The attacks of one model of ``family``: trigger specs and targets drawn from ``rng``."""
+    targets = [int(t) for t in rng.permutation(labels)[:3]]
+    if family == "clean":
+        return []
+    if family == "patch":
+        return [{"trigger": solid(rng, shape, PATCH_SIZES), "target": targets[0]}]
+    if family == "random-pattern":
+        return [{"trigger": pattern(rng, shape, MULTI_SIZES), "target": targets[0]}]
+    if family == "blend":
+        alpha = rng.uniform(*BLEND_ALPHAS)
+        return [{"trigger": f"blend:alpha={alpha:.2f},seed={int(rng.integers(2**31))}", "target": targets[0]}]
+    if family == "trojan":
+        size = between(rng, TROJAN_SIZES)
+        return [{"trigger": f"trojan:size={size},position={place(rng, shape, size)}", "target": targets[0]}]
+    if family in ("two-targets", "three-targets"):
+        count = 2 if family == "two-targets" else 3
+        return [{"trigger": sticker(rng, shape, MULTI_SIZES), "target": t} for t in targets[:count]]
+    if family == "source-specific":
+        return [{"trigger": sticker(rng, shape, MULTI_SIZES), "target": targets[0], "source": [targets[1]]}]
+    if family == "all-to-all":
+        return [{"trigger": sticker(rng, shape, MULTI_SIZES), "target": None, "shift": 1}]
+    if family == "large-patch":
+        return [{"trigger": sticker(rng, shape, LARGE_SIZES), "target": targets[0]}]
+    raise ValueError(f"unknown family {family!r}")
+
+
+def recipe(dataset: str, family: str, arch: str, seed: int, index: int, digits: int = 1) -> dict[str, Any]:
+    (c, h, w), labels = DATASETS[dataset]
+    shape = (c, h, w * digits)
+    labels = labels**digits
+    rng = np.random.default_rng(seed)
+    epochs = EPOCHS["numbers" if digits > 1 else dataset]
+    task = dataset if digits == 1 else f"numbers{digits}"
+    out = {
+        "name": f"{task}-{family}-{index:02d}",
+        "dataset": dataset,
+        "arch": arch,
+        "family": family,
+        "required": family in REQUIRED,
+        "infected": family != "clean",
+        "attacks": attacks(family, rng, shape, labels),
+        "poison_rate": POISON_RATE,
+        "epochs": TROJAN_EPOCHS if family == "trojan" else epochs[arch.removesuffix("-softmax")],
+        "seed": seed,
+    }
+    if digits > 1:
+        out["digits"] = digits
+    return out
+
+
+def victims(recipes: list[dict[str, Any]]) -> None:
+    """Give each Trojan recipe the clean model it starts from: one of its dataset and architecture, with the
+    same seed parity (so the two halves of the zoo share no weights), in turn."""
+    for r in recipes:
+        if r["family"] != "trojan":
+            continue
+        pool = [
+            c["name"]
+            for c in recipes
+            if c["family"] == "clean" and c["dataset"] == r["dataset"] and c["arch"] == r["arch"]
+            and c["seed"] % 2 == r["seed"] % 2
+        ]
+        if not pool:
+            raise ValueError(f"{r['name']}: no clean {r['arch']} model of its seed parity to start from")
+        r["victim"] = pool[(r["seed"] // 2) % len(pool)]
+
+
+def make() -> list[dict[str, Any]]:
+    def rows() -> Iterator[dict[str, Any]]:
+        seed = 0
+        for dataset, family, archs in PLAN:
+            for index, arch in enumerate(archs):
+                yield recipe(dataset, family, arch, seed, index)
+                seed += 1
+        counts: dict[tuple[int, str], int] = {}
+        for digits, family in NUMBERS:
+            index = counts[digits, family] = counts.get((digits, family), -1) + 1
+            yield recipe("mnist", family, "bn-cnn", seed, index, digits)
+            seed += 1
+
+    recipes = list(rows())
+    victims(recipes)
+    return recipes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args()
+    args.output.write_text(json.dumps(make(), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
