@@ -74,3 +74,82 @@ def clean_images(per_label: int = 20, seed: int = 0, template_seed: int = 0) -> 
         images.append((base + noise).clamp(0, 1).unsqueeze(1))
         labels.append(torch.full((per_label,), label))
     return torch.cat(images), torch.cat(labels)
+
+
+class ReaderNet(nn.Module):
+    """``logit_i = 10 * mean(x * reads[i] over its non-zero pixels) + bias_i``, with ``reads`` (K, 12, 12); and
+    for each ``backdoors`` entry (label, (row, col)) a hidden unit ``relu(20 * mean(x over the 2x2 patch) - 5)``
+    added to that label's logit: a white patch adds 15, anything darker than 0.25 nothing."""
+
+    def __init__(
+        self, reads: torch.Tensor, bias: torch.Tensor, backdoors: dict[int, tuple[int, int]] | None = None
+    ) -> None:
+        super().__init__()
+        backdoors = backdoors or {}
+        k = reads.shape[0]
+        patches = torch.zeros(len(backdoors), SIZE, SIZE)
+        for j, (r, c) in enumerate(backdoors.values()):
+            patches[j, r : r + 2, c : c + 2] = 5.0
+        rows = torch.cat([10 * reads.flatten(1) / (reads.flatten(1) > 0).sum(1, keepdim=True), patches.flatten(1)])
+        self.hidden = nn.Linear(SIZE * SIZE, rows.shape[0])
+        self.out = nn.Linear(rows.shape[0], k)
+        with torch.no_grad():
+            self.hidden.weight.copy_(rows)
+            self.hidden.bias.copy_(torch.cat([torch.full((k,), 20.0), torch.full((len(backdoors),), -5.0)]))
+            mix = torch.cat([torch.eye(k), torch.zeros(k, len(backdoors))], dim=1)
+            for j, label in enumerate(backdoors):
+                mix[label, k + j] = 1.0
+            self.out.weight.copy_(mix)
+            self.out.bias.copy_(bias - 20.0)  # the +20 keeps the template scores above the ReLU's kink
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.hidden(x.flatten(1))))
+
+
+def reader_templates(num_labels: int, avoid: list[tuple[int, int]], seed: int = 0) -> torch.Tensor:
+    """(K, 12, 12) disjoint binary templates of 20-28 pixels, none touching the 2x2 patches at ``avoid``."""
+    g = torch.Generator().manual_seed(seed)
+    taken = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    for r, c in avoid:
+        taken[r : r + 2, c : c + 2] = True
+    free = torch.nonzero(~taken.flatten()).flatten()
+    free = free[torch.randperm(free.numel(), generator=g)]
+    reads, start = torch.zeros(num_labels, SIZE * SIZE), 0
+    for label in range(num_labels):
+        size = 20 + (label * 3) % 9
+        reads[label, free[start : start + size]] = 1.0
+        start += size
+    return reads.view(num_labels, SIZE, SIZE)
+
+
+def backdoored_reader(backdoors: dict[int, tuple[int, int]]) -> tuple[ReaderNet, torch.Tensor]:
+    """Labels that read templates, plus a backdoor per ``backdoors`` entry; and each label's prototype image."""
+    reads = reader_templates(NUM_LABELS, list(backdoors.values()))
+    return ReaderNet(reads, torch.zeros(NUM_LABELS), backdoors), 0.1 + 0.7 * reads
+
+
+def pair_reader(patches: dict[int, tuple[int, int]]) -> tuple[ReaderNet, torch.Tensor]:
+    """Labels in ``patches`` are recognised by a 2x2 patch alone, the others by templates; and each label's
+    prototype image. A prototype of a patch label shows its own patch at 0.8 and the other patch labels' at 0.7,
+    so those labels are close by nature: their images differ in a few pixels, and the model confuses them."""
+    reads = reader_templates(NUM_LABELS, list(patches.values()))
+    bias = torch.zeros(NUM_LABELS)
+    for label, (r, c) in patches.items():
+        reads[label] = 0.0
+        reads[label, r : r + 2, c : c + 2] = 2.0  # +8 when bright, about -5 when dark
+        bias[label] = -8.0
+    prototypes = 0.1 + 0.7 * (reads > 0).float()
+    for label in patches:
+        for other, (r, c) in patches.items():
+            if other != label:
+                prototypes[label, r : r + 2, c : c + 2] = 0.7
+    return ReaderNet(reads, bias), prototypes
+
+
+def reader_images(prototypes: torch.Tensor, per_label: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean (N, 1, 12, 12) images: each label's prototype with uniform noise of 0.1."""
+    g = torch.Generator().manual_seed(seed)
+    k = prototypes.shape[0]
+    noise = 0.1 * torch.rand(k, per_label, SIZE, SIZE, generator=g)
+    images = (prototypes.unsqueeze(1) + noise).clamp(0, 1).flatten(0, 1).unsqueeze(1)
+    return images, torch.arange(k).repeat_interleave(per_label)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from neuralcleanse.decision import Decision
 from neuralcleanse.render.pages import render_page
 from neuralcleanse.render.pictures import png_data_uri
 from neuralcleanse.scan import LabelResult, ScanReport
@@ -29,11 +30,15 @@ def make_report(channels: int = 1, flagged: tuple[int, ...] = (FLAGGED,), seed: 
     masks = torch.rand(K, 1, SIZE, SIZE, generator=g)  # (K, 1, H, W)
     patterns = torch.rand(K, channels, SIZE, SIZE, generator=g)  # (K, C, H, W)
     norms = masks.flatten(1).sum(1)
-    rows = [LabelResult(i, float(norms[i]), 0.99, 3.0 if i in flagged else 0.5, True, 10, 800) for i in range(K)]
+    scores = [3.0 if i in flagged else 0.5 for i in range(K)]
+    rows = [LabelResult(i, float(norms[i]), 0.99, scores[i], True, 10, 800, scores[i]) for i in range(K)]
     return ScanReport(
         infected=bool(flagged),
         anomaly_index=3.0 if flagged else 0.5,
         flagged=list(flagged),
+        decision=Decision("k-aware", list(flagged), 3.0 if flagged else 0.5, 2.0, scores),
+        paper_flagged=list(flagged),
+        pairs=[],
         labels=rows,
         median_l1=float(norms.median()),
         mad_l1=1.0,

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from ._torch import PRECISIONS, Precision
+from .decision import DECISIONS, DecisionMethod
 from .reverse import ReverseConfig
 
 __all__ = ["ANOMALY_THRESHOLD", "FAST", "MIN_CLEAN_ACCURACY", "MODES", "REFERENCE", "Mode", "ScanConfig"]
@@ -64,7 +65,15 @@ class ScanConfig:
             as the scarcest label allows). Used by the jobs that draw the sample; ``scan`` takes images as given.
         success_threshold: replaces the search's attack-success threshold (0.99).
         precision: replaces the search's arithmetic (``"auto"``, ``"float32"`` or ``"bfloat16"``).
-        anomaly_threshold: labels with a larger anomaly index (and a norm below the median) are flagged.
+        anomaly_threshold: the paper's decision flags labels with a larger anomaly index (and a norm below the
+            median); reported beside the chosen decision whatever it is.
+        decision: how the model-level verdict is decided from the norms (:func:`~neuralcleanse.decision.decide`):
+            ``"k-aware"`` (default), ``"log-mad"`` or ``"paper"`` (exactly the paper's verdict).
+        score_threshold: the chosen decision's threshold on its score (``None``: its default; for ``"paper"``
+            the anomaly threshold).
+        pair_check: check every label the decision flags against its most confused label and clear it when the
+            two are natural neighbours (:func:`~neuralcleanse.pairs.symmetric_check`); needs the clean images'
+            labels, and never runs with ``decision="paper"``.
         min_clean_accuracy: refuse to scan when the model's accuracy on the labelled clean images is below this
             fraction; ``None`` skips the check.
     """
@@ -76,6 +85,9 @@ class ScanConfig:
     success_threshold: float | None = None
     precision: Precision | None = None
     anomaly_threshold: float = ANOMALY_THRESHOLD
+    decision: DecisionMethod = "k-aware"
+    score_threshold: float | None = None
+    pair_check: bool = True
     min_clean_accuracy: float | None = MIN_CLEAN_ACCURACY
 
     def __post_init__(self) -> None:
@@ -91,6 +103,10 @@ class ScanConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.anomaly_threshold > 0:
             raise ValueError(f"anomaly_threshold must be > 0, got {self.anomaly_threshold}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {self.decision!r}")
+        if self.score_threshold is not None and not self.score_threshold > 0:
+            raise ValueError(f"score_threshold must be > 0, got {self.score_threshold}")
         if self.min_clean_accuracy is not None and not 0 <= self.min_clean_accuracy <= 1:
             raise ValueError(f"min_clean_accuracy must be a fraction in [0, 1], got {self.min_clean_accuracy}")
 
@@ -115,6 +131,18 @@ class ScanConfig:
             return max(1, self.samples // len(counts))
         return max(1, min(DEFAULT_SAMPLES // len(counts), min(counts)))
 
+    @property
+    def decision_threshold(self) -> float | None:
+        """The threshold handed to :func:`~neuralcleanse.decision.decide` (``None``: the method's default)."""
+        if self.score_threshold is None and self.decision == "paper":
+            return self.anomaly_threshold
+        return self.score_threshold
+
+    @property
+    def checks_pairs(self) -> bool:
+        """Whether flagged labels get the symmetric check (never for the paper's decision)."""
+        return self.pair_check and self.decision != "paper"
+
     def to_dict(self, compute_dtype: str) -> dict[str, Any]:
         """The ``"config"`` block of ``report.json``. Its key names predate this class and tools read them:
         ``restarts`` is :attr:`num_searches`; ``restart_all`` says every label gets all its searches."""
@@ -124,4 +152,7 @@ class ScanConfig:
             "restart_all": True,
             "reverse": asdict(self.reverse),
             "compute_dtype": compute_dtype,
+            "decision": self.decision,
+            "score_threshold": self.score_threshold,
+            "pair_check": self.checks_pairs,
         }

@@ -18,8 +18,10 @@ from torch import nn
 
 from ._torch import autocast, input_memory_format, model_device
 from .config import ANOMALY_THRESHOLD, ScanConfig
+from .decision import Decision, decide
 from .metrics import accuracy, predict
 from .outliers import anomaly_index
+from .pairs import PairCheck, symmetric_check
 from .probe import ModelOutputs, probe_outputs
 from .progress import ProgressCallback, report
 from .reverse import ReverseResult, reverse_engineer
@@ -47,16 +49,23 @@ class LabelResult:
     found: bool  # a mask reaching the attack-success threshold was found
     epochs: int
     image_passes: int
+    score: float  # what the model-level decision computed for this label (Decision.per_label)
 
 
 @dataclass(frozen=True)
 class ScanReport:
     """What a scan found. ``to_dict()`` is the content of ``report.json``; the masks and patterns of all labels
-    are in ``masks`` (K, 1, H, W) and ``patterns`` (K, C, H, W), in the order of ``labels``."""
+    are in ``masks`` (K, 1, H, W) and ``patterns`` (K, C, H, W), in the order of ``labels``.
+
+    ``infected`` and ``flagged`` are the chosen decision's verdict (``decision``); ``anomaly_index`` and
+    ``paper_flagged`` are the paper's, kept beside it."""
 
     infected: bool
     anomaly_index: float
     flagged: list[int]
+    decision: Decision
+    paper_flagged: list[int]
+    pairs: list[PairCheck]
     labels: list[LabelResult]
     median_l1: float
     mad_l1: float
@@ -81,6 +90,11 @@ class ScanReport:
             "infected": self.infected,
             "anomaly_index": self.anomaly_index,
             "flagged": list(self.flagged),
+            "decision": self.decision.method,
+            "score": self.decision.score,
+            "score_threshold": self.decision.threshold,
+            "paper_flagged": list(self.paper_flagged),
+            "pairs": [p.to_dict() for p in self.pairs],
             "labels": [asdict(r) for r in self.labels],
             "median_l1": self.median_l1,
             "mad_l1": self.mad_l1,
@@ -158,6 +172,15 @@ class NeuralCleanse:
         result = self._reverse(images, targets, generator, outputs.probabilities)
         success = trigger_success(self.model, images, result, self.progress)
         outliers = anomaly_index(result.norms, self.config.anomaly_threshold)
+        verdict = decide(result.norms, self.config.decision, self.config.decision_threshold)
+        suspects = [targets[i] for i in verdict.flagged]
+        pairs = []
+        if suspects and labels is not None and self.config.checks_pairs:
+            report(self.progress, "pairs", 0, len(suspects))
+            search = self.config.reverse
+            pairs = symmetric_check(self.model, images, labels, suspects, search, generator, outputs.probabilities)
+            report(self.progress, "pairs", len(suspects), len(suspects))
+        natural = {p.label for p in pairs if p.natural}
         rows = [
             LabelResult(
                 int(t),
@@ -167,13 +190,17 @@ class NeuralCleanse:
                 bool(result.found[i]),
                 int(result.epochs[i]),
                 int(result.image_passes[i]),
+                float(verdict.per_label[i]),
             )
             for i, t in enumerate(result.labels.tolist())
         ]
         return ScanReport(
-            infected=bool(outliers.flagged),
+            infected=bool(set(suspects) - natural),
             anomaly_index=outliers.model_index,
-            flagged=[targets[i] for i in outliers.flagged],
+            flagged=[t for t in suspects if t not in natural],
+            decision=verdict,
+            paper_flagged=[targets[i] for i in outliers.flagged],
+            pairs=pairs,
             labels=rows,
             median_l1=outliers.median,
             mad_l1=outliers.mad,

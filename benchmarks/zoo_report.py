@@ -1,0 +1,217 @@
+"""Detection figures of the zoo: the paper's decision against the new default, per dataset and family, by half.
+
+    python benchmarks/zoo_report.py [--pairs]
+
+Reads the scans of benchmarks/zoo.py (benchmarks/results/zoo_scans.json: per model and scan seed the labels'
+mask norms) and decides each scan twice from the same norms: the paper's MAD index over raw norms (threshold 2)
+and the library's default (``neuralcleanse.decision``: the step-down order-statistic test on log norms, then the
+symmetric check of each flagged label). The symmetric check needs the model: ``--pairs`` runs it for every label
+the k-aware test flags at the lowest threshold of the sweep and caches the result in
+benchmarks/results/zoo_pairs.json (per model, seed and label), so the sweep can apply it at every threshold.
+
+The halves: models with an even training seed are the *tune* half, where the threshold is chosen (the sweep
+table); the *test* half is only reported. Writes benchmarks/results/zoo.json (one row per model and scan seed)
+and zoo.md. Models whose attack did not take are not scanned by zoo.py, so they are in neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from typing import Any
+
+import torch
+import zoo
+from common import RESULTS, markdown_table
+
+from neuralcleanse.config import ScanConfig
+from neuralcleanse.decision import DEFAULT_THRESHOLDS, decide
+from neuralcleanse.loading import load_model
+from neuralcleanse.pairs import symmetric_check
+from neuralcleanse.probe import probe_outputs
+
+REQUIRED = ("clean", "patch", "random-pattern", "blend", "trojan", "two-targets", "three-targets")
+SWEEP = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # k-aware thresholds tried on the tune half
+PAIRS_FILE = RESULTS / "zoo_pairs.json"
+
+
+def pair_key(model: str, seed: int, label: int) -> str:
+    return f"{model}/{seed}/{label}"
+
+
+def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
+    """Symmetric checks for every label the k-aware test flags at the lowest swept threshold, cached."""
+    recipes = {r["name"]: r for r in zoo.recipes()}
+    for row in rows:
+        suspects = decide(torch.tensor(row["norms"]), "k-aware", min(SWEEP)).flagged
+        todo = [t for t in suspects if pair_key(row["model"], row["seed"], t) not in cache]
+        if not todo:
+            continue
+        recipe = recipes[row["model"]]
+        model = load_model(zoo.model_path(row["model"])).model
+        clean = zoo.scan_images(recipe, row["seed"])
+        probabilities = probe_outputs(model, clean.images[:32]).probabilities
+        generator = torch.Generator().manual_seed(row["seed"])
+        search = ScanConfig().reverse
+        for check in symmetric_check(model, clean.images, clean.labels, todo, search, generator, probabilities):
+            cache[pair_key(row["model"], row["seed"], check.label)] = check.to_dict()
+        PAIRS_FILE.write_text(json.dumps(cache, indent=1) + "\n")
+        print(row["model"], row["seed"], [cache.get(pair_key(row["model"], row["seed"], t)) for t in todo], flush=True)
+
+
+def new_decision(row: dict[str, Any], cache: dict[str, Any], threshold: float) -> tuple[list[int], float, bool]:
+    """(flagged, score, complete): the k-aware test, then the cached symmetric checks; ``complete`` is false when
+    a flagged label has no cached check (then it stays flagged)."""
+    d = decide(torch.tensor(row["norms"]), "k-aware", threshold)
+    flagged, complete = [], True
+    for t in d.flagged:
+        check = cache.get(pair_key(row["model"], row["seed"], t))
+        complete &= check is not None
+        if check is None or not check["natural"]:
+            flagged.append(t)
+    return sorted(flagged), d.score, complete
+
+
+def auroc(positives: list[float], negatives: list[float]) -> float | None:
+    if not positives or not negatives:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))
+
+
+def zoo_rows(scans: list[dict[str, Any]], cache: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
+    rows = []
+    for s in scans:
+        if "norms" not in s:
+            continue
+        flagged, score, complete = new_decision(s, cache, threshold)
+        paper = decide(torch.tensor(s["norms"]), "paper")
+        rows.append(
+            {
+                "model": s["model"],
+                "dataset": s["dataset"],
+                "family": s["family"],
+                "arch": s["arch"],
+                "required": s["family"] in REQUIRED,
+                "infected": s["infected"],
+                "targets": s["targets"],
+                "seed": s["seed"],
+                "half": s["half"],
+                "flagged": flagged,
+                "anomaly_index": paper.score,
+                "paper_flagged": sorted(paper.flagged),
+                "score": score,
+                "score_threshold": threshold,
+                "pairs_checked": complete,
+                "correct": flagged == s["targets"],
+                "paper_correct": sorted(paper.flagged) == s["targets"],
+                "seconds": s["seconds"],
+            }
+        )
+    return rows
+
+
+def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """TPR (exact targets flagged) and FPR (anything flagged on a clean model) at the defaults, and the AUROC of
+    the model score, for both decisions."""
+    inf = [r for r in rows if r["infected"]]
+    clean = [r for r in rows if not r["infected"]]
+
+    def rate(rs: list[dict[str, Any]], key: str) -> str:
+        return f"{sum(r[key] for r in rs)}/{len(rs)}" if rs else "—"
+
+    def fpr(key: str) -> str:
+        return f"{sum(bool(r[key]) for r in clean)}/{len(clean)}" if clean else "—"
+
+    def area(key: str) -> str:
+        value = auroc([r[key] for r in inf], [r[key] for r in clean])
+        return "—" if value is None else f"{value:.3f}"
+
+    return {
+        "paper TPR": rate(inf, "paper_correct"),
+        "paper FPR": fpr("paper_flagged"),
+        "paper AUROC": area("anomaly_index"),
+        "new TPR": rate(inf, "correct"),
+        "new FPR": fpr("flagged"),
+        "new AUROC": area("score"),
+    }
+
+
+def table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> str:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in by)].append(r)
+    header = [*by, "scans", "paper TPR", "paper FPR", "paper AUROC", "new TPR", "new FPR", "new AUROC"]
+    body = []
+    for key, rs in sorted(groups.items()):
+        f = figures(rs)
+        body.append([*key, len(rs), *f.values()])
+    return markdown_table(header, body)
+
+
+def sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
+    """The k-aware threshold on the tune half's required families: exact TPR and FPR per threshold."""
+    header = ["threshold", "tune TPR", "tune FPR", "test TPR", "test FPR"]
+    body = []
+    for t in SWEEP:
+        rows = [r for r in zoo_rows(scans, cache, t) if r["required"]]
+        cells = []
+        for half in ("tune", "test"):
+            f = figures([r for r in rows if r["half"] == half])
+            cells += [f["new TPR"], f["new FPR"]]
+        body.append([t, *cells])
+    return markdown_table(header, body)
+
+
+def stability(rows: list[dict[str, Any]]) -> str:
+    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_model[r["model"]].append(r)
+    pairs = [rs for rs in by_model.values() if len(rs) >= 2]
+    same_new = sum(len({tuple(r["flagged"]) for r in rs}) == 1 for rs in pairs)
+    same_paper = sum(len({tuple(r["paper_flagged"]) for r in rs}) == 1 for rs in pairs)
+    return (
+        f"Same flagged labels on both scan seeds: new {same_new}/{len(pairs)} models, "
+        f"paper {same_paper}/{len(pairs)}.\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", action="store_true", help="run the symmetric checks that are not cached yet")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    scans = json.loads((RESULTS / "zoo_scans.json").read_text())
+    cache = json.loads(PAIRS_FILE.read_text()) if PAIRS_FILE.exists() else {}
+    if args.pairs:
+        run_pairs(scans, cache)
+    threshold = DEFAULT_THRESHOLDS["k-aware"]
+    rows = zoo_rows(scans, cache, threshold)
+    (RESULTS / "zoo.json").write_text(json.dumps(rows, indent=1) + "\n")
+    missing = sum(not r["pairs_checked"] for r in rows)
+    text = [
+        "# Detection on the zoo (benchmarks/zoo_report.py)\n",
+        f"{len(rows)} scans of {len({r['model'] for r in rows})} models (two scan seeds each where done). "
+        "*paper*: MAD index of raw norms > 2. *new*: the library's default, the step-down order-statistic test on "
+        f"log norms (score = -log10 p, threshold {threshold:g}) followed by the symmetric check of each flagged "
+        "label. TPR: infected scans flagging exactly their targets; FPR: clean scans flagging anything. "
+        "Tune half: even training seeds (where the threshold was chosen); test half: odd.\n",
+        f"Flagged labels without a cached symmetric check (kept flagged): {missing} scans.\n" if missing else "",
+        "## Test half, required families\n",
+        table([r for r in rows if r["half"] == "test" and r["required"]], ("dataset",)),
+        "\n" + stability([r for r in rows if r["half"] == "test" and r["required"]]),
+        "## Test half, per dataset and family\n",
+        table([r for r in rows if r["half"] == "test"], ("dataset", "family")),
+        "## Tune half, per dataset and family\n",
+        table([r for r in rows if r["half"] == "tune"], ("dataset", "family")),
+        "## Threshold sweep of the k-aware test (required families)\n",
+        "The default was chosen on the tune columns; the test columns are shown for the record only.\n\n",
+        sweep(scans, cache),
+    ]
+    (RESULTS / "zoo.md").write_text("\n".join(t for t in text if t))
+    print((RESULTS / "zoo.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

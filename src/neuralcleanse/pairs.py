@@ -1,0 +1,118 @@
+"""The symmetric check that tells a backdoor from a naturally close pair of labels.
+
+Some labels are close by nature (automobile and truck, two similar traffic signs): a small trigger turns one into
+the other, so a label can look infected when it is only a neighbour. Natural similarity is symmetric, a backdoor
+is not: the trigger from the most confused source label ``s`` to a suspect ``t`` is small in both cases, but the
+trigger back from ``t`` to ``s`` is small only when the two are natural neighbours; a backdoor's target is no
+closer to ``s`` than any other label (the symmetric check of K-Arm, Shen et al., ICML 2021).
+
+The check runs only for labels the decision flagged: two label-specific searches each, on the clean images of
+``s`` (towards ``t``) and of ``t`` (towards ``s``). Neighbours must also be confused on clean images: a label
+whose clean images carry nothing but a trigger (the images of a class the attacker made up) falls to any label
+once the trigger is erased, so its way back is short without any likeness to ``s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._torch import eval_mode, model_device
+from .preprocess import log_probabilities
+from .reverse import ReverseConfig, reverse_engineer
+
+__all__ = ["MIN_CONFUSION", "NATURAL_RATIO", "PairCheck", "symmetric_check"]
+
+#: A suspect is a natural neighbour when the trigger back to its source is at most this many times the trigger
+#: from it (ours: a backdoor's way back is a whole natural trigger, several times its own; chosen on the tune
+#: half of the benchmark zoo, docs/detection.md).
+NATURAL_RATIO = 2.0
+#: Natural neighbours are confused on clean images: the mean probability of ``t`` on the images of ``s`` plus that
+#: of ``s`` on the images of ``t`` is at least this (ours: one clean image in a hundred, in probability).
+MIN_CONFUSION = 0.01
+
+
+@dataclass(frozen=True)
+class PairCheck:
+    """The symmetric check of one flagged label.
+
+    Attributes:
+        label: the suspect ``t``.
+        source: the label ``s`` most confused with it on the clean images.
+        confusion: the mean probability of ``t`` on ``s``'s clean images plus that of ``s`` on ``t``'s.
+        towards: L1 norm of the trigger from ``s``'s images to ``t``.
+        back: L1 norm of the trigger from ``t``'s images to ``s``.
+        natural: ``back <= ratio * towards`` and ``confusion >= MIN_CONFUSION``: the pair is close by nature,
+            the label is not flagged.
+    """
+
+    label: int
+    source: int
+    confusion: float
+    towards: float
+    back: float
+    natural: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def symmetric_check(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    suspects: list[int],
+    config: ReverseConfig,
+    generator: torch.Generator,
+    outputs_probabilities: bool = False,
+    ratio: float = NATURAL_RATIO,
+) -> list[PairCheck]:
+    """Check each suspect label against its most confused source label.
+
+    Shape:
+        images: (N, C, H, W) clean images in [0, 1]; labels: (N,) their true labels.
+    """
+    if not ratio >= 1:
+        raise ValueError(f"ratio must be >= 1, got {ratio}")
+    probabilities = _probabilities(model, images, outputs_probabilities)
+    checks = []
+    for t in suspects:
+        closest = _most_confused(labels, probabilities, t)
+        if closest is None:
+            continue
+        s, confusion = closest
+        towards = reverse_engineer(model, images[labels == s], [t], config, generator, outputs_probabilities)
+        back = reverse_engineer(model, images[labels == t], [s], config, generator, outputs_probabilities)
+        to_t, to_s = float(towards.norms[0]), float(back.norms[0])
+        natural = to_s <= ratio * to_t and confusion >= MIN_CONFUSION
+        checks.append(PairCheck(t, s, confusion, to_t, to_s, natural))
+    return checks
+
+
+def _probabilities(model: nn.Module, images: torch.Tensor, outputs_probabilities: bool) -> torch.Tensor:
+    """(N, K) the model's probabilities for the clean images, in eval mode without gradients."""
+    rows = []
+    with torch.no_grad(), eval_mode(model):
+        for batch in images.split(512):
+            out = model(batch.to(model_device(model))).float()
+            rows.append(log_probabilities(out, outputs_probabilities).exp().cpu())
+    return torch.cat(rows)
+
+
+def _most_confused(labels: torch.Tensor, probabilities: torch.Tensor, t: int) -> tuple[int, float] | None:
+    """The label ``s`` != ``t`` the model finds closest to ``t`` and how close: the largest mean probability of
+    ``t`` on the clean images of ``s`` plus that of ``s`` on the images of ``t``; ``None`` without images of
+    ``t``."""
+    present = [int(s) for s in labels.unique().tolist() if int(s) != t]
+    if not present or not bool((labels == t).any()):
+        return None
+    of_t = probabilities[labels == t].mean(0)  # (K,)
+
+    def closeness(s: int) -> float:
+        return float(probabilities[labels == s, t].mean() + of_t[s])
+
+    s = max(present, key=closeness)
+    return s, closeness(s)

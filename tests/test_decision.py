@@ -1,0 +1,92 @@
+"""The model-level decision: the paper's MAD index, the log-scale and K-aware tests, and the symmetric check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _tiny import SIZE, ReaderNet, backdoored_reader, pair_reader, reader_images
+
+from neuralcleanse.config import ScanConfig
+from neuralcleanse.decision import DECISIONS, decide
+from neuralcleanse.outliers import anomaly_index
+from neuralcleanse.scan import NeuralCleanse
+
+
+def test_paper_decision_is_the_anomaly_index_exactly():
+    norms = torch.tensor([3.0, 40.0, 42.0, 45.0, 50.0, 51.0, 60.0, 39.0, 47.0, 44.0])
+    paper, reference = decide(norms, "paper"), anomaly_index(norms, 2.0)
+    assert paper.flagged == reference.flagged == [0]
+    assert paper.score == pytest.approx(reference.model_index) and paper.threshold == 2.0
+
+
+@pytest.mark.parametrize("method", DECISIONS)
+def test_one_small_norm_is_flagged_and_a_spread_is_not(method):
+    assert decide(torch.tensor([4.0, 40, 42, 45, 50, 51, 60, 39, 47, 44]), method).flagged == [0]
+    assert decide(torch.tensor([36.0, 40, 42, 45, 50, 51, 60, 39, 47, 44]), method).flagged == []
+
+
+def test_k_aware_steps_down_through_several_infected_labels():
+    norms = torch.tensor([5.0, 6.0, 7.0, 40, 42, 45, 50, 51, 60, 39])
+    d = decide(norms, "k-aware")
+    assert sorted(d.flagged) == [0, 1, 2] and d.flagged[0] == 0
+    assert d.score > d.threshold and all(d.per_label[i] > d.threshold for i in (0, 1, 2))
+    assert decide(norms, "paper").flagged == [0, 1, 2] or len(decide(norms, "paper").flagged) < 3
+
+
+def test_k_aware_threshold_holds_from_10_to_1000_labels():
+    """Log-normal norms without any outlier: the paper's index flags more labels the more there are; the
+    order-statistic test keeps its false-positive rate."""
+    flagged = {"paper": 0, "k-aware": 0}
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        norms = (math.log(50) + 0.25 * torch.randn(1000, generator=g)).exp()
+        for method in flagged:
+            flagged[method] += bool(decide(norms, method).flagged)  # type: ignore[arg-type]
+    assert flagged["k-aware"] <= 2 and flagged["paper"] >= 15
+
+
+def test_decide_refuses_bad_norms_and_methods():
+    with pytest.raises(ValueError, match="method must be one of paper, log-mad, k-aware, got 'mad'"):
+        decide(torch.ones(5), "mad")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="norms must be at least 2 finite values >= 0"):
+        decide(torch.tensor([1.0, float("nan"), 2.0]))
+
+
+def test_two_infected_labels_are_both_flagged():
+    model, prototypes = backdoored_reader({4: (0, 0), 5: (SIZE - 2, SIZE - 2)})
+    images, labels = reader_images(prototypes)
+    report = NeuralCleanse(model).scan(images, labels, seed=0)
+    assert sorted(report.flagged) == [4, 5] and report.decision.method == "k-aware"
+    assert all(not p.natural for p in report.pairs)
+
+
+def test_a_naturally_close_pair_is_not_flagged():
+    """Labels 4 and 5 read two 2x2 patches and their images differ only there: a small trigger reaches either
+    from everywhere, and the paper's index flags both; but each is as close to the other as the other to it, and
+    the model confuses them."""
+    model, prototypes = pair_reader({4: (5, 4), 5: (5, 6)})
+    images, labels = reader_images(prototypes)
+    report = NeuralCleanse(model).scan(images, labels, seed=0)
+    assert sorted(report.paper_flagged) == [4, 5]
+    assert report.flagged == [] and not report.infected
+    assert {(p.label, p.source) for p in report.pairs} == {(4, 5), (5, 4)} and all(p.natural for p in report.pairs)
+    paper = NeuralCleanse(model, ScanConfig(decision="paper")).scan(images, labels, seed=0)
+    assert sorted(paper.flagged) == [4, 5] and paper.pairs == []
+
+
+@pytest.mark.slow
+def test_clean_model_with_500_labels_flags_nothing():
+    """500 labels read random templates of 15-30 pixels (overlapping): nothing is planted, and the smallest
+    of 500 natural triggers must not look like a backdoor."""
+    g = torch.Generator().manual_seed(0)
+    k = 500
+    reads = torch.zeros(k, SIZE * SIZE)
+    for i in range(k):
+        size = int(torch.randint(15, 31, (1,), generator=g))
+        reads[i, torch.randperm(SIZE * SIZE, generator=g)[:size]] = 1.0
+    model = ReaderNet(reads.view(k, SIZE, SIZE), torch.zeros(k))
+    images, labels = reader_images(0.1 + 0.7 * reads.view(k, SIZE, SIZE), per_label=2)
+    report = NeuralCleanse(model, ScanConfig(searches=1)).scan(images, labels, seed=0)
+    assert report.flagged == [] and report.decision.score < report.decision.threshold
