@@ -396,3 +396,53 @@ def test_allow_few_images_warns_in_the_verdict_and_both_reports(tiny, tmp_path, 
     page = (out / "report.html").read_text()
     assert 'class="warning"' in page and "label 4 has 0" in page
 
+
+# --- progress when stderr is not a terminal --------------------------------------------------------------------
+
+
+def test_piped_scan_logs_progress_lines(tiny, tmp_path, capsys, monkeypatch):
+    from neuralcleanse.cli import bars
+
+    monkeypatch.setattr(bars, "LOG_INTERVAL_S", 0.0)  # a line per event: the tiny scan takes seconds
+    code, _, err = run(capsys, "scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"),
+                       "--out", str(tmp_path / "r"), "--searches", "1", "--precision", "float32")
+    assert code == 0
+    lines = [line for line in err.splitlines() if line.startswith("reversing triggers: ")]
+    assert len(lines) >= 3 and all(" elapsed" in line and "/6, " in line for line in lines)
+    assert lines[-1].startswith("reversing triggers: 6/6, ")
+
+
+def test_progress_lines_come_at_a_steady_rhythm_and_bars_hide_the_eta_at_first():
+    import io
+
+    from neuralcleanse.cli.bars import LOG_INTERVAL_S, ProgressBars
+    from neuralcleanse.progress import ProgressEvent
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += LOG_INTERVAL_S / 3
+        return now[0]
+
+    stream = io.StringIO()
+    bars = ProgressBars(stream=stream, clock=clock)
+    for done in range(31):
+        bars(ProgressEvent("train", done, 30, {"loss": 0.5}))
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "training: 0/30, 0 s elapsed (loss=0.5)"
+    assert [line.split(",")[0] for line in lines] == [f"training: {d}/30" for d in (0, 3, 6, 9, 12, 15, 18, 21, 24,
+                                                                                     27, 30)]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bars = ProgressBars(stream=screen)
+    bars(ProgressEvent("train", 1, 100))
+    assert "<" not in screen.getvalue()  # 1 of 100: no estimate of the time left yet
+    bars(ProgressEvent("train", 20, 100))
+    assert "<" in screen.getvalue().split("\r")[-1]
+    bars(ProgressEvent("reverse", 9, 10))
+    assert "<" not in screen.getvalue().split("\r")[-1]  # labels finish unevenly: never an estimate
+
