@@ -446,3 +446,24 @@ def test_progress_lines_come_at_a_steady_rhythm_and_bars_hide_the_eta_at_first()
     bars(ProgressEvent("reverse", 9, 10))
     assert "<" not in screen.getvalue().split("\r")[-1]  # labels finish unevenly: never an estimate
 
+
+def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path, capsys):
+    from _tiny import CORNER, NUM_LABELS, SIZE
+
+    from neuralcleanse.scan import LabelResult, ScanReport
+    from neuralcleanse.store.scan_dir import write_scan_report
+
+    torch.save(TemplateNet(backdoor=True).state_dict(), tmp_path / "sd.pt")
+    model = [str(tmp_path / "sd.pt"), "--arch", "_tiny:TemplateNet"]
+    masks = torch.zeros(NUM_LABELS, 1, SIZE, SIZE)  # a scan that found the true corner trigger of the target
+    masks[TARGET, 0][CORNER] = 1.0
+    rows = [LabelResult(k, float(masks[k].sum()), 1.0, 5.0 if k == TARGET else 0.5, True, 1, 1) for k in range(6)]
+    write_scan_report(ScanReport(True, 5.0, [TARGET], rows, 20.0, 1.0, 1.0, "fast", 0, 120, 1.0, False, {},
+                                 masks, torch.ones(NUM_LABELS, 1, SIZE, SIZE)), tmp_path / "s")
+    code, out, _ = run(capsys, "mitigate", *model, "--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"),
+                       "--method", "prune", "--out", str(tmp_path / "p"), "-q")
+    assert code == 0
+    rows = dict(line.strip().split("  ", 1) for line in out.splitlines())
+    assert rows["patched model"].strip().startswith(str(tmp_path / "p" / "model.torchscript.pt"))
+    assert rows["page"].strip() == str(tmp_path / "p" / "mitigation.html")
+    assert (tmp_path / "p" / "mitigation.html").is_file()
