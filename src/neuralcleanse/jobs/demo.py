@@ -27,9 +27,9 @@ DEMO_MODELS = {
     "mnist-badnets": (["square:size=4,position=bottom-right,color=white"], [7]),
     "mnist-clean": ([], []),
 }
-#: Training epochs of the demo models: as long as their verdicts need, not as long as the paper's accuracy
-#: table does (jobs.train.DEFAULT_TRAINING); after one epoch the BadNets model already meets the paper's
-#: figures for the demo's purpose (benchmarks/results/demo.json has the accuracy, attack success and verdicts).
+#: Training epochs of the demo models (ours): as long as the demo's verdicts need (the target flagged alone in
+#: the BadNets model, nothing in the clean one), not the three of the paper's accuracy table
+#: (jobs.train.DEFAULT_TRAINING); benchmarks/results/demo.json records what one epoch gives.
 DEMO_EPOCHS = 1
 
 
