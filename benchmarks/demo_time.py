@@ -67,26 +67,25 @@ def main() -> None:
                 "scan_seconds": report["seconds"],
                 "compute_dtype": report["config"]["compute_dtype"],
             })
-    run = {
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+    whole = {
         "precision": args.precision,
-        "wall_seconds": wall,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        "demo_wall_seconds": wall,
+        "demo_cpu_seconds": usage.ru_utime + usage.ru_stime,
         "load_average_before": load_before[0],
         "load_average_after": os.getloadavg()[0],
-        "platform": platform.platform(),
-        "models": rows,
+        "machine": machine,
     }
+    rows = [{**row, **whole} for row in rows]  # one row per demo model, each with the whole run's figures
     table = markdown_table(
         ["model", "epochs", "train s", "clean acc", "attack success", "flagged", "index", "scan s", "dtype"],
         [[r["model"], r["epochs"], r["train_seconds"], r["clean_accuracy"], r["attack_success"], r["flagged"],
           r["anomaly_index"], r["scan_seconds"], r["compute_dtype"]] for r in rows],
     )
     head = (f"`neuralcleanse demo --precision {args.precision}` from an empty cache: {wall:.0f} s wall, "
-            f"{run['cpu_seconds']:.0f} s CPU on {run['cpu']} ({run['cores']} cores, load average "
+            f"{whole['demo_cpu_seconds']:.0f} s CPU on {machine['cpu']} ({machine['cores']} cores, load average "
             f"{load_before[0]:.1f} before)\n\n")
-    write_results("demo", [run], head + table)
+    write_results("demo", rows, head + table)
     print(head + table)
 
 
