@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch 2.13.0 is pinned: here it installs from a local CPU build; any other version pulls CUDA packages.
 EXTRAS := dev,formats
 
-.PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-precision bench-mitigation docs clean
+.PHONY: setup demo test test-all lint bench-demo bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-precision bench-mitigation docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
+
+bench-demo: $(STAMP)  # `neuralcleanse demo --precision float32` from an empty model cache, timed
+	$(BIN)/python benchmarks/demo_time.py --precision float32
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/train_models.py

@@ -279,6 +279,27 @@ SECTIONS: dict[str, Section] = {
         "The README at the time of these runs names a 2-core Xeon with AMX for the BadNets rows and a 2-core "
         "AMD EPYC with AVX512-BF16 for the Trojan rows.",
     ),
+    "demo": Section(
+        "The demo from an empty cache",
+        "`neuralcleanse demo --precision float32` with an empty model cache: both demo models trained (one epoch, "
+        "`DEMO_EPOCHS`), then both scanned in float32, as on a CPU without native bfloat16. One row per demo "
+        "model; the demo's wall-clock and CPU seconds are the whole run's (every row holds the same). Wall-clock "
+        "time on a shared machine depends on its load, recorded with the run; CPU seconds do not.",
+        "make bench-demo",
+        [
+            ("model", lambda r: r["model"]),
+            ("epochs", lambda r: r.get("epochs")),
+            ("clean accuracy", lambda r: pct(r.get("clean_accuracy"))),
+            ("attack success", lambda r: pct(r.get("attack_success"))),
+            ("flagged", lambda r: str(r.get("flagged") or "none")),
+            ("anomaly index", lambda r: num(r.get("anomaly_index"))),
+            ("train s", lambda r: num(r.get("train_seconds"))),
+            ("scan s", lambda r: num(r.get("scan_seconds"))),
+            ("demo wall s", lambda r: num(r.get("demo_wall_seconds"))),
+            ("demo CPU s", lambda r: num(r.get("demo_cpu_seconds"))),
+            ("load average", lambda r: num(r.get("load_average_before"), 2)),
+        ],
+    ),
 }
 
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name

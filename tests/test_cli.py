@@ -308,3 +308,162 @@ def test_negative_value_range_needs_no_equals_sign():
     args = build_parser().parse_args(_glue_dash_values(argv))
     assert (args.value_range, args.mean, args.out) == ("-1-1", [-0.5], "r")
     assert _glue_dash_values(["--value-range", "0-255", "-q"]) == ["--value-range", "0-255", "-q"]
+
+
+# --- the output folder is checked before any work ------------------------------------------------------------
+
+
+def _unwritable_dirs(tmp_path: Path) -> list[Path]:
+    """Folders this process cannot write in: a read-only one made here (not for root, who writes anywhere),
+    and /sys, read-only for everyone."""
+    found = []
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        found.append(locked)
+    if Path("/sys").is_dir() and not os.access("/sys", os.W_OK):
+        found.append(Path("/sys"))
+    return found
+
+
+@pytest.mark.parametrize("verb", ["scan", "mitigate", "train"])
+def test_unusable_out_fails_before_the_model_is_loaded(tiny, tmp_path, capsys, verb):
+    (tmp_path / "a-file").write_text("")
+    outs = [tmp_path / "a-file", tmp_path / "a-file" / "below", *(d / "r" for d in _unwritable_dirs(tmp_path))]
+    args = {
+        "scan": ["scan", "missing-model.pt", "--data", "missing.npz"],
+        "mitigate": ["mitigate", "missing-model.pt", "--report", "r", "--data", "d", "--method", "unlearn"],
+        "train": ["train", "--dataset", "missing.npz", "--arch", "mnist"],
+    }[verb]
+    for out in outs:
+        code, _, err = run(capsys, *args, "--out", str(out))
+        assert code == 1 and err.startswith(f"neuralcleanse: error: --out {out}"), err
+        assert "missing-model" not in err and err.count("\n") == 1  # nothing was loaded: the model is never named
+
+
+def test_unusable_out_fails_within_two_seconds(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    argv = ["scan", "missing-model.pt", "--data", "missing.npz", "--out", str(tmp_path / "a-file")]
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "neuralcleanse", *argv], capture_output=True, text=True)
+    assert time.perf_counter() - start < 2.0
+    assert done.returncode == 1 and "--out" in done.stderr and "is a file, not a folder" in done.stderr
+
+
+def test_existing_report_is_refused_before_the_model_is_loaded(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.json").write_text("{}")
+    code, _, err = run(capsys, "scan", str(tmp_path / "missing.pt"), "--data", "d.npz", "--out", str(tmp_path / "r"))
+    assert code == 1 and "report.json already exists; pass --overwrite" in err and "missing.pt" not in err
+
+
+# --- too few clean images ------------------------------------------------------------------------------------
+
+
+def _npz(path: Path, per_label: dict[int, int]) -> Path:
+    images, labels = clean_images(per_label=max(per_label.values()))
+    keep = torch.cat([torch.nonzero(labels == k).flatten()[:n] for k, n in per_label.items()])
+    x = (images[keep].numpy() * 255).round().astype(np.uint8)
+    np.savez(path, x=x, y=labels[keep].numpy())
+    return path
+
+
+def test_a_missing_or_short_label_is_refused_with_the_list(tiny, tmp_path, capsys):
+    model = str(tiny / "infected.pt")
+    missing = _npz(tmp_path / "missing.npz", {0: 20, 1: 20, 2: 20, 3: 20, 5: 20})  # label 4 absent
+    code, _, err = run(capsys, "scan", model, "--data", str(missing), "--out", str(tmp_path / "a"))
+    assert code == 1 and "too few clean images for a scan: label 4 has 0 (at least 10" in err
+    assert "--allow-few-images" in err and not (tmp_path / "a").exists()
+    short = _npz(tmp_path / "short.npz", {0: 20, 1: 4, 2: 20, 3: 20, 4: 20, 5: 20})
+    code, _, err = run(capsys, "scan", model, "--data", str(short), "--out", str(tmp_path / "b"))
+    assert code == 1 and "label 1 has 4 (at least 10" in err
+    code, _, err = run(capsys, "scan", model, "--data", str(tiny / "clean.npz"), "--out", str(tmp_path / "c"),
+                       "--samples", "30")
+    assert code == 1 and "--samples 30 leaves 5 images per label for 6 labels" in err
+
+
+def test_allow_few_images_warns_in_the_verdict_and_both_reports(tiny, tmp_path, capsys):
+    data = _npz(tmp_path / "few.npz", {0: 8, 1: 8, 2: 8, 3: 8, 5: 8})  # label 4 absent, 8 of the others
+    out = tmp_path / "r"
+    code, stdout, _ = run(capsys, "scan", str(tiny / "infected.pt"), "--data", str(data), "--out", str(out), "-q",
+                          "--allow-few-images", "--precision", "float32", "--searches", "1")
+    assert code == 0
+    verdict = stdout.splitlines()[0]
+    assert "WARNING: scanned with too few clean images: label 0 has 8" in verdict and "label 4 has 0" in verdict
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["warnings"]) == 1 and "label 4 has 0" in report["warnings"][0]
+    page = (out / "report.html").read_text()
+    assert 'class="warning"' in page and "label 4 has 0" in page
+
+
+# --- progress when stderr is not a terminal --------------------------------------------------------------------
+
+
+def test_piped_scan_logs_progress_lines(tiny, tmp_path, capsys, monkeypatch):
+    from neuralcleanse.cli import bars
+
+    monkeypatch.setattr(bars, "LOG_INTERVAL_S", 0.0)  # a line per event: the tiny scan takes seconds
+    code, _, err = run(capsys, "scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"),
+                       "--out", str(tmp_path / "r"), "--searches", "1", "--precision", "float32")
+    assert code == 0
+    lines = [line for line in err.splitlines() if line.startswith("reversing triggers: ")]
+    assert len(lines) >= 3 and all(" elapsed" in line and "/6, " in line for line in lines)
+    assert lines[-1].startswith("reversing triggers: 6/6, ")
+
+
+def test_progress_lines_come_at_a_steady_rhythm_and_bars_hide_the_eta_at_first():
+    import io
+
+    from neuralcleanse.cli.bars import LOG_INTERVAL_S, ProgressBars
+    from neuralcleanse.progress import ProgressEvent
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += LOG_INTERVAL_S / 3
+        return now[0]
+
+    stream = io.StringIO()
+    bars = ProgressBars(stream=stream, clock=clock)
+    for done in range(31):
+        bars(ProgressEvent("train", done, 30, {"loss": 0.5}))
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "training: 0/30, 0 s elapsed (loss=0.5)"
+    assert [line.split(",")[0] for line in lines] == [f"training: {d}/30" for d in (0, 3, 6, 9, 12, 15, 18, 21, 24,
+                                                                                     27, 30)]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bars = ProgressBars(stream=screen)
+    bars(ProgressEvent("train", 1, 100))
+    assert "<" not in screen.getvalue()  # 1 of 100: no estimate of the time left yet
+    bars(ProgressEvent("train", 20, 100))
+    assert "<" in screen.getvalue().split("\r")[-1]
+    bars(ProgressEvent("reverse", 9, 10))
+    assert "<" not in screen.getvalue().split("\r")[-1]  # labels finish unevenly: never an estimate
+
+
+def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path, capsys):
+    from _tiny import CORNER, NUM_LABELS, SIZE
+
+    from neuralcleanse.scan import LabelResult, ScanReport
+    from neuralcleanse.store.scan_dir import write_scan_report
+
+    torch.save(TemplateNet(backdoor=True).state_dict(), tmp_path / "sd.pt")
+    model = [str(tmp_path / "sd.pt"), "--arch", "_tiny:TemplateNet"]
+    masks = torch.zeros(NUM_LABELS, 1, SIZE, SIZE)  # a scan that found the true corner trigger of the target
+    masks[TARGET, 0][CORNER] = 1.0
+    rows = [LabelResult(k, float(masks[k].sum()), 1.0, 5.0 if k == TARGET else 0.5, True, 1, 1) for k in range(6)]
+    write_scan_report(ScanReport(True, 5.0, [TARGET], rows, 20.0, 1.0, 1.0, "fast", 0, 120, 1.0, False, {},
+                                 masks, torch.ones(NUM_LABELS, 1, SIZE, SIZE)), tmp_path / "s")
+    code, out, _ = run(capsys, "mitigate", *model, "--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"),
+                       "--method", "prune", "--out", str(tmp_path / "p"), "-q")
+    assert code == 0
+    rows = dict(line.strip().split("  ", 1) for line in out.splitlines())
+    assert rows["patched model"].strip().startswith(str(tmp_path / "p" / "model.torchscript.pt"))
+    assert rows["page"].strip() == str(tmp_path / "p" / "mitigation.html")
+    assert (tmp_path / "p" / "mitigation.html").is_file()

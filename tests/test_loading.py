@@ -601,7 +601,7 @@ def test_missing_and_empty_and_unknown_files(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model at all\n")
     with pytest.raises(ModelFileError) as err:
         load_model(tmp_path / "notes.txt")
-    assert "format not recognised; expected" in _one_line(err, tmp_path / "notes.txt")
+    assert "a text file, not a model file of any known format" in _one_line(err, tmp_path / "notes.txt")
     (tmp_path / "somedir").mkdir()
     with pytest.raises(ModelFileError, match="a directory without model.json"):
         load_model(tmp_path / "somedir")

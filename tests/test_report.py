@@ -162,3 +162,36 @@ def test_html_helpers_escape_and_embed(tmp_path):
     page = render_page("<Mitigation>", [("a & b", "<p>body</p>"), ("", "<p>plain</p>")])
     assert "<title>&lt;Mitigation&gt;</title>" in page and "<h2>a &amp; b</h2>" in page
     assert page.count("<section>") == 2 and "<p>body</p>" in page
+
+
+def test_the_page_says_the_precision_why_large_indices_are_not_flagged_and_what_to_do_next(tmp_path):
+    rep = make_report()
+    rows = list(rep.labels)
+    big = max((r for r in rows if r.label != FLAGGED), key=lambda r: r.mask_l1)  # above the median
+    rows[big.label] = LabelResult(big.label, big.mask_l1, 0.99, 4.0, True, 10, 800, 0.0)
+    rep = ScanReport(**{**rep.__dict__, "labels": rows, "config": {**rep.config, "compute_dtype": "bfloat16"}})
+    extra = {"model": "/cache/models/mnist-badnets-seed0-v1/", "data": "mnist"}
+    write_scan_report(rep, tmp_path / "scan", extra=extra)
+    page = (tmp_path / "scan" / HTML_FILE).read_text()
+    assert "<title>Neural Cleanse scan report — mnist-badnets-seed0-v1</title>" in page
+    assert "<th>precision of the search</th><td>bfloat16</td>" in page
+    assert page.count("no: norm above the median") == 1
+    command = f"neuralcleanse mitigate /cache/models/mnist-badnets-seed0-v1/ --report {tmp_path / 'scan'} --data mnist"
+    assert command in page and f"--out {tmp_path / 'scan'}-patched" in page
+
+
+def test_a_clean_page_has_nothing_to_repair(tmp_path):
+    write_scan_report(make_report(flagged=()), tmp_path)
+    page = (tmp_path / HTML_FILE).read_text()
+    assert "no reversed backdoor to remove" in page and "neuralcleanse mitigate" not in page
+
+
+def test_reprs_are_short():
+    rep = make_report()
+    text = repr(rep)
+    assert text.startswith("ScanReport(infected, flagged=[3], anomaly_index=3.00, labels=5, masks=(5, 1, 8, 8)")
+    assert len(text) < 200 and "tensor" not in text
+    trigger = rep.trigger(FLAGGED)
+    assert repr(trigger) == (
+        f"Trigger(mask=(1, 8, 8), pattern=(1, 8, 8), l1={trigger.l1:.1f}, spec='reversed trigger of label 3')"
+    )

@@ -15,7 +15,16 @@ from ._torch import PRECISIONS, Precision
 from .decision import DECISIONS, DecisionMethod
 from .reverse import ReverseConfig
 
-__all__ = ["ANOMALY_THRESHOLD", "FAST", "MIN_CLEAN_ACCURACY", "MODES", "REFERENCE", "Mode", "ScanConfig"]
+__all__ = [
+    "ANOMALY_THRESHOLD",
+    "FAST",
+    "MIN_CLEAN_ACCURACY",
+    "MIN_IMAGES_PER_LABEL",
+    "MODES",
+    "REFERENCE",
+    "Mode",
+    "ScanConfig",
+]
 
 Mode = Literal["fast", "reference"]
 MODES: tuple[str, ...] = ("fast", "reference")
@@ -49,6 +58,11 @@ FAST_SEARCHES = 2
 ANOMALY_THRESHOLD = 2.0  # paper, Section IV-C: an index above 2 is an outlier with > 95% confidence
 MIN_CLEAN_ACCURACY = 0.5  # ours: below this the model and the data disagree (a preprocessing mismatch)
 DEFAULT_SAMPLES = 1000  # clean images for a scan: the original code's NB_SAMPLE
+#: Fewest clean images of each label a scan accepts (ours). Every reversed trigger must move the images of all
+#: other labels, so a label with no images is never asked of any trigger, and one with a handful weighs on the
+#: attack success by chance; the original code's sample (NB_SAMPLE = 1000 over GTSRB's 43 labels) holds over
+#: twice this per label.
+MIN_IMAGES_PER_LABEL = 10
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,8 @@ class ScanConfig:
             labels, and never runs with ``decision="paper"``.
         min_clean_accuracy: refuse to scan when the model's accuracy on the labelled clean images is below this
             fraction; ``None`` skips the check.
+        allow_few_images: scan even when a label has fewer than :data:`MIN_IMAGES_PER_LABEL` labelled clean
+            images (or none); the report then carries a warning. Otherwise such a scan is refused.
     """
 
     mode: Mode = "fast"
@@ -89,6 +105,7 @@ class ScanConfig:
     score_threshold: float | None = None
     pair_check: bool = True
     min_clean_accuracy: float | None = MIN_CLEAN_ACCURACY
+    allow_few_images: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -126,10 +143,11 @@ class ScanConfig:
         return FAST_SEARCHES if self.mode == "fast" else 1
 
     def per_label(self, counts: list[int]) -> int:
-        """Clean images to draw per label for a data set with ``counts`` images of each label."""
+        """Clean images to draw per label for a data set with ``counts`` images of each label (labels without
+        images, which no draw can fill, do not limit the others)."""
         if self.samples is not None:
             return max(1, self.samples // len(counts))
-        return max(1, min(DEFAULT_SAMPLES // len(counts), min(counts)))
+        return max(1, min(DEFAULT_SAMPLES // len(counts), min((c for c in counts if c > 0), default=1)))
 
     @property
     def decision_threshold(self) -> float | None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ._torch import autocast, input_memory_format, model_device
-from .config import ANOMALY_THRESHOLD, ScanConfig
+from .config import ANOMALY_THRESHOLD, MIN_IMAGES_PER_LABEL, ScanConfig
 from .decision import Decision, decide
 from .metrics import accuracy, predict
 from .outliers import anomaly_index
@@ -28,13 +28,42 @@ from .reverse import ReverseResult, reverse_engineer
 from .triggers import Trigger
 from .versions import versions
 
-__all__ = ["LabelResult", "NeuralCleanse", "SanityCheckError", "ScanReport", "trigger_success"]
+__all__ = [
+    "FewImagesError",
+    "LabelResult",
+    "NeuralCleanse",
+    "SanityCheckError",
+    "ScanReport",
+    "describe_short_labels",
+    "short_labels",
+    "trigger_success",
+]
 
 logger = logging.getLogger(__name__)
 
 
 class SanityCheckError(ValueError):
     """The model's accuracy on the supplied clean images is too low for a meaningful scan."""
+
+
+class FewImagesError(ValueError):
+    """Some label has too few clean images (or none) for a meaningful scan; ``short`` lists them."""
+
+    def __init__(self, message: str, short: list[tuple[int, int]]) -> None:
+        super().__init__(message)
+        self.short = short
+
+
+def short_labels(counts: list[int], minimum: int = MIN_IMAGES_PER_LABEL) -> list[tuple[int, int]]:
+    """``(label, count)`` of every label with fewer than ``minimum`` images, given each label's ``counts``."""
+    return [(label, n) for label, n in enumerate(counts) if n < minimum]
+
+
+def describe_short_labels(short: list[tuple[int, int]], limit: int | None = None) -> str:
+    """``"label 3 has 0, label 5 has 4"``; past ``limit`` labels, ``"... and N more"``."""
+    shown = short if limit is None else short[:limit]
+    text = ", ".join(f"label {label} has {n}" for label, n in shown)
+    return text + (f" and {len(short) - len(shown)} more" if len(shown) < len(short) else "")
 
 
 @dataclass(frozen=True)
@@ -79,6 +108,17 @@ class ScanReport:
     masks: torch.Tensor = field(repr=False)
     patterns: torch.Tensor = field(repr=False)
     versions: dict[str, str] = field(default_factory=versions)
+    warnings: list[str] = field(default_factory=list)  # what makes the verdict less sure, in words
+
+    def __repr__(self) -> str:
+        verdict = "infected" if self.infected else "clean"
+        return (
+            f"ScanReport({verdict}, flagged={self.flagged}, anomaly_index={self.anomaly_index:.2f}, "
+            f"labels={len(self.labels)}, masks={tuple(self.masks.shape)}, mode={self.mode!r}, "
+            f"images={self.num_images}, seconds={self.seconds:.1f}"
+            + (f", warnings={len(self.warnings)}" if self.warnings else "")
+            + ")"
+        )
 
     def trigger(self, label: int) -> Trigger:
         """The reversed trigger of ``label``."""
@@ -108,6 +148,7 @@ class ScanReport:
             "image_passes_per_label": float(np.mean([r.image_passes for r in self.labels])),
             "config": self.config,
             "versions": self.versions,
+            "warnings": list(self.warnings),
         }
         return out
 
@@ -164,6 +205,7 @@ class NeuralCleanse:
         outputs = self.outputs or probe_outputs(self.model, images[:32].to(model_device(self.model)))
         num_classes = outputs.num_outputs
         clean_acc = None if labels is None else self._check_accuracy(images, labels, num_classes)
+        warnings = [] if labels is None else self._check_counts(labels, num_classes)
         targets = list(range(num_classes)) if targets is None else [int(t) for t in targets]
         if len(targets) < 2 or min(targets) < 0 or max(targets) >= num_classes:
             raise ValueError(f"targets must be at least 2 labels in 0..{num_classes - 1}, got {targets}")
@@ -213,7 +255,27 @@ class NeuralCleanse:
             config=self.config.to_dict(result.compute_dtype),
             masks=result.masks,
             patterns=result.patterns,
+            warnings=warnings,
         )
+
+    def _check_counts(self, labels: torch.Tensor, num_classes: int) -> list[str]:
+        """Refuse (or, when the config allows it, warn about) labels with too few clean images."""
+        short = short_labels(torch.bincount(labels, minlength=num_classes).tolist())
+        if not short:
+            return []
+        if not self.config.allow_few_images:
+            raise FewImagesError(
+                f"too few clean images for a scan: {describe_short_labels(short)} (at least {MIN_IMAGES_PER_LABEL} "
+                "of every label: each reversed trigger must move the images of all the others); give more images, "
+                "or set ScanConfig(allow_few_images=True) to scan anyway",
+                short,
+            )
+        message = (
+            f"scanned with too few clean images: {describe_short_labels(short)} (fewer than "
+            f"{MIN_IMAGES_PER_LABEL}); the verdict may not hold"
+        )
+        logger.info(message)
+        return [message]
 
     def _check_accuracy(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
         """The model's accuracy on the labelled clean images; refuse a scan the model and data disagree on."""

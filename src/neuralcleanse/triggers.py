@@ -56,6 +56,12 @@ class Trigger:
         object.__setattr__(self, "mask", self.mask.detach().float())
         object.__setattr__(self, "pattern", self.pattern.detach().float())
 
+    def __repr__(self) -> str:
+        spec = "" if self.spec is None else f", spec={self.spec!r}"
+        return (
+            f"Trigger(mask={tuple(self.mask.shape)}, pattern={tuple(self.pattern.shape)}, l1={self.l1:.1f}{spec})"
+        )
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the images this trigger applies to."""

@@ -10,8 +10,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..store.out_dir import check_out_dir
 from .errors import CLIError
-from .parser import build_parser
+from .parser import build_parser, check_values
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -39,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        # Flag values and the output folder are checked before torch loads: a bad --out costs a moment, not a run.
+        check_values(args)
+        if getattr(args, "out", None) is not None:
+            check_out_dir(args.out, name="--out")
         from .verbs import VERBS  # after parsing: --help and usage errors never load torch
 
         return int(VERBS[args.verb](args))

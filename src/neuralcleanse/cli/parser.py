@@ -1,41 +1,77 @@
-"""The argument parser: every verb, its flags and their help."""
+"""The argument parser: every verb, its flags and their help, and the checks of flag values that need no model.
+
+Every flag's help says its default. The defaults are written out here, not imported, so that parsing loads no
+torch; ``tests/test_cli_help.py`` compares them with the library's.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from .._version import __version__
+from .errors import CLIError
+
+#: The one-line description of each verb (``neuralcleanse --help`` lists them, ``neuralcleanse VERB --help``
+#: starts with it).
+DESCRIPTIONS = {
+    "train": "Train a clean, BadNets or Trojan model and save it as a model folder.",
+    "evaluate": "Measure a model's clean accuracy and the attack success of its known triggers.",
+    "scan": "Detect a backdoor: reverse-engineer the smallest trigger of every label and flag outlier labels.",
+    "mitigate": "Repair an infected model with the reversed trigger of a scan (input filter, pruning or unlearning).",
+    "demo": "Train (or reuse) a BadNets and a clean MNIST model, scan both and write both reports.",
+}
+
+_DEVICE_HELP = "cpu, cuda or cuda:N (default cpu)"
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="a model directory from `neuralcleanse train`, a TorchScript, "
+        help="a model folder from `neuralcleanse train`, a TorchScript, "
         "ONNX or Keras (.h5/.keras) file, or a state dict (.pt/.pth/.safetensors) with --arch",
     )
     p.add_argument(
-        "--arch", help="architecture for a state dict: a built-in name (mnist, gtsrb) or package.module:callable"
+        "--arch",
+        help="architecture of a state dict: a built-in name (mnist, gtsrb) or package.module:callable "
+        "(default: none; other formats carry their architecture)",
     )
     p.add_argument(
         "--unsafe-pickle",
         action="store_true",
-        help="allow loading a pickled whole model (executes code from the file: only for files you trust)",
+        help="allow loading a pickled whole model (executes code from the file: only for files you trust; "
+        "default off: such files are refused)",
     )
     g = p.add_argument_group("preprocessing the model expects (the scan always works on [0, 1] NCHW images)")
-    g.add_argument("--value-range", choices=["0-1", "0-255", "-1-1"], help="pixel range the model expects")
     g.add_argument(
-        "--mean", type=float, nargs="+", help="per-channel mean the model subtracts, in the units of --value-range"
+        "--value-range",
+        choices=["0-1", "0-255", "-1-1"],
+        help="pixel range the model expects (default 0-1)",
     )
     g.add_argument(
-        "--std", type=float, nargs="+", help="per-channel std the model divides by, in the units of --value-range"
+        "--mean",
+        type=float,
+        nargs="+",
+        help="per-channel mean the model subtracts, in the units of --value-range (default: none)",
     )
-    g.add_argument("--channel-order", choices=["RGB", "BGR"], help="channel order the model expects")
-    g.add_argument("--layout", choices=["NCHW", "NHWC", "NHW"], help="tensor layout the model expects")
-    p.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    g.add_argument(
+        "--std",
+        type=float,
+        nargs="+",
+        help="per-channel std the model divides by, in the units of --value-range (default: none)",
+    )
+    g.add_argument(
+        "--channel-order", choices=["RGB", "BGR"], help="channel order the model expects (default RGB)"
+    )
+    g.add_argument(
+        "--layout",
+        choices=["NCHW", "NHWC", "NHW"],
+        help="tensor layout the model expects (default: the one the file declares, else NCHW)",
+    )
+    p.add_argument("--device", help=_DEVICE_HELP)
 
 
-def _add_trigger_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
+def _add_trigger_args(p: argparse.ArgumentParser, help_suffix: str) -> None:
     p.add_argument(
         "--trigger",
         action="append",
@@ -43,82 +79,114 @@ def _add_trigger_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None
         help="a trigger, e.g. square:size=4,position=bottom-right,color=white; random:size=4; "
         "image:path=FILE; blend:alpha=0.1 (repeatable)" + help_suffix,
     )
-    p.add_argument("--target", action="append", type=int, metavar="T", help="target label of the matching --trigger")
+    p.add_argument(
+        "--target",
+        action="append",
+        type=int,
+        metavar="T",
+        help="target label of the matching --trigger (repeatable; default: none)",
+    )
+
+
+def _add_out_args(p: argparse.ArgumentParser, what: str, replaced: str) -> None:
+    p.add_argument("--out", required=True, metavar="DIR", help=f"folder to write {what} to (created when missing)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {replaced} already in --out (default off: stop without writing anything)",
+    )
+
+
+def _seed(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--seed", type=int, default=0, help=f"seeds {what}; recorded with the result (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="neuralcleanse", description="Find and remove backdoors in image classifiers."
+        prog="neuralcleanse", description="Find and remove backdoors in image classifiers (Neural Cleanse)."
     )
     parser.add_argument("--version", action="version", version=f"neuralcleanse {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs (default off)")
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars, nor progress lines when stderr is not a terminal (default off)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", parents=[common], help="train a clean, BadNets or Trojan model")
+    def verb(name: str) -> argparse.ArgumentParser:
+        line = DESCRIPTIONS[name]
+        p = sub.add_parser(name, parents=[common], help=line[0].lower() + line[1:-1], description=line)
+        p.set_defaults(verb=name)
+        return p
+
+    p = verb("train")
     p.add_argument("--dataset", required=True, help="mnist, gtsrb, cifar10, an .npz file or an image folder")
-    p.add_argument("--arch", required=True, help="architecture: mnist or gtsrb (the paper's networks)")
+    p.add_argument("--arch", required=True, choices=["mnist", "gtsrb"], help="the paper's network for that data")
     _add_trigger_args(
         p,
         "; makes a BadNets model, or with trojan[:size=4,position=bottom-right] a Trojan one (the pattern is "
-        "crafted to fire the model's own neurons, then the dense layers are retrained)",
+        "crafted to fire the model's own neurons, then the dense layers are retrained); default: none, a clean "
+        "model",
     )
     p.add_argument(
-        "--poison-rate", type=float, default=0.1, help="fraction of the training set poisoned per trigger (default 0.1)"
+        "--poison-rate",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="fraction of the training set poisoned per trigger, in (0, 1) (default 0.1)",
     )
     p.add_argument(
         "--from",
         dest="victim",
         metavar="MODEL_DIR",
-        help="Trojan attack on this trained model (saved by train) instead of on one trained first",
+        help="Trojan attack on this trained model (saved by train) instead of on one trained first (default: none)",
     )
-    p.add_argument("--epochs", type=int, help="training epochs (default: the architecture's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--out", required=True, help="directory to write the model to")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
-    p.set_defaults(verb="train")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the architecture's, mnist 3, gtsrb 12)")
+    _seed(p, "the initialisation, the poisoning and the batches")
+    p.add_argument("--device", help=_DEVICE_HELP)
+    _add_out_args(p, "the model", "a model")
 
-    p = sub.add_parser("evaluate", parents=[common], help="clean accuracy and attack success of a model")
+    p = verb("evaluate")
     _add_model_args(p)
     p.add_argument(
         "--data",
         required=True,
-        help="mnist, gtsrb, cifar10, a directory of MNIST IDX files, an .npz or an image folder",
+        help="mnist, gtsrb, cifar10, a folder of MNIST IDX files, an .npz or an image folder",
     )
     p.add_argument("--split", default="test", choices=["train", "test"], help="split of a named dataset (default test)")
-    _add_trigger_args(p, "; default: the triggers recorded in the model's metadata")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(verb="evaluate")
+    _add_trigger_args(p, "; default: the triggers recorded with the model")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON (default off: a table)")
 
-    p = sub.add_parser(
-        "scan", parents=[common], help="detect a backdoor: reverse-engineer triggers, flag outlier labels"
-    )
+    p = verb("scan")
     _add_model_args(p)
     p.add_argument(
         "--data",
         required=True,
-        help="clean labelled images: mnist, gtsrb, cifar10, an IDX directory, an .npz or an image folder",
+        help="clean labelled images: mnist, gtsrb, cifar10, an IDX folder, an .npz or an image folder "
+        "(the test split of a named dataset)",
     )
-    p.add_argument("--out", required=True, help="directory for report.json, report.html, triggers.npz and images")
+    _add_out_args(p, "report.json, report.html, triggers.npz and pictures", "a report")
     p.add_argument(
         "--mode",
         choices=["fast", "reference"],
         default="fast",
-        help="fast: all labels at once (default); reference: the original code, one label at a time",
+        help="fast: all labels at once; reference: the original code, one label at a time (default fast)",
     )
     p.add_argument(
         "--samples",
         type=int,
+        metavar="N",
         help="clean images used, spread evenly over labels (default: up to 1000, as the original code)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    _seed(p, "the initial masks and the batches")
     p.add_argument(
         "--success-threshold",
         type=float,
         metavar="FRACTION",
-        help="attack success every reversed trigger must keep (default: 0.99, the original code's "
+        help="attack success every reversed trigger must keep, in (0, 1] (default 0.99, the original code's "
         "ATTACK_SUCC_THRESHOLD)",
     )
     p.add_argument(
@@ -138,40 +206,74 @@ def build_parser() -> argparse.ArgumentParser:
         "--anomaly-threshold",
         type=float,
         metavar="INDEX",
-        help="flag labels below the median whose anomaly index exceeds this (default: 2, the paper's; with "
+        help="flag labels below the median whose anomaly index exceeds this (default 2, the paper's; with "
         "hundreds of labels clean ones can pass 2, see docs/how-it-works.md)",
     )
     p.add_argument(
-        "--skip-sanity-check", action="store_true", help="scan even when the model misclassifies most clean images"
+        "--skip-sanity-check",
+        action="store_true",
+        help="scan even when the model misclassifies more than half of the clean images (default off: stop)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
-    p.set_defaults(verb="scan")
+    p.add_argument(
+        "--allow-few-images",
+        action="store_true",
+        help="scan even when a label has fewer than 10 clean images, or none; the verdict then carries a "
+        "warning (default off: stop and list the short labels)",
+    )
 
-    p = sub.add_parser("mitigate", parents=[common], help="repair an infected model using a scan's reversed trigger")
+    p = verb("mitigate")
     _add_model_args(p)
-    p.add_argument("--report", required=True, metavar="SCAN_DIR", help="directory written by `neuralcleanse scan`")
+    p.add_argument("--report", required=True, metavar="SCAN_DIR", help="a folder written by `neuralcleanse scan`")
     p.add_argument(
         "--data",
         required=True,
-        help="clean labelled data (the training split of a named dataset is used for unlearning)",
+        help="clean labelled data (the training split of a named dataset is worked on, its test split reported "
+        "on; other data are split in halves)",
     )
-    p.add_argument("--method", required=True, choices=["filter", "prune", "unlearn"])
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=["filter", "prune", "unlearn"],
+        help="filter: reject inputs that excite the trigger's neurons; prune: silence those neurons; unlearn: "
+        "fine-tune with the reversed trigger on correctly labelled images (no default: choose one)",
+    )
     p.add_argument(
         "--fpr",
         type=float,
         default=0.05,
-        help="filter: false-positive rate to calibrate to (default 0.05, the paper's)",
+        metavar="FRACTION",
+        help="filter: share of clean inputs rejected, in (0, 1) (default 0.05, the paper's)",
     )
-    _add_trigger_args(p, "; the true trigger, when known, to measure it too")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="directory for the patched model (or filter) and mitigation.json")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(verb="mitigate")
+    _add_trigger_args(p, "; the true trigger, when known, to measure it too (default: the one recorded, if any)")
+    _seed(p, "the fine-tuning and the splits")
+    _add_out_args(p, "the patched model (or the filter), mitigation.json and mitigation.html", "a result")
 
-    p = sub.add_parser(
-        "demo", parents=[common], help="train (or reuse) a BadNets and a clean MNIST model and scan both"
+    p = verb("demo")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="where the reports go (default runs/demo)")
+    _seed(p, "the training and the scans")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="the scans' arithmetic; auto: bfloat16 on CPUs that compute it natively, else float32 (default auto)",
     )
-    p.add_argument("--out", default="runs/demo", help="where the reports go (default runs/demo)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(verb="demo")
     return parser
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """Refuse flag values no run can use, naming the flag, before anything heavy is loaded.
+
+    The scan's numbers are checked by :class:`~neuralcleanse.config.ScanConfig` (whose messages the scan verb
+    maps onto the flags); the others here.
+    """
+    fractions = {"poison_rate": "--poison-rate", "fpr": "--fpr"}
+    for dest, flag in fractions.items():
+        value = getattr(args, dest, None)
+        if value is not None and not 0 < value < 1:
+            raise CLIError(f"{flag} must be a fraction in (0, 1), got {value:g}")
+    epochs = getattr(args, "epochs", None)
+    if epochs is not None and epochs < 1:
+        raise CLIError(f"--epochs must be at least 1, got {epochs}")
+    for target in getattr(args, "target", None) or []:
+        if target < 0:
+            raise CLIError(f"--target must be a label (0 or more), got {target}")

@@ -18,6 +18,9 @@ from ..config import ANOMALY_THRESHOLD, MIN_CLEAN_ACCURACY, ScanConfig
 from ..jobs import demo, evaluate_model, mitigate_model, scan_model, train_model
 from ..loading import load_model
 from ..preprocess import Preprocessing, parse_value_range
+from ..store.mitigation_dir import MITIGATION_FILE, MITIGATION_HTML
+from ..store.out_dir import check_out_dir
+from ..store.scan_dir import REPORT_FILE
 from .bars import ProgressBars
 from .errors import CLIError
 
@@ -130,6 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
 
     config = _scan_config(args)
+    check_out_dir(args.out, REPORT_FILE, args.overwrite, name="--out")  # before the model loads
     _seed_everything(args.seed)
     device = _device(args.device)
     loaded = _load_model(args, device)
@@ -156,6 +160,7 @@ def _scan_config(args: argparse.Namespace) -> Any:
             precision=args.precision,
             anomaly_threshold=ANOMALY_THRESHOLD if args.anomaly_threshold is None else args.anomaly_threshold,
             min_clean_accuracy=None if args.skip_sanity_check else MIN_CLEAN_ACCURACY,
+            allow_few_images=args.allow_few_images,
         )
     except ValueError as exc:
         field, _, rest = str(exc).partition(" ")
@@ -164,9 +169,10 @@ def _scan_config(args: argparse.Namespace) -> Any:
 
 def _print_verdict(report: dict[str, Any], out: Path) -> None:
     verdict = "INFECTED" if report["infected"] else "clean"
+    warnings = "".join(f" (WARNING: {w})" for w in report.get("warnings") or [])
     print(
         f"{verdict}: anomaly index {report['anomaly_index']:.2f} "
-        f"(threshold {report['anomaly_threshold']:g}), flagged labels {report['flagged'] or 'none'}"
+        f"(threshold {report['anomaly_threshold']:g}), flagged labels {report['flagged'] or 'none'}{warnings}"
     )
     rows = sorted(report["labels"], key=lambda r: r["mask_l1"])[:5]
     print("  smallest reversed triggers:")
@@ -180,6 +186,7 @@ def _print_verdict(report: dict[str, Any], out: Path) -> None:
 
 def cmd_mitigate(args: argparse.Namespace) -> int:
 
+    check_out_dir(args.out, MITIGATION_FILE, args.overwrite, name="--out")  # before the model loads
     _seed_everything(args.seed)
     device = _device(args.device)
     loaded = _load_model(args, device)
@@ -218,7 +225,14 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
         rows.append(("false-positive rate", f"{result['false_positive_rate']:.2%}"))
     if result.get("false_negative_rate") is not None:
         rows.append(("false-negative rate", f"{result['false_negative_rate']:.2%}"))
-    rows.append(("written", str(Path(args.out) / "mitigation.json")))
+    out = Path(args.out)
+    if result.get("filter_file"):
+        rows.append(("input filter", str(out / result["filter_file"])))
+    else:
+        patched = out / result["model_file"] if result.get("model_file") else out
+        rows.append(("patched model", f"{patched} (load it with neuralcleanse.load_model or `neuralcleanse scan`)"))
+    rows.append(("page", str(out / MITIGATION_HTML)))
+    rows.append(("figures", str(out / MITIGATION_FILE)))
     _print_table(rows)
     return 0
 
@@ -228,7 +242,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _seed_everything(args.seed)
     bars = ProgressBars(args.quiet)
     try:
-        results = demo(Path(args.out), seed=args.seed, progress=bars, log=print)
+        results = demo(Path(args.out), seed=args.seed, progress=bars, log=print, precision=args.precision)
     finally:
         bars.close()
     for name, (report, out) in results.items():

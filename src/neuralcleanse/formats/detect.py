@@ -18,6 +18,7 @@ __all__ = ["FORMATS", "detect_format", "is_safetensors"]
 FORMATS = ("neuralcleanse", "torchscript", "onnx", "state_dict", "keras")
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_TEXT_PROBE_BYTES = 4096  # ours: enough of a file to tell text (a log, a config, notes) from binary data
 _ZIP_MAGIC = b"PK\x03\x04"
 _SUFFIX_FORMATS = {
     ".onnx": "onnx",
@@ -54,7 +55,8 @@ def detect_format(path: str | Path) -> str:
             "`neuralcleanse train`"
         )
     with open(path, "rb") as fh:
-        head = fh.read(64)
+        start = fh.read(_TEXT_PROBE_BYTES)
+    head = start[:64]
     size = path.stat().st_size
     if not head:
         raise ModelFileError(f"{path}: empty file; re-export the model")
@@ -68,6 +70,11 @@ def detect_format(path: str | Path) -> str:
         return "state_dict"  # a pickle: legacy torch.save (or anything else pickled; torch.load decides)
     if _looks_like_onnx(head):
         return "onnx"
+    if _is_text(start):
+        raise ModelFileError(
+            f"{path}: a text file, not a model file of any known format; expected a neuralcleanse model "
+            "directory, TorchScript, ONNX, a state dict (.pt/.pth/.safetensors) or Keras (.h5/.keras)"
+        )
     by_suffix = _SUFFIX_FORMATS.get(path.suffix.lower())
     if by_suffix is not None:
         return by_suffix  # unrecognisable bytes: the format's own loader reports the file as corrupt
@@ -92,6 +99,18 @@ def _zip_format(path: Path) -> str:
     raise ModelFileError(
         f"{path}: a zip archive that is neither TorchScript, a torch.save file nor a Keras .keras model"
     )
+
+
+def _is_text(start: bytes) -> bool:
+    """Whether a file's first bytes are UTF-8 text: no NUL, no control byte but tabs and line ends. Every model
+    format's first bytes hold binary (magic numbers, lengths, protobuf tags), so text is never a model."""
+    try:
+        text = start.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(start) - 3:  # not merely a character cut at the probe's end
+            return False
+        text = start[: exc.start].decode("utf-8")
+    return all(ch.isprintable() or ch in "\t\n\r\f" for ch in text)
 
 
 def is_safetensors(head: bytes, size: int) -> bool:

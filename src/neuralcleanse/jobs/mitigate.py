@@ -12,6 +12,7 @@ from ..probe import check_compatible
 from ..progress import ProgressCallback
 from ..splits import mitigation_split
 from ..store.mitigation_dir import MITIGATION_FILE, write_mitigation
+from ..store.out_dir import check_out_dir
 from ..store.scan_dir import read_scan
 from ..triggers import Trigger
 from .evaluate import known_triggers
@@ -43,10 +44,7 @@ def mitigate_model(
     """
     if method not in METHODS:
         raise ValueError(f"method must be filter, prune or unlearn, got {method!r}")
-    if (out / MITIGATION_FILE).exists() and not overwrite:
-        raise FileExistsError(
-            f"{out / MITIGATION_FILE} already exists; pass --overwrite to replace it or choose another --out"
-        )
+    check_out_dir(out, MITIGATION_FILE, overwrite)
     label, trigger = _flagged_trigger(report_dir)
     work, heldout = mitigation_split(data, seed)
     check_compatible(loaded, heldout)
@@ -91,6 +89,7 @@ def mitigate_model(
         model_metadata=loaded.metadata if from_model_folder else None,
         triggers=list(getattr(loaded, "triggers", None) or []),
         example=heldout.images[:2],
+        trigger=trigger,
     )
 
 

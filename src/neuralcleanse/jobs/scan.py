@@ -8,13 +8,14 @@ from typing import Any
 
 import torch
 
-from ..config import ScanConfig
+from ..config import MIN_IMAGES_PER_LABEL, ScanConfig
 from ..data import clean_sample, load_dataset
 from ..metrics import true_trigger_overlap
 from ..probe import check_compatible
 from ..progress import ProgressCallback
-from ..scan import NeuralCleanse, ScanReport
-from ..store.scan_dir import REPORT_FILE, ReportExistsError, write_scan_report
+from ..scan import FewImagesError, NeuralCleanse, ScanReport, describe_short_labels, short_labels
+from ..store.out_dir import check_out_dir
+from ..store.scan_dir import REPORT_FILE, write_scan_report
 
 __all__ = ["scan_model"]
 
@@ -34,15 +35,14 @@ def scan_model(
     """Scan a loaded model with a stratified clean sample of ``data``'s test split (``config.samples`` images,
     see :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the scan folder ``out``."""
     config = config if config is not None else ScanConfig()
-    if (out / REPORT_FILE).exists() and not overwrite:
-        raise ReportExistsError(
-            f"{out / REPORT_FILE} already exists; pass --overwrite to replace it or choose another --out"
-        )
+    check_out_dir(out, REPORT_FILE, overwrite)
     dataset = load_dataset(data, "test")
     outputs = check_compatible(loaded, dataset)
     if dataset.num_classes != outputs.num_outputs:
         logger.warning("%s has %d labels, the model %d outputs", dataset.name, dataset.num_classes, outputs.num_outputs)
-    per_class = config.per_label(torch.bincount(dataset.labels, minlength=dataset.num_classes).tolist())
+    counts = torch.bincount(dataset.labels, minlength=max(dataset.num_classes, outputs.num_outputs)).tolist()
+    per_class = config.per_label(counts)
+    _check_counts(dataset.name, counts[: outputs.num_outputs], per_class, config)
     clean = clean_sample(dataset, per_class, seed)
     scanner = NeuralCleanse(loaded.model, config, outputs=outputs, progress=progress)
     report = scanner.scan(clean.images, clean.labels, seed=seed)
@@ -66,3 +66,25 @@ def scan_model(
         ]
     write_scan_report(report, out, overwrite=overwrite, extra=extra)
     return report, out
+
+
+def _check_counts(name: str, counts: list[int], per_class: int, config: ScanConfig) -> None:
+    """Refuse, before the scan, data with too few images of some label, or a ``samples`` too small to give each
+    label enough (naming the flags that change it); the scan itself warns when ``allow_few_images`` is set."""
+    if config.allow_few_images:
+        return
+    short = short_labels(counts)
+    if short:
+        raise FewImagesError(
+            f"{name}: too few clean images for a scan: {describe_short_labels(short)} (at least "
+            f"{MIN_IMAGES_PER_LABEL} of every label the model outputs); give more images, or pass "
+            "--allow-few-images to scan anyway",
+            short,
+        )
+    if per_class < MIN_IMAGES_PER_LABEL:
+        raise FewImagesError(
+            f"--samples {config.samples} leaves {per_class} images per label for {len(counts)} labels (at least "
+            f"{MIN_IMAGES_PER_LABEL} each: --samples {MIN_IMAGES_PER_LABEL * len(counts)} or more); or pass "
+            "--allow-few-images to scan anyway",
+            [(label, per_class) for label in range(len(counts))],
+        )

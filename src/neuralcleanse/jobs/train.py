@@ -17,6 +17,7 @@ from ..models import ARCHITECTURES, build_model
 from ..progress import ProgressCallback
 from ..splits import has_official_split, training_split
 from ..store.model_dir import METADATA_FILE, load_saved_model, save_model
+from ..store.out_dir import check_out_dir
 from ..train import TrainConfig, train_classifier
 from ..triggers import Trigger, parse_trigger
 from ..versions import versions
@@ -121,10 +122,7 @@ def _check_request(
     """Refuse what cannot be trained before any data is loaded; whether the request is a Trojan attack."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
-    if (out / METADATA_FILE).exists() and not overwrite:
-        raise FileExistsError(
-            f"{out / METADATA_FILE} already exists; pass --overwrite to replace it or choose another --out"
-        )
+    check_out_dir(out, METADATA_FILE, overwrite)
     if len(trigger_specs) != len(targets):
         raise ValueError(
             f"give one target per trigger: got {len(trigger_specs)} trigger(s) and {len(targets)} target(s)"

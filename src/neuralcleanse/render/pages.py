@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 from collections.abc import Mapping, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,12 +20,17 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..scan import LabelResult, ScanReport
-from .pictures import anomaly_threshold, png_bytes, png_data_uri
+from .pictures import anomaly_threshold, before_after_png, png_bytes, png_data_uri
 
 __all__ = ["mitigation_page", "render_page", "scan_page"]
 
 THUMB_PX = 72  # ours: the shorter side of a gallery thumbnail (upscaled from small images)
 MAX_THUMB_PX = 96  # ours: larger images are downscaled to this in the gallery, to bound the page's size
+TRIGGER_PX = 160  # ours: the shorter side of the mitigation page's trigger pictures, as the scan folder's PNGs
+#: ours: the attack success at or below which the page calls the backdoor removed (or blocked, for the filter):
+#: at most one triggered input in twenty still reaches the target. Pruning stops at a stricter bar on the
+#: reversed trigger (mitigate.prune.MAX_ATTACK_SUCCESS), which is often weaker than the real one.
+REMOVED_ATTACK_SUCCESS = 0.05
 
 _PACKAGE = "neuralcleanse.render"
 # Context keys of the scan page shown in its summary rather than among the details.
@@ -79,6 +86,7 @@ def scan_page(
     plot: bytes,
     label_images: Mapping[int, Mapping[str, tuple[str, bytes]]],
     files: Mapping[str, str],
+    location: str | Path | None = None,
 ) -> str:
     """The scan report page.
 
@@ -89,6 +97,7 @@ def scan_page(
         plot: the norms chart as PNG bytes.
         label_images: for each flagged label, ``{"mask" | "pattern" | "trigger": (file name, PNG bytes)}``.
         files: the names of the folder's ``"report"``, ``"triggers"`` and ``"plot"`` files, as the page cites them.
+        location: the scan folder, for the ``mitigate`` command the page suggests (``SCAN_DIR`` when not given).
     """
     flagged = [int(label) for label in report.flagged]
     by_label = {r.label: r for r in report.labels}
@@ -100,6 +109,9 @@ def scan_page(
         "anomaly_index": report.anomaly_index,
         "threshold": anomaly_threshold(report),
         "flagged": flagged,
+        "decision": report.decision,
+        "paper_flagged": [int(label) for label in report.paper_flagged],
+        "pairs": report.pairs,
         "height": height,
         "width": width,
         "num_images": report.num_images,
@@ -126,24 +138,198 @@ def scan_page(
                 f"{r.attack_success:.1%}",
                 f"{r.anomaly_index:.2f}",
                 "yes" if r.found else "no",
-                "FLAGGED" if r.label in flagged else "",
+                _flag_note(r, flagged, report.median_l1, anomaly_threshold(report)),
             ]
             for r in rows
         ],
         "highlight": [i for i, r in enumerate(rows) if r.label in flagged],
         "details": _details(report, extra),
+        "warnings": list(report.warnings),
+        "next_step": _next_step(report, extra, location),
     }
     model_name = extra.get("model")
-    title = "Neural Cleanse scan report" + (f" — {model_name}" if model_name else "")
+    title = "Neural Cleanse scan report" + (f" — {Path(str(model_name)).name}" if model_name else "")
     return _render("scan.html.j2", title, **context)
 
 
-def mitigation_page(figures: Mapping[str, Any]) -> str:
+def _flag_note(row: LabelResult, flagged: list[int], median: float, threshold: float) -> str:
+    """The "flagged" cell: FLAGGED, or why a label whose index passes the threshold is not flagged."""
+    if row.label in flagged:
+        return "FLAGGED"
+    if row.anomaly_index > threshold and row.mask_l1 >= median:
+        return "no: norm above the median"
+    return ""
+
+
+def _next_step(report: ScanReport, extra: Mapping[str, Any], location: str | Path | None) -> dict[str, Any]:
+    """What to do after this scan: the ``mitigate`` command for the most anomalous flagged label, or why
+    there is nothing to repair."""
+    if not report.flagged:
+        return {"command": None, "label": None}
+    scan_dir = str(location) if location is not None else "SCAN_DIR"
+    model, data = str(extra.get("model") or "MODEL"), str(extra.get("data") or "DATA")
+    patched = scan_dir.rstrip("/") + "-patched" if location is not None else "OUT"
+    words = ["neuralcleanse", "mitigate", model, "--report", scan_dir, "--data", data, "--method", "unlearn"]
+    return {"command": shlex.join([*words, "--out", patched]), "label": int(report.flagged[0])}
+
+
+def mitigation_page(
+    figures: Mapping[str, Any],
+    *,
+    trigger: tuple[np.ndarray, np.ndarray] | None = None,
+    location: str | Path | None = None,
+) -> str:
     """The mitigation page, from the figures recorded in ``mitigation.json`` (``method``, ``label``, ``model``,
-    ``scan``, the before/after rates, and for the filter its error rates)."""
-    details = [[k, str(v)] for k, v in figures.items() if not isinstance(v, list | dict)]
-    title = f"Neural Cleanse mitigation: {figures['method']} (label {figures['label']})"
-    return _render("mitigation.html.j2", title, figures=figures, details=details)
+    ``scan``, the before/after rates, for the filter its error rates, and what holds the result:
+    ``filter_file``, ``model_dir`` or ``model_file``).
+
+    Args:
+        figures: as written to ``mitigation.json``.
+        trigger: the reversed trigger used, ``(mask (1, H, W), pattern (C, H, W))``, drawn on the page.
+        location: the mitigation folder, for the exact path and the load example (``figures["model_dir"]``
+            or the current folder when not given).
+    """
+    where = Path(location if location is not None else figures.get("model_dir") or ".").resolve()
+    method, label = figures["method"], figures["label"]
+    true_known = figures.get("attack_success_after") is not None
+    success_key = "attack_success" if true_known else "reversed_attack_success"
+    success_before, success_after = figures.get(f"{success_key}_before"), figures.get(f"{success_key}_after")
+    acc_before, acc_after = figures.get("clean_accuracy_before"), figures.get("clean_accuracy_after")
+    chart_rows = [
+        (name, float(figures[f"{key}_before"]), float(figures[f"{key}_after"]))
+        for key, name in (
+            ("clean_accuracy", "clean accuracy"),
+            ("reversed_attack_success", "reversed trigger's\nattack success"),
+            ("attack_success", "true trigger's\nattack success"),
+        )
+        if figures.get(f"{key}_before") is not None and figures.get(f"{key}_after") is not None
+    ]
+    context = {
+        "method": method,
+        "label": label,
+        "verdict": {
+            "removed": success_after is not None and success_after <= REMOVED_ATTACK_SUCCESS,
+            "word": _verdict_word(method, success_after),
+            "trigger": "the true trigger" if true_known else f"the reversed trigger of label {label}",
+            "success_before": _percent(success_before, 1),
+            "success_after": _percent(success_after, 1),
+            "accuracy_before": _percent(acc_before, 2),
+            "accuracy_after": _percent(acc_after, 2),
+            "accuracy_change": "—"
+            if acc_before is None or acc_after is None
+            else f"{100 * (acc_after - acc_before):+.2f} points",
+        },
+        "removed_below": REMOVED_ATTACK_SUCCESS,
+        "chart_uri": png_data_uri(before_after_png(chart_rows)) if chart_rows else None,
+        "figures": figures,
+        "trigger": _trigger_figures(trigger, label) if trigger is not None else [],
+        "trigger_l1": None if trigger is None else float(trigger[0].sum()),
+        "usage": _usage(figures, where),
+        "settings": _mitigation_settings(figures),
+    }
+    model_name = Path(str(figures.get("model") or "model")).name
+    title = f"Neural Cleanse mitigation — {model_name}: {method}, label {label}"
+    return _render("mitigation.html.j2", title, **context)
+
+
+def _verdict_word(method: str, success_after: float | None) -> str:
+    if success_after is None:
+        return "NOT MEASURED"
+    removed = success_after <= REMOVED_ATTACK_SUCCESS
+    if method == "filter":
+        return "BACKDOOR BLOCKED" if removed else "BACKDOOR NOT BLOCKED"
+    return "BACKDOOR REMOVED" if removed else "BACKDOOR NOT REMOVED"
+
+
+def _trigger_figures(trigger: tuple[np.ndarray, np.ndarray], label: int) -> list[dict[str, str]]:
+    mask, pattern = trigger
+    images = {"mask": mask, "pattern": pattern, "trigger": mask * pattern}
+    return [
+        {
+            "uri": png_data_uri(png_bytes(images[kind], min_size=TRIGGER_PX)),
+            "caption": caption,
+            "alt": f"label {label} reversed {caption}",
+        }
+        for kind, caption in _CAPTIONS
+    ]
+
+
+def _usage(figures: Mapping[str, Any], where: Path) -> dict[str, str]:
+    """Where the result is and one line of Python that loads it."""
+    if figures.get("filter_file"):
+        path = str(where / figures["filter_file"])
+        return {
+            "kind": "input filter",
+            "path": path,
+            "code": "from neuralcleanse.mitigate import InputFilter; "
+            f"rejected = InputFilter.load({path!r}).reject(model, images)",
+            "note": "The filter works beside the original model: it rejects inputs whose activations look "
+            "triggered; the model itself is unchanged.",
+        }
+    path = str(where / figures["model_file"]) if figures.get("model_file") else str(where)
+    return {
+        "kind": "patched model",
+        "path": path,
+        "code": f"from neuralcleanse import load_model; model = load_model({path!r}).model  # (N, C, H, W) in [0, 1]",
+        "note": "Scan it again to check: neuralcleanse scan " + shlex.quote(path) + " --data DATA --out DIR",
+    }
+
+
+#: The mitigation figures shown on the page as settings, in this order, with their names.
+_SETTINGS = (
+    ("method", "method"),
+    ("label", "label whose reversed trigger was used"),
+    ("model", "model"),
+    ("scan", "scan"),
+    ("data", "data"),
+    ("seed", "seed"),
+    ("layer", "layer"),
+    ("fpr_target", "false-positive rate aimed at"),
+    ("threshold", "filter threshold"),
+    ("num_calibration", "calibration images"),
+    ("pruned", "neurons pruned"),
+    ("pruned_fraction", "share of the layer pruned"),
+    ("stop_reason", "pruning stopped because"),
+    ("lr", "fine-tuning learning rate"),
+    ("num_images", "fine-tuning images"),
+    ("num_triggered", "of which stamped with the trigger"),
+    ("final_loss", "final training loss"),
+    ("num_heldout", "held-out images measured on"),
+    ("seconds", "time"),
+)
+_NOT_SETTINGS = {"filter_file", "model_dir", "model_file", "true_target", "versions"}
+
+
+def _mitigation_settings(figures: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The settings and the remaining scalar figures, formatted: names in words, floats rounded."""
+    rows = [(name, _format_value(key, figures[key])) for key, name in _SETTINGS if figures.get(key) is not None]
+    config = figures.get("config")
+    if isinstance(config, Mapping):
+        rows += [(f"fine-tuning {k.replace('_', ' ')}", _format_value(k, v)) for k, v in config.items()]
+    shown = {key for key, _ in _SETTINGS} | _NOT_SETTINGS | {"config"}
+    rows += [
+        (k.replace("_", " "), _format_value(k, v))
+        for k, v in figures.items()
+        if k not in shown and not k.endswith(("_before", "_after")) and not isinstance(v, list | dict)
+    ]
+    versions = figures.get("versions")
+    if isinstance(versions, Mapping):
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    return rows
+
+
+def _format_value(key: str, value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key == "seconds" and isinstance(value, int | float):
+        return _duration(float(value))
+    if isinstance(value, float):
+        if (key == "fraction" or key.endswith(("_rate", "_fraction", "_target"))) and 0 <= value <= 1:
+            return _percent(value, 2)
+        return f"{value:.4g}"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _flagged_label(row: LabelResult, images: Mapping[str, tuple[str, bytes]], pixels: int) -> dict[str, Any]:
@@ -179,6 +365,7 @@ def _summary_rows(report: ScanReport, extra: Mapping[str, Any], height: int, wid
         rows.append(("clean accuracy", f"{report.clean_accuracy:.2%}"))
     rows.append(("labels examined", f"{len(report.labels)} ({height}×{width} images)"))
     rows.append(("mode", report.mode))
+    rows.append(("precision of the search", str(report.config.get("compute_dtype", "float32"))))
     rows.append(("seed", "none" if report.seed is None else report.seed))
     rows.append(("scan time", _duration(report.seconds)))
     rows.append(("model outputs", "probabilities" if report.outputs_probabilities else "logits"))

@@ -22,6 +22,7 @@ from ..scan import ANOMALY_THRESHOLD, ScanReport
 
 __all__ = [
     "anomaly_threshold",
+    "before_after_png",
     "norms_plot_png",
     "png_bytes",
     "png_data_uri",
@@ -155,6 +156,33 @@ def norms_plot_png(report: ScanReport) -> bytes:
         threshold_line,
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def before_after_png(rows: list[tuple[str, float, float]]) -> bytes:
+    """A small horizontal bar chart of ``(name, before, after)`` fractions, one pair of bars per row, with the
+    percentages written at the bars' ends. Returns PNG bytes."""
+    fig = Figure(figsize=(7.5, 0.5 + 0.75 * len(rows)), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1].astype(float)
+    height = 0.36
+    series = (
+        (height / 2, [before for _, before, _ in rows], "#9aa5b1", "before"),
+        (-height / 2, [after for _, _, after in rows], "#1f6feb", "after"),
+    )
+    for offset, values, color, name in series:
+        ax.barh(y + offset, values, height=height, color=color, label=name, zorder=2)
+        for yy, value in zip(y + offset, values, strict=True):
+            ax.text(value + 0.01, yy, f"{value:.1%}", va="center", fontsize=8.5, color="#1f2328")
+    ax.set_yticks(y, [row[0] for row in rows], fontsize=9.5)
+    ax.set_xlim(0, 1.12)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"], fontsize=8.5)
+    ax.grid(axis="x", color="#e3e3e3", zorder=0)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), frameon=False, fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

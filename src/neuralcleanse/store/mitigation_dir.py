@@ -48,6 +48,7 @@ def write_mitigation(
     model_metadata: Mapping[str, Any] | None = None,
     triggers: Sequence[tuple[Trigger, int]] = (),
     example: torch.Tensor | None = None,
+    trigger: Trigger | None = None,
 ) -> dict[str, Any]:
     """Write a mitigation's result into ``out`` and return the figures as written to ``mitigation.json``.
 
@@ -64,6 +65,7 @@ def write_mitigation(
         model_metadata: see above; recorded with the figures (lists left out) under ``"mitigation"``.
         triggers: the ``(trigger, target)`` pairs known for the model, saved with it in the model-folder format.
         example: a few input images (N, C, H, W) to trace the patched model on; moved to its device.
+        trigger: the reversed trigger the mitigation used, drawn on the page.
 
     Returns:
         ``figures`` with ``filter_file``, ``model_dir`` or ``model_file`` added: what holds the result.
@@ -91,6 +93,7 @@ def write_mitigation(
         traced = torch.jit.trace(patched.eval(), example.to(model_device(patched)))
         atomic_write(out / PATCHED_TORCHSCRIPT, lambda tmp: traced.save(str(tmp)))
         written["model_file"] = PATCHED_TORCHSCRIPT
-    atomic_write_text(out / MITIGATION_HTML, mitigation_page(written))
+    drawn = None if trigger is None else (trigger.mask.cpu().numpy(), trigger.pattern.cpu().numpy())
+    atomic_write_text(out / MITIGATION_HTML, mitigation_page(written, trigger=drawn, location=out))
     atomic_write_json(out / MITIGATION_FILE, written)  # last: a directory with mitigation.json is complete
     return written

@@ -126,7 +126,14 @@ def write_scan_report(
 
     files = {"report": REPORT_FILE, "triggers": TRIGGERS_FILE, "plot": NORMS_PLOT}
     page = scan_page(
-        report, payload.get("extra") or {}, masks, patterns, plot=plot, label_images=label_images, files=files
+        report,
+        payload.get("extra") or {},
+        masks,
+        patterns,
+        plot=plot,
+        label_images=label_images,
+        files=files,
+        location=out_dir,
     )
     atomic_write_text(out_dir / HTML_FILE, page)
     # The JSON goes last: a directory with report.json is a complete report.
