@@ -88,7 +88,7 @@ def test_clean_model_verdict(tiny, tmp_path, capsys):
 
 def test_anomaly_threshold_decides_the_verdict(tiny, tmp_path, capsys):
     # The same search (same seed) judged against a threshold above the backdoor's index: nothing is flagged.
-    args = ["scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"), "-q"]
+    args = ["scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"), "-q", "--decision", "paper"]
     code, out, _ = run(capsys, *args, "--out", str(tmp_path / "r2"))
     default = json.loads((tmp_path / "r2" / "report.json").read_text())
     higher = default["anomaly_index"] + 0.5
@@ -450,6 +450,7 @@ def test_progress_lines_come_at_a_steady_rhythm_and_bars_hide_the_eta_at_first()
 def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path, capsys):
     from _tiny import CORNER, NUM_LABELS, SIZE
 
+    from neuralcleanse.decision import Decision
     from neuralcleanse.scan import LabelResult, ScanReport
     from neuralcleanse.store.scan_dir import write_scan_report
 
@@ -457,9 +458,10 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     model = [str(tmp_path / "sd.pt"), "--arch", "_tiny:TemplateNet"]
     masks = torch.zeros(NUM_LABELS, 1, SIZE, SIZE)  # a scan that found the true corner trigger of the target
     masks[TARGET, 0][CORNER] = 1.0
-    rows = [LabelResult(k, float(masks[k].sum()), 1.0, 5.0 if k == TARGET else 0.5, True, 1, 1) for k in range(6)]
-    write_scan_report(ScanReport(True, 5.0, [TARGET], rows, 20.0, 1.0, 1.0, "fast", 0, 120, 1.0, False, {},
-                                 masks, torch.ones(NUM_LABELS, 1, SIZE, SIZE)), tmp_path / "s")
+    rows = [LabelResult(k, float(masks[k].sum()), 1.0, 5.0 if k == TARGET else 0.5, True, 1, 1, 0.0) for k in range(6)]
+    decision = Decision("k-aware", [TARGET], 5.0, 3.0, [0.0] * 6)
+    write_scan_report(ScanReport(True, 5.0, [TARGET], decision, [TARGET], [], rows, 20.0, 1.0, 1.0, "fast", 0, 120,
+                                 1.0, False, {}, masks, torch.ones(NUM_LABELS, 1, SIZE, SIZE)), tmp_path / "s")
     code, out, _ = run(capsys, "mitigate", *model, "--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"),
                        "--method", "prune", "--out", str(tmp_path / "p"), "-q")
     assert code == 0

@@ -203,11 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: auto in fast mode, float32 in reference mode)",
     )
     p.add_argument(
+        "--decision",
+        choices=["k-aware", "log-mad", "paper"],
+        default="k-aware",
+        help="how the verdict is decided from the labels' norms: k-aware (step-down order-statistic test on log "
+        "norms, then the symmetric check), log-mad, or paper (the MAD index exactly); default k-aware, see "
+        "docs/detection.md",
+    )
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        metavar="SCORE",
+        help="the decision's threshold on its score (default: 3 for k-aware, i.e. p < 0.001; 2 for log-mad; "
+        "--anomaly-threshold for paper)",
+    )
+    p.add_argument(
         "--anomaly-threshold",
         type=float,
         metavar="INDEX",
-        help="flag labels below the median whose anomaly index exceeds this (default 2, the paper's; with "
-        "hundreds of labels clean ones can pass 2, see docs/how-it-works.md)",
+        help="the paper's decision flags labels below the median whose anomaly index exceeds this; it decides "
+        "the verdict with --decision paper and is reported beside the chosen decision (default 2, the paper's)",
     )
     p.add_argument(
         "--skip-sanity-check",

@@ -159,6 +159,8 @@ def _scan_config(args: argparse.Namespace) -> Any:
             success_threshold=args.success_threshold,
             precision=args.precision,
             anomaly_threshold=ANOMALY_THRESHOLD if args.anomaly_threshold is None else args.anomaly_threshold,
+            decision=args.decision,
+            score_threshold=args.score_threshold,
             min_clean_accuracy=None if args.skip_sanity_check else MIN_CLEAN_ACCURACY,
             allow_few_images=args.allow_few_images,
         )
