@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # torch 2.13.0 is pinned: here it installs from a local CPU build; any other version pulls CUDA packages.
-EXTRAS := dev,formats
+EXTRAS := dev,formats,ray
 
 .PHONY: setup demo test test-all lint bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-precision bench-mitigation docs clean
 

@@ -46,6 +46,54 @@ def _add_trigger_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None
     p.add_argument("--target", action="append", type=int, metavar="T", help="target label of the matching --trigger")
 
 
+#: The ``scan`` flags ``scan-zoo`` takes too, with the same help.
+_ZOO_SCAN_FLAGS = (
+    "arch", "value_range", "mean", "std", "channel_order", "layout", "device", "mode", "samples",
+    "seed", "success_threshold", "searches", "precision", "anomaly_threshold", "skip_sanity_check",
+)  # fmt: skip
+
+
+def _add_engine_args(p: argparse.ArgumentParser, workers_help: str, address_verb: str) -> None:
+    p.add_argument("--workers", type=int, metavar="N", help=workers_help)
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help=f"{address_verb} an existing Ray cluster: auto or HOST:PORT (needs neuralcleanse[ray])",
+    )
+
+
+def _add_scan_zoo(
+    sub: argparse._SubParsersAction, common: argparse.ArgumentParser, scan: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "scan-zoo",
+        parents=[common],
+        help="scan every model of a directory or manifest, in parallel on Ray; one report per model and a summary",
+    )
+    p.add_argument(
+        "zoo",
+        metavar="ZOO",
+        help="a directory of models (files and `neuralcleanse train` folders) or a manifest: a text file of model "
+        "paths, or a CSV with a model column and optional name, data, arch, preprocessing, infected and targets "
+        "columns (docs/cli.md)",
+    )
+    p.add_argument("--data", help="clean labelled images for models whose manifest line names none (as scan's --data)")
+    p.add_argument("--out", required=True, help="directory for one report folder per model, zoo.json and zoo.html")
+    _add_engine_args(
+        p,
+        "models scanned at once on a local Ray (default: all cores); 1 without --ray-address scans in this "
+        "process, without Ray",
+        "scan on",
+    )
+    p.add_argument(
+        "--timeout-per-model", type=float, metavar="S", help="stop a model's scan after S seconds and mark it so"
+    )
+    for action in scan._actions:  # the same Action objects, as argparse's parents= shares them
+        if action.dest in _ZOO_SCAN_FLAGS:
+            p._add_action(action)
+    p.set_defaults(verb="scan-zoo")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuralcleanse", description="Find and remove backdoors in image classifiers."
@@ -145,7 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-sanity-check", action="store_true", help="scan even when the model misclassifies most clean images"
     )
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    _add_engine_args(
+        p,
+        "split the labels into N shards searched in parallel on a local Ray (same report as one "
+        "process; needs neuralcleanse[ray]; default 1: no sharding)",
+        "search the label shards on",
+    )
     p.set_defaults(verb="scan")
+    _add_scan_zoo(sub, common, p)
 
     p = sub.add_parser("mitigate", parents=[common], help="repair an infected model using a scan's reversed trigger")
     _add_model_args(p)
