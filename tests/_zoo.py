@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from _tiny import TARGET, TemplateNet, clean_images
 from torch import nn
@@ -20,6 +21,16 @@ from neuralcleanse.config import FAST, ScanConfig
 #: A search short enough for ~2 s scans of the tiny models that still separates the corner trigger (norm ~3.5)
 #: from the templates (~17-23): every label stops early well before 40 epochs.
 SMALL = ScanConfig(search=replace(FAST, max_epochs=40, precision="float32"), searches=1, samples=60)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: the tiny models run several times faster so on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 PERMUTATIONS = {"a": None, "b": [5, 0, 1, 2, 3, 4], "c": [1, 2, 5, 0, 3, 4]}
 

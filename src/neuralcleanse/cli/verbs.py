@@ -163,9 +163,11 @@ def _label_shards(args: argparse.Namespace) -> Iterator[Any]:
     from ..engine import ray_session
     from ..sharding import RayShards, ShardedSearch
 
-    shards = workers if workers is not None else 2
     load = functools.partial(_load_module, args.model, getattr(args, "arch", None), _preprocessing(args), args.device)
     with ray_session(workers, address):
+        import ray
+
+        shards = workers if workers is not None else max(1, int(ray.cluster_resources().get("CPU", 1)))
         pool = RayShards(shards, load=load)
         try:
             yield ShardedSearch(pool)
