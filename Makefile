@@ -57,7 +57,7 @@ bench-mitigation: $(STAMP)
 	$(BIN)/python benchmarks/mitigation.py
 
 bench-zoo: $(STAMP)  # zoo throughput in process and on Ray, Ray's overhead, a 1000-label model on 1 vs 2 shards
-	cd benchmarks && ../$(BIN)/python zoo_scale.py
+	$(BIN)/python benchmarks/zoo_scale.py
 
 docs:  # docs/benchmarks.md from benchmarks/results/*.json (standard library only: no .venv needed)
 	$(PYTHON) benchmarks/docs.py
