@@ -17,7 +17,7 @@ is ``name`` or the file's name, and must be unique.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,6 @@ class ZooEntry:
     arch: str | None = None
     preprocessing: Preprocessing | None = None
     truth: Truth | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def read_zoo(zoo: str | Path) -> list[ZooEntry]:
