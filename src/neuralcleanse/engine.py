@@ -120,10 +120,12 @@ class InProcessRunner:
 class RayRunner:
     """Each job one Ray task declaring ``cpus`` CPUs and ``gpus`` GPUs.
 
-    At most ``in_flight`` tasks are submitted at once (default: as many as the cluster's CPUs hold), so the
-    driver holds a bounded number of results; ``put`` places a value in the object store once, and a task given
-    its reference as an argument receives the value. A task lost with its worker is retried ``retries`` times;
-    a task running past twice its ``timeout`` (at least :data:`HARD_KILL_MIN_S` more) is killed.
+    At most ``in_flight`` tasks are submitted at once (default, ours: as many as the cluster runs at once, so a
+    task's clock starts about when it starts running), so the driver holds a bounded number of results; ``put``
+    places a value in the object store once, and a task given its reference as an argument receives the value.
+    A task lost with its worker is retried ``retries`` times (default 1, ours: a lost node costs one retry, a
+    model that kills its worker twice becomes an error row); a task running past twice its ``timeout`` (at least
+    :data:`HARD_KILL_MIN_S` more) is killed.
     """
 
     def __init__(self, cpus: float = 1, gpus: float = 0, in_flight: int | None = None, retries: int = 1) -> None:
