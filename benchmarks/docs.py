@@ -281,6 +281,30 @@ SECTIONS: dict[str, Section] = {
     ),
 }
 
+SECTIONS["zoo_scale"] = Section(
+    "Scanning a zoo: throughput, Ray's overhead, label sharding",
+    "Copies of the Keras BadNets MNIST model scanned as a zoo (fast mode, default settings): in process (the "
+    "workers are torch's threads) and on a local Ray (tasks of one CPU); models per hour, a task's own time "
+    "(loading and scanning) and the overhead per model (run time × workers / models − task time). Then the "
+    "1000-label numbers_net(3), untrained, searched for a few epochs with 1 and 2 label shards (Ray actors): "
+    "seconds and whether the flagged labels agree. The last row: the per-model cost the 1,000-model projection "
+    "in `zoo_scale.md` starts from.",
+    "make bench-zoo",
+    [
+        ("kind", lambda r: r["kind"]),
+        ("engine", lambda r: r.get("engine", "ray" if r["kind"] == "labels" else "—")),
+        ("workers or shards", lambda r: r.get("workers", r.get("shards"))),
+        ("models", lambda r: r.get("models")),
+        ("models per hour", lambda r: num(r.get("models_per_hour"))),
+        ("task seconds", lambda r: num(r.get("task_seconds_mean"))),
+        ("overhead s per model", lambda r: num(r.get("overhead_seconds_per_model"))),
+        ("seconds", lambda r: num(r.get("wall_seconds", r.get("seconds")))),
+        ("flagged", lambda r: num(r.get("flagged")) if r["kind"] == "labels" else num(r.get("verdicts"))),
+        ("core seconds per model", lambda r: num(r.get("per_model_core_seconds"))),
+    ],
+    "The machine was shared with other jobs during the run (load average above 10 on 2 cores).",
+)
+
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
 
 

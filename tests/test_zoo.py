@@ -169,3 +169,16 @@ def test_a_killed_run_resumes_without_scanning_a_model_twice(zoo, tmp_path):
     } == before
     assert [r["infected"] for r in result.rows] == [False, True, False, True]
     assert not list(out.rglob("*.tmp")), "no half-written file is left"
+
+
+def test_without_ray_one_worker_runs_in_process_and_more_say_how_to_install_it(zoo, tmp_path, monkeypatch):
+    import neuralcleanse.jobs.scan_zoo as job
+
+    manifest, _, _ = zoo
+    broken = tmp_path / "broken.txt"
+    broken.write_text(f"{manifest.parent / 'models' / 'corrupt.pt'}\n")
+    monkeypatch.setattr(job, "ray_available", lambda: False)
+    result, _, _ = scan_zoo_job(broken, "unused.npz", tmp_path / "one", SMALL, workers=1)
+    assert [r["status"] for r in result.rows] == ["error"]
+    with pytest.raises(RuntimeError, match=r"^Ray is not installed: pip install 'neuralcleanse\[ray\]'"):
+        scan_zoo_job(broken, "unused.npz", tmp_path / "two", SMALL, workers=2)
