@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # torch 2.13.0 is pinned: here it installs from a local CPU build; any other version pulls CUDA packages.
-EXTRAS := dev,formats
+EXTRAS := dev,formats,ray
 
-.PHONY: setup demo test test-all lint bench-demo bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-precision bench-mitigation docs clean
+.PHONY: setup demo test test-all lint bench-demo bench-train bench-scan bench-thorough bench-searches bench-many-labels bench-held-out bench-precision bench-mitigation bench-zoo docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,9 @@ bench-precision: $(STAMP)  # the same scans in float32 and bfloat16: do the verd
 
 bench-mitigation: $(STAMP)
 	$(BIN)/python benchmarks/mitigation.py
+
+bench-zoo: $(STAMP)  # zoo throughput in process and on Ray, Ray's overhead, a 1000-label model on 1 vs 2 shards
+	$(BIN)/python benchmarks/zoo_scale.py
 
 docs:  # docs/benchmarks.md from benchmarks/results/*.json (standard library only: no .venv needed)
 	$(PYTHON) benchmarks/docs.py

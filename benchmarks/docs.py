@@ -302,6 +302,30 @@ SECTIONS: dict[str, Section] = {
     ),
 }
 
+SECTIONS["zoo_scale"] = Section(
+    "Scanning a zoo: throughput, Ray's overhead, label sharding",
+    "Copies of the Keras BadNets MNIST model scanned as a zoo (fast mode, default settings): in process (the "
+    "workers are torch's threads) and on a local Ray (tasks of one CPU); models per hour, a task's own time "
+    "(loading and scanning) and the overhead per model (run time × workers / models − task time). Then the "
+    "1000-label numbers_net(3), untrained, searched for a few epochs with 1 and 2 label shards (Ray actors): "
+    "seconds and whether the flagged labels agree. The last row: the per-model cost the 1,000-model projection "
+    "in `zoo_scale.md` starts from.",
+    "make bench-zoo",
+    [
+        ("kind", lambda r: r["kind"]),
+        ("engine", lambda r: r.get("engine", "ray" if r["kind"] == "labels" else "—")),
+        ("workers or shards", lambda r: r.get("workers", r.get("shards"))),
+        ("models", lambda r: r.get("models")),
+        ("models per hour", lambda r: num(r.get("models_per_hour"))),
+        ("task seconds", lambda r: num(r.get("task_seconds_mean"))),
+        ("overhead s per model", lambda r: num(r.get("overhead_seconds_per_model"))),
+        ("seconds", lambda r: num(r.get("wall_seconds", r.get("seconds")))),
+        ("flagged", lambda r: num(r.get("flagged")) if r["kind"] == "labels" else num(r.get("verdicts"))),
+        ("core seconds per model", lambda r: num(r.get("per_model_core_seconds"))),
+    ],
+    "The machine was shared with other jobs during the run (load average above 10 on 2 cores).",
+)
+
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
 
 
@@ -358,6 +382,8 @@ def section(stem: str, rows: list[Row]) -> str:
 
 def render(results: Path = RESULTS) -> str:
     files = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+    # Only row files are tabled; caches keyed by name (zoo_pairs.json) are inputs of other reports.
+    files = {stem: rows for stem, rows in files.items() if isinstance(rows, list)}
     stems = [s for s in ORDER if s in files] + sorted(s for s in files if s not in SECTIONS)
     head = (
         "# Benchmarks\n\n"

@@ -25,7 +25,7 @@ from .preprocess import log_probabilities
 from .progress import ProgressCallback, report
 from .schedule import CostSchedule, EarlyStop, RecentSuccess
 
-__all__ = ["ReverseConfig", "ReverseResult", "reverse_engineer"]
+__all__ = ["ReverseConfig", "ReverseResult", "draw_batches", "draw_starts", "reverse_engineer"]
 
 _State = TypeVar("_State", CostSchedule, EarlyStop)
 
@@ -173,6 +173,28 @@ def _from_param(param: torch.Tensor) -> torch.Tensor:
     return (torch.tanh(param) / (2 - _EPSILON) + 0.5).clamp(0, 1)
 
 
+def draw_starts(
+    generator: torch.Generator, k: int, image_shape: torch.Size | tuple[int, ...], config: ReverseConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The initial masks (K, 1, H, W) and patterns (K, C, H, W) of a search over K labels, drawn label by label
+    (uniform on [0, 1] in the original; ``config.init_range`` narrows it), mask then pattern.
+
+    These are the first draws of a search; :func:`draw_batches` draws the rest, one call per epoch."""
+    c, h, w = image_shape
+    lo, span = config.init_range[0], config.init_range[1] - config.init_range[0]
+    inits = [
+        (lo + span * torch.rand(1, h, w, generator=generator), lo + span * torch.rand(c, h, w, generator=generator))
+        for _ in range(k)
+    ]
+    return torch.stack([m for m, _ in inits]), torch.stack([p for _, p in inits])
+
+
+def draw_batches(generator: torch.Generator, active: int, num_images: int, config: ReverseConfig) -> torch.Tensor:
+    """(active, M) uniform draws of one epoch, one row per active label in order; a row's argsort is that
+    label's walk through the images (M: the epoch's images, at least all of them)."""
+    return torch.rand(active, max(num_images, config.batch_size * config.steps_per_epoch), generator=generator)
+
+
 def reverse_engineer(
     model: nn.Module,
     images: torch.Tensor,
@@ -202,13 +224,15 @@ def reverse_engineer(
     if images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    search = _Search(model, images, torch.as_tensor(targets, dtype=torch.int64), config, g, outputs_probabilities)
+    labels = torch.as_tensor(targets, dtype=torch.int64)
+    inits = draw_starts(g, labels.numel(), images.shape[1:], config)
+    search = _Search(model, images, labels, config, inits, outputs_probabilities)
     with frozen(model):
         for _ in range(config.max_epochs):
             active = torch.nonzero(~search.done).flatten()
             if active.numel() == 0:
                 break
-            success, norms = search.run_epoch(active)
+            success, norms = search.run_epoch(active, draw_batches(g, active.numel(), images.shape[0], config))
             search.end_epoch(active, success, norms)
             k = search.done.numel()
             report(
@@ -236,25 +260,19 @@ class _Search:
         images: torch.Tensor,
         targets: torch.Tensor,
         config: ReverseConfig,
-        generator: torch.Generator,
+        starts: tuple[torch.Tensor, torch.Tensor],
         outputs_probabilities: bool,
     ) -> None:
         cfg, k = config, targets.numel()
-        self.model, self.cfg, self.generator, self.probabilities = model, cfg, generator, outputs_probabilities
+        self.model, self.cfg, self.probabilities = model, cfg, outputs_probabilities
         self.device = device = model_device(model)
         self.images = images.to(device)  # (N, C, H, W)
         self.targets = targets
         self.targets_dev = targets.to(device)
         _, c, h, w = images.shape
-        # Initial mask and pattern drawn label by label (uniform on [0, 1] in the original; init_range narrows
-        # it), so that a label starts from the same point whether it is searched alone or with others.
-        lo, span = cfg.init_range[0], cfg.init_range[1] - cfg.init_range[0]
-        inits = [
-            (lo + span * torch.rand(1, h, w, generator=generator), lo + span * torch.rand(c, h, w, generator=generator))
-            for _ in range(k)
-        ]
-        self.mask_param = _to_param(torch.stack([m for m, _ in inits])).to(device).requires_grad_(True)
-        self.pattern_param = _to_param(torch.stack([p for _, p in inits])).to(device).requires_grad_(True)
+        masks, patterns = starts  # (K, 1, H, W), (K, C, H, W): from draw_starts
+        self.mask_param = _to_param(masks).to(device).requires_grad_(True)
+        self.pattern_param = _to_param(patterns).to(device).requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.mask_param, self.pattern_param], lr=cfg.lr, betas=cfg.betas)
         self.schedule = CostSchedule.start(
             k,
@@ -279,15 +297,17 @@ class _Search:
         self.memory_format = input_memory_format(model, self.images[:4])
         self.dtype = compute_dtype(model, self.images[:4], cfg.precision)
 
-    def run_epoch(self, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_epoch(self, active: torch.Tensor, draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``steps_per_epoch`` optimisation steps of the ``active`` labels; their mean attack success and mask
         norm over the epoch, each (Ka,).
 
-        Per label, an epoch walks a fresh permutation of the clean images (sampling with replacement only when
-        an epoch needs more images than there are)."""
+        Per label, an epoch walks a fresh permutation of the clean images, the argsort of its row of ``draws``
+        (Ka, M) from :func:`draw_batches` (sampling with replacement only when an epoch needs more images than
+        there are). With no active label (a shard whose labels are done while other shards search on, see
+        :mod:`neuralcleanse.sharding`) the steps still move every row as the joint search's Adam would: zero
+        gradients, the momentum carrying on."""
         cfg, n = self.cfg, self.images.shape[0]
-        order = torch.rand(active.numel(), max(n, cfg.batch_size * cfg.steps_per_epoch), generator=self.generator)
-        order = order.argsort(dim=1) % n  # (Ka, images per epoch)
+        order = draws.argsort(dim=1) % n  # (Ka, images per epoch)
         success = torch.zeros(active.numel(), device=self.device)
         norms = torch.zeros(active.numel(), device=self.device)
         active_dev = active.to(self.device)
@@ -299,6 +319,9 @@ class _Search:
                 step_success, step_norms = self._backward(active_dev[rows], batch[rows])
                 success[rows] += step_success
                 norms[rows] += step_norms
+            if active.numel() == 0:
+                self.mask_param.grad = torch.zeros_like(self.mask_param)
+                self.pattern_param.grad = torch.zeros_like(self.pattern_param)
             self.optimizer.step()
         self.passes[active] += cfg.steps_per_epoch * cfg.batch_size
         self.epochs[active] += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -163,6 +164,8 @@ class NeuralCleanse:
         outputs: what the model returns, when the caller has probed it already (else read from the images).
         progress: receives :class:`~neuralcleanse.progress.ProgressEvent` s (phases ``"check"``, ``"reverse"``,
             ``"restart"``, ``"measure"``).
+        search: runs each batched search; :func:`~neuralcleanse.reverse.reverse_engineer` by default, or a
+            :class:`~neuralcleanse.sharding.ShardedSearch` that splits the labels over workers (same report).
 
     Example:
         >>> report = NeuralCleanse(model).scan(images, labels, seed=0)  # doctest: +SKIP
@@ -177,6 +180,7 @@ class NeuralCleanse:
         *,
         outputs: ModelOutputs | None = None,
         progress: ProgressCallback | None = None,
+        search: Callable[..., ReverseResult] = reverse_engineer,
     ) -> None:
         if config is not None and not isinstance(config, ScanConfig):
             raise TypeError(f"config must be a ScanConfig, got {type(config).__name__}")
@@ -184,6 +188,7 @@ class NeuralCleanse:
         self.config = config if config is not None else ScanConfig()
         self.outputs = outputs
         self.progress = progress
+        self.search = search
 
     def scan(
         self,
@@ -305,10 +310,10 @@ class NeuralCleanse:
         labels at once (the first search, then the others together); reference mode one label at a time."""
         searches, search = self.config.num_searches, self.config.reverse
         if self.config.mode == "fast":
-            first = reverse_engineer(self.model, images, targets, search, generator, probabilities, self.progress)
+            first = self.search(self.model, images, targets, search, generator, probabilities, self.progress)
             if searches == 1:
                 return first
-            more = reverse_engineer(
+            more = self.search(
                 self.model,
                 images,
                 targets * (searches - 1),
@@ -320,7 +325,7 @@ class NeuralCleanse:
             return ReverseResult.concat([first, more]).best_of_restarts(searches)
         parts = []
         for i, t in enumerate(targets):
-            tries = reverse_engineer(self.model, images, [t] * searches, search, generator, probabilities)
+            tries = self.search(self.model, images, [t] * searches, search, generator, probabilities)
             parts.append(tries.best_of_restarts(searches))
             report(self.progress, "reverse", i + 1, len(targets), label=t)
         return ReverseResult.concat(parts)

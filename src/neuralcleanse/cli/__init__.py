@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..errors import one_line
 from ..store.out_dir import check_out_dir
 from .errors import CLIError
 from .parser import build_parser, check_values
@@ -55,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, ValueError, TypeError, OSError, RuntimeError) as exc:
         if args.debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"neuralcleanse: error: {message}", file=sys.stderr)
+        print(f"neuralcleanse: error: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

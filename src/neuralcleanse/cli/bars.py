@@ -140,3 +140,27 @@ class ProgressBars:
         self.bars.clear()
         self.started.clear()
         self.last_line.clear()
+
+
+class ZooBar:
+    """One bar over a zoo's models (phase ``"zoo"`` events), with the failed, running and skipped counts."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.quiet or event.phase != "zoo":
+            return
+        if self.bar is None:
+            self.bar = tqdm(
+                total=event.total, desc="models", unit="model", dynamic_ncols=True, file=sys.stderr, disable=None
+            )
+        self.bar.n = event.done
+        self.bar.set_postfix(dict(event.info), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

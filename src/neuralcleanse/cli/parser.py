@@ -19,6 +19,7 @@ DESCRIPTIONS = {
     "scan": "Detect a backdoor: reverse-engineer the smallest trigger of every label and flag outlier labels.",
     "mitigate": "Repair an infected model with the reversed trigger of a scan (input filter, pruning or unlearning).",
     "demo": "Train (or reuse) a BadNets and a clean MNIST model, scan both and write both reports.",
+    "scan-zoo": "Scan every model of a directory or manifest, in parallel on Ray; one report per model and a summary.",
 }
 
 _DEVICE_HELP = "cpu, cuda or cuda:N (default cpu)"
@@ -60,9 +61,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         nargs="+",
         help="per-channel std the model divides by, in the units of --value-range (default: none)",
     )
-    g.add_argument(
-        "--channel-order", choices=["RGB", "BGR"], help="channel order the model expects (default RGB)"
-    )
+    g.add_argument("--channel-order", choices=["RGB", "BGR"], help="channel order the model expects (default RGB)")
     g.add_argument(
         "--layout",
         choices=["NCHW", "NHWC", "NHW"],
@@ -99,6 +98,64 @@ def _add_out_args(p: argparse.ArgumentParser, what: str, replaced: str) -> None:
 
 def _seed(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--seed", type=int, default=0, help=f"seeds {what}; recorded with the result (default 0)")
+
+
+#: The ``scan`` flags ``scan-zoo`` takes too, with the same help.
+_ZOO_SCAN_FLAGS = (
+    "arch", "value_range", "mean", "std", "channel_order", "layout", "device", "mode", "samples",
+    "seed", "success_threshold", "searches", "precision", "anomaly_threshold", "decision", "score_threshold",
+    "skip_sanity_check", "allow_few_images",
+)  # fmt: skip
+
+
+def _add_engine_args(p: argparse.ArgumentParser, workers_help: str, address_verb: str) -> None:
+    p.add_argument("--workers", type=int, metavar="N", help=workers_help)
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help=f"{address_verb} an existing Ray cluster: auto or HOST:PORT (needs neuralcleanse[ray]; default: none, "
+        "a local Ray or none at all)",
+    )
+
+
+def _add_scan_zoo(
+    sub: argparse._SubParsersAction, common: argparse.ArgumentParser, scan: argparse.ArgumentParser
+) -> None:
+    line = DESCRIPTIONS["scan-zoo"]
+    p = sub.add_parser("scan-zoo", parents=[common], help=line[0].lower() + line[1:-1], description=line)
+    p.add_argument(
+        "zoo",
+        metavar="ZOO",
+        help="a directory of models (files and `neuralcleanse train` folders) or a manifest: a text file of model "
+        "paths, or a CSV with a model column and optional name, data, arch, preprocessing, infected and targets "
+        "columns (docs/cli.md)",
+    )
+    p.add_argument(
+        "--data",
+        help="clean labelled images for models whose manifest line names none (as scan's --data; default: "
+        "none, every line must name its data)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="directory for one report folder per model, zoo.json and zoo.html (required, no default)",
+    )
+    _add_engine_args(
+        p,
+        "models scanned at once on a local Ray (default: all cores); 1 without --ray-address scans in this "
+        "process, without Ray",
+        "scan on",
+    )
+    p.add_argument(
+        "--timeout-per-model",
+        type=float,
+        metavar="S",
+        help="stop a model's scan after S seconds and mark it so (default: no limit)",
+    )
+    for action in scan._actions:  # the same Action objects, as argparse's parents= shares them
+        if action.dest in _ZOO_SCAN_FLAGS:
+            p._add_action(action)
+    p.set_defaults(verb="scan-zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="scan even when a label has fewer than 10 clean images, or none; the verdict then carries a "
         "warning (default off: stop and list the short labels)",
     )
+    _add_engine_args(
+        p,
+        "split the labels into N shards searched in parallel on a local Ray (same report as one "
+        "process; needs neuralcleanse[ray]; default 1: no sharding)",
+        "search the label shards on",
+    )
+    _add_scan_zoo(sub, common, p)
 
     p = verb("mitigate")
     _add_model_args(p)

@@ -6,8 +6,11 @@ The CLI imports this module only after parsing, so that ``neuralcleanse --help``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +18,14 @@ import numpy as np
 import torch
 
 from ..config import ANOMALY_THRESHOLD, MIN_CLEAN_ACCURACY, ScanConfig
-from ..jobs import demo, evaluate_model, mitigate_model, scan_model, train_model
+from ..jobs import demo, evaluate_model, mitigate_model, scan_model, scan_zoo_job, train_model
 from ..loading import load_model
 from ..preprocess import Preprocessing, parse_value_range
 from ..store.mitigation_dir import MITIGATION_FILE, MITIGATION_HTML
 from ..store.out_dir import check_out_dir
 from ..store.scan_dir import REPORT_FILE
-from .bars import ProgressBars
+from ..zoo import zoo_summary
+from .bars import ProgressBars, ZooBar
 from .errors import CLIError
 
 
@@ -139,13 +143,81 @@ def cmd_scan(args: argparse.Namespace) -> int:
     loaded = _load_model(args, device)
     bars = ProgressBars(args.quiet)
     try:
-        report, out = scan_model(
-            loaded, str(args.model), args.data, Path(args.out), config, args.seed, args.overwrite, bars
-        )
+        with _label_shards(args) as search:
+            report, out = scan_model(
+                loaded, str(args.model), args.data, Path(args.out), config, args.seed, args.overwrite, bars,
+                search=search,
+            )  # fmt: skip
     finally:
         bars.close()
     _print_verdict(report.to_dict(), out)
     return 0
+
+
+@contextlib.contextmanager
+def _label_shards(args: argparse.Namespace) -> Iterator[Any]:
+    """``scan --workers N`` / ``--ray-address``: a search sharded over Ray actors, else None (one process)."""
+
+    workers, address = getattr(args, "workers", None), getattr(args, "ray_address", None)
+    if (workers is None or workers == 1) and address is None:
+        yield None
+        return
+    if workers is not None and workers < 1:
+        raise CLIError(f"--workers must be at least 1, got {workers}")
+    from ..engine import ray_session
+    from ..sharding import RayShards, ShardedSearch
+
+    load = functools.partial(_load_module, args.model, getattr(args, "arch", None), _preprocessing(args), args.device)
+    with ray_session(workers, address):
+        import ray
+
+        shards = workers if workers is not None else max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pool = RayShards(shards, load=load)
+        try:
+            yield ShardedSearch(pool)
+        finally:
+            pool.close()
+
+
+def _load_module(path: str, arch: str | None, preprocessing: Any, device: str | None) -> Any:
+    """The model of ``path`` as a shard's actor loads it (TorchScript does not pickle)."""
+
+    return load_model(path, arch=arch, preprocessing=preprocessing, map_location=device or "cpu").model
+
+
+def cmd_scan_zoo(args: argparse.Namespace) -> int:
+
+    config = _scan_config(args)
+    _seed_everything(args.seed)
+    device = str(_device(args.device))
+    bars = ZooBar(args.quiet)
+    try:
+        result, json_path, html_path = scan_zoo_job(
+            args.zoo,
+            args.data,
+            Path(args.out),
+            config,
+            seed=args.seed,
+            workers=args.workers,
+            address=args.ray_address,
+            device=device,
+            timeout=args.timeout_per_model,
+            progress=bars,
+            arch=args.arch,
+            preprocessing=_preprocessing(args),
+        )
+    finally:
+        bars.close()
+    for row in result.rows:
+        if row["status"] != "done":
+            print(f"{row['model']}: {row['status']}: {row['error']}")
+    summary = zoo_summary(result.rows)
+    skipped = summary["skipped"]
+    print(summary["line"] + (f" ({skipped} already complete, skipped)" if skipped else ""))
+    if summary["truth_line"]:
+        print(summary["truth_line"])
+    print(f"summary: {html_path} (and {json_path.name})")
+    return 1 if result.failed else 0
 
 
 def _scan_config(args: argparse.Namespace) -> Any:
@@ -254,4 +326,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: The function behind each verb of the parser.
-VERBS = {"train": cmd_train, "evaluate": cmd_evaluate, "scan": cmd_scan, "mitigate": cmd_mitigate, "demo": cmd_demo}
+VERBS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "scan": cmd_scan,
+    "scan-zoo": cmd_scan_zoo,
+    "mitigate": cmd_mitigate,
+    "demo": cmd_demo,
+}

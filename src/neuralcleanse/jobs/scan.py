@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import MIN_IMAGES_PER_LABEL, ScanConfig
-from ..data import clean_sample, load_dataset
+from ..data import ImageData, clean_sample, load_dataset
 from ..metrics import true_trigger_overlap
 from ..probe import check_compatible
 from ..progress import ProgressCallback
+from ..reverse import ReverseResult, reverse_engineer
 from ..scan import FewImagesError, NeuralCleanse, ScanReport, describe_short_labels, short_labels
 from ..store.out_dir import check_out_dir
 from ..store.scan_dir import REPORT_FILE, write_scan_report
@@ -31,12 +33,17 @@ def scan_model(
     seed: int = 0,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    dataset: ImageData | None = None,
+    search: Callable[..., ReverseResult] | None = None,
 ) -> tuple[ScanReport, Path]:
     """Scan a loaded model with a stratified clean sample of ``data``'s test split (``config.samples`` images,
-    see :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the scan folder ``out``."""
+    see :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the scan folder ``out``.
+
+    ``dataset``: that split already loaded (a zoo scan loads it once for all models); ``search``: the
+    :class:`~neuralcleanse.scan.NeuralCleanse` search function (label sharding)."""
     config = config if config is not None else ScanConfig()
     check_out_dir(out, REPORT_FILE, overwrite)
-    dataset = load_dataset(data, "test")
+    dataset = load_dataset(data, "test") if dataset is None else dataset
     outputs = check_compatible(loaded, dataset)
     if dataset.num_classes != outputs.num_outputs:
         logger.warning("%s has %d labels, the model %d outputs", dataset.name, dataset.num_classes, outputs.num_outputs)
@@ -44,7 +51,7 @@ def scan_model(
     per_class = config.per_label(counts)
     _check_counts(dataset.name, counts[: outputs.num_outputs], per_class, config)
     clean = clean_sample(dataset, per_class, seed)
-    scanner = NeuralCleanse(loaded.model, config, outputs=outputs, progress=progress)
+    scanner = NeuralCleanse(loaded.model, config, outputs=outputs, progress=progress, search=search or reverse_engineer)
     report = scanner.scan(clean.images, clean.labels, seed=seed)
     extra: dict[str, Any] = {
         "model": model_name,
