@@ -59,7 +59,8 @@ def test_scan_torchscript_flags_the_backdoor(tiny, tmp_path, capsys):
     assert report["mode"] == "fast" and report["seed"] == 0 and report["seconds"] > 0
     for name in ("report.html", "triggers.npz", "norms.png", f"label_{TARGET}_mask.png"):
         assert (tmp_path / "r" / name).is_file()
-    assert out.startswith("INFECTED: anomaly index")
+    assert out.startswith(f"INFECTED: flagged labels [{TARGET}] (k-aware score ")
+    assert f"paper's anomaly index {report['anomaly_index']:.2f}" in out.splitlines()[0]
 
 
 def test_clean_model_verdict(tiny, tmp_path, capsys):
@@ -79,7 +80,7 @@ def test_clean_model_verdict(tiny, tmp_path, capsys):
         "--precision",
         "float32",
     )
-    assert code == 0 and out.startswith("clean: anomaly index")
+    assert code == 0 and out.startswith("clean: flagged labels none (k-aware score ")
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert not report["infected"] and report["flagged"] == [] and report["seed"] == 3
     assert report["config"]["restarts"] == 3 and report["config"]["restart_all"]
@@ -93,7 +94,9 @@ def test_anomaly_threshold_decides_the_verdict(tiny, tmp_path, capsys):
     default = json.loads((tmp_path / "r2" / "report.json").read_text())
     higher = default["anomaly_index"] + 0.5
     code, out, _ = run(capsys, *args, "--out", str(tmp_path / "r"), "--anomaly-threshold", str(higher))
-    assert code == 0 and out.startswith(f"clean: anomaly index {default['anomaly_index']:.2f} (threshold {higher:g})")
+    assert code == 0 and out.startswith(
+        f"clean: flagged labels none (paper's anomaly index {default['anomaly_index']:.2f} <= {higher:g})"
+    )
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert default["flagged"] == [TARGET] and report["flagged"] == [] and not report["infected"]
     assert report["anomaly_index"] == default["anomaly_index"] and report["anomaly_threshold"] == higher
@@ -378,16 +381,30 @@ def test_a_missing_or_short_label_is_refused_with_the_list(tiny, tmp_path, capsy
     short = _npz(tmp_path / "short.npz", {0: 20, 1: 4, 2: 20, 3: 20, 4: 20, 5: 20})
     code, _, err = run(capsys, "scan", model, "--data", str(short), "--out", str(tmp_path / "b"))
     assert code == 1 and "label 1 has 4 (at least 10" in err
-    code, _, err = run(capsys, "scan", model, "--data", str(tiny / "clean.npz"), "--out", str(tmp_path / "c"),
-                       "--samples", "30")
+    code, _, err = run(
+        capsys, "scan", model, "--data", str(tiny / "clean.npz"), "--out", str(tmp_path / "c"), "--samples", "30"
+    )
     assert code == 1 and "--samples 30 leaves 5 images per label for 6 labels" in err
 
 
 def test_allow_few_images_warns_in_the_verdict_and_both_reports(tiny, tmp_path, capsys):
     data = _npz(tmp_path / "few.npz", {0: 8, 1: 8, 2: 8, 3: 8, 5: 8})  # label 4 absent, 8 of the others
     out = tmp_path / "r"
-    code, stdout, _ = run(capsys, "scan", str(tiny / "infected.pt"), "--data", str(data), "--out", str(out), "-q",
-                          "--allow-few-images", "--precision", "float32", "--searches", "1")
+    code, stdout, _ = run(
+        capsys,
+        "scan",
+        str(tiny / "infected.pt"),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "-q",
+        "--allow-few-images",
+        "--precision",
+        "float32",
+        "--searches",
+        "1",
+    )
     assert code == 0
     verdict = stdout.splitlines()[0]
     assert "WARNING: scanned with too few clean images: label 0 has 8" in verdict and "label 4 has 0" in verdict
@@ -404,8 +421,19 @@ def test_piped_scan_logs_progress_lines(tiny, tmp_path, capsys, monkeypatch):
     from neuralcleanse.cli import bars
 
     monkeypatch.setattr(bars, "LOG_INTERVAL_S", 0.0)  # a line per event: the tiny scan takes seconds
-    code, _, err = run(capsys, "scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"),
-                       "--out", str(tmp_path / "r"), "--searches", "1", "--precision", "float32")
+    code, _, err = run(
+        capsys,
+        "scan",
+        str(tiny / "infected.pt"),
+        "--data",
+        str(tiny / "clean.npz"),
+        "--out",
+        str(tmp_path / "r"),
+        "--searches",
+        "1",
+        "--precision",
+        "float32",
+    )
     assert code == 0
     lines = [line for line in err.splitlines() if line.startswith("reversing triggers: ")]
     assert len(lines) >= 3 and all(" elapsed" in line and "/6, " in line for line in lines)
@@ -430,8 +458,9 @@ def test_progress_lines_come_at_a_steady_rhythm_and_bars_hide_the_eta_at_first()
         bars(ProgressEvent("train", done, 30, {"loss": 0.5}))
     lines = stream.getvalue().splitlines()
     assert lines[0] == "training: 0/30, 0 s elapsed (loss=0.5)"
-    assert [line.split(",")[0] for line in lines] == [f"training: {d}/30" for d in (0, 3, 6, 9, 12, 15, 18, 21, 24,
-                                                                                     27, 30)]
+    assert [line.split(",")[0] for line in lines] == [
+        f"training: {d}/30" for d in (0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30)
+    ]
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -460,10 +489,43 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     masks[TARGET, 0][CORNER] = 1.0
     rows = [LabelResult(k, float(masks[k].sum()), 1.0, 5.0 if k == TARGET else 0.5, True, 1, 1, 0.0) for k in range(6)]
     decision = Decision("k-aware", [TARGET], 5.0, 3.0, [0.0] * 6)
-    write_scan_report(ScanReport(True, 5.0, [TARGET], decision, [TARGET], [], rows, 20.0, 1.0, 1.0, "fast", 0, 120,
-                                 1.0, False, {}, masks, torch.ones(NUM_LABELS, 1, SIZE, SIZE)), tmp_path / "s")
-    code, out, _ = run(capsys, "mitigate", *model, "--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"),
-                       "--method", "prune", "--out", str(tmp_path / "p"), "-q")
+    write_scan_report(
+        ScanReport(
+            True,
+            5.0,
+            [TARGET],
+            decision,
+            [TARGET],
+            [],
+            rows,
+            20.0,
+            1.0,
+            1.0,
+            "fast",
+            0,
+            120,
+            1.0,
+            False,
+            {},
+            masks,
+            torch.ones(NUM_LABELS, 1, SIZE, SIZE),
+        ),
+        tmp_path / "s",
+    )
+    code, out, _ = run(
+        capsys,
+        "mitigate",
+        *model,
+        "--report",
+        str(tmp_path / "s"),
+        "--data",
+        str(tiny / "clean.npz"),
+        "--method",
+        "prune",
+        "--out",
+        str(tmp_path / "p"),
+        "-q",
+    )
     assert code == 0
     rows = dict(line.strip().split("  ", 1) for line in out.splitlines())
     assert rows["patched model"].strip().startswith(str(tmp_path / "p" / "model.torchscript.pt"))

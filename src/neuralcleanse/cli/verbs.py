@@ -241,20 +241,35 @@ def _scan_config(args: argparse.Namespace) -> Any:
         raise CLIError(f"--{field.replace('_', '-')} {rest}") from None
 
 
-def _print_verdict(report: dict[str, Any], out: Path) -> None:
+def verdict_line(report: dict[str, Any]) -> str:
+    """The scan's verdict in one line: the chosen decision first, the paper's index beside it."""
     verdict = "INFECTED" if report["infected"] else "clean"
-    warnings = "".join(f" (WARNING: {w})" for w in report.get("warnings") or [])
-    print(
-        f"{verdict}: anomaly index {report['anomaly_index']:.2f} "
-        f"(threshold {report['anomaly_threshold']:g}), flagged labels {report['flagged'] or 'none'}{warnings}"
+    flagged = report["flagged"] or "none"
+    score, threshold = report["score"], report["score_threshold"]
+    relation = ">" if score > threshold else "<="
+    if report["decision"] == "paper":
+        why = f"paper's anomaly index {score:.2f} {relation} {threshold:g}"
+    else:
+        why = f"{report['decision']} score {score:.2f} {relation} {threshold:g}; paper's anomaly index "
+        why += f"{report['anomaly_index']:.2f}"
+    cleared = "".join(
+        f"; label {p['label']} cleared: a natural neighbour of label {p['source']}"
+        for p in report.get("pairs") or []
+        if p["natural"]
     )
+    warnings = "".join(f" (WARNING: {w})" for w in report.get("warnings") or [])
+    return f"{verdict}: flagged labels {flagged} ({why}{cleared}){warnings}"
+
+
+def _print_verdict(report: dict[str, Any], out: Path) -> None:
+    print(verdict_line(report))
     rows = sorted(report["labels"], key=lambda r: r["mask_l1"])[:5]
     print("  smallest reversed triggers:")
-    print("    label   mask L1   anomaly index   attack success")
+    print("    label   mask L1     score   anomaly index   attack success")
     for r in rows:
         mark = " *" if r["label"] in report["flagged"] else ""
         label, l1, index, success = r["label"], r["mask_l1"], r["anomaly_index"], r["attack_success"]
-        print(f"    {label:>5}   {l1:7.1f}   {index:13.2f}   {success:14.2%}{mark}")
+        print(f"    {label:>5}   {l1:7.1f}   {r['score']:7.2f}   {index:13.2f}   {success:14.2%}{mark}")
     print(f"  {report['seconds']:.1f} s, {report['mode']} mode; report: {out / 'report.html'}")
 
 
