@@ -1,7 +1,8 @@
 """The detection benchmark zoo: train the models of benchmarks/zoo_recipes.json, then scan them.
 
     python benchmarks/zoo.py train [--only NAME,...] [--dataset D]
-    python benchmarks/zoo.py scan [--seeds 0,1] [--only NAME,...] [--dataset D]
+    python benchmarks/zoo.py scan [--seeds 0,1] [--only NAME,...] [--dataset D] [--half H] [--precision P]
+        [--threads N]
 
 ``train`` trains every recipe not yet saved under runs/zoo/models/<name>/ (not committed), cheap and required
 ones first: MNIST, CIFAR-10, GTSRB, the many-label task last. A model is written to a temporary folder and
@@ -30,12 +31,15 @@ their label; all-to-all models see stamped images of label i relabelled i + 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import json
 import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,7 @@ from neuralcleanse import (
     ImageData,
     NeuralCleanse,
     SanityCheckError,
+    ScanConfig,
     Trigger,
     TrojanConfig,
     accuracy,
@@ -351,7 +356,7 @@ def scan_images(recipe: dict[str, Any], seed: int) -> ImageData:
     return clean_sample(test, per_class, seed=seed)
 
 
-def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int) -> dict[str, Any]:
+def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int, precision: str) -> dict[str, Any]:
     model = load_model(model_path(recipe["name"])).model
     clean = scan_images(recipe, seed)
     base = {
@@ -361,13 +366,15 @@ def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int) -> di
         "half": half(recipe),
         "model_seed": recipe["seed"],
         "seed": seed,
+        **variant(precision, torch.get_num_threads()),
         "clean_accuracy": model_row["clean_accuracy"],
         "attack_success": model_row["attack_success"],
         "num_images": len(clean),
     }
     start = time.perf_counter()
     try:
-        report = NeuralCleanse(model).scan(clean.images, clean.labels, seed=seed)
+        config = ScanConfig(precision=None if precision == "auto" else precision)
+        report = NeuralCleanse(model, config).scan(clean.images, clean.labels, seed=seed)
     except SanityCheckError as exc:
         return {**base, "error": str(exc), "seconds": time.perf_counter() - start}
     seconds = time.perf_counter() - start
@@ -377,6 +384,8 @@ def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int) -> di
         "flagged": sorted(d["flagged"]),
         "correct": sorted(d["flagged"]) == base["targets"],
         "anomaly_index": d["anomaly_index"],
+        "compute_dtype": d["config"]["compute_dtype"],
+        "pairs": d["pairs"],
         "seconds": seconds,
         "norms": [r.mask_l1 for r in report.labels],
         "label_attack_success": [r["attack_success"] for r in d["labels"]],
@@ -403,6 +412,25 @@ def write_rows(stem: str, rows: list[dict[str, Any]], table: str) -> None:
         os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def locked(stem: str) -> Iterator[None]:
+    """Hold the results file's lock: several zoo.py processes (a training run, a scan run) may add rows at once,
+    and each must read, add and write without losing another's rows."""
+    with open(RESULTS / f".{stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def add_row(stem: str, row: dict[str, Any], key: str, same: Callable[[dict[str, Any]], bool], table: Any) -> None:
+    """Replace the rows ``same`` picks by ``row``, in recipe order, under the file's lock."""
+    with locked(stem):
+        rows = by_recipe_order([r for r in read_rows(stem) if not same(r)] + [row], key)
+        write_rows(stem, rows, table(rows))
+
+
 def fmt_rates(values: list[float] | None) -> str:
     return " / ".join(f"{v:.3f}" for v in values) if values else "—"
 
@@ -410,8 +438,16 @@ def fmt_rates(values: list[float] | None) -> str:
 def models_table(rows: list[dict[str, Any]]) -> str:
     header = ["model", "arch", "family", "half", "clean accuracy", "attack success", "took", "seconds"]
     body = [
-        [r["name"], r["arch"], r["family"], r["half"], r["clean_accuracy"], fmt_rates(r["attack_success"]),
-         r["took"], round(r["seconds"])]
+        [
+            r["name"],
+            r["arch"],
+            r["family"],
+            r["half"],
+            r["clean_accuracy"],
+            fmt_rates(r["attack_success"]),
+            r["took"],
+            round(r["seconds"]),
+        ]
         for r in rows
     ]
     return "# Zoo models (benchmarks/zoo.py train)\n\n" + markdown_table(header, body)
@@ -426,9 +462,17 @@ def verdict(row: dict[str, Any]) -> str:
 def scans_table(rows: list[dict[str, Any]]) -> str:
     header = ["model", "family", "half", "seed", "targets", "flagged", "anomaly index", "right", "seconds"]
     body = [
-        [r["model"], r["family"], r["half"], r["seed"], r["targets"] if len(r["targets"]) <= 3 else "all",
-         r.get("flagged", r.get("error")), r.get("anomaly_index"), verdict(r),
-         round(r["seconds"])]
+        [
+            r["model"],
+            r["family"],
+            r["half"],
+            r["seed"],
+            r["targets"] if len(r["targets"]) <= 3 else "all",
+            r.get("flagged", r.get("error")),
+            r.get("anomaly_index"),
+            verdict(r),
+            round(r["seconds"]),
+        ]
         for r in rows
     ]
     right = sum(bool(r.get("correct")) for r in rows)
@@ -460,30 +504,50 @@ def selected(only: str | None, dataset_name: str | None) -> list[dict[str, Any]]
     return chosen
 
 
+def saved_row(name: str) -> dict[str, Any]:
+    """The results row stored beside a trained model (its model.json), for a model whose row went missing."""
+    meta = json.loads((model_dir(name) / "model.json").read_text())
+    return {k: v for k, v in meta.items() if k not in ("recipe", "architecture", "versions")}
+
+
 def train_all(chosen: list[dict[str, Any]]) -> None:
     for recipe in chosen:
         row = ensure(recipe["name"])
         if row is None:
-            continue
-        rows = [r for r in read_rows(MODELS_FILE) if r["name"] != row["name"]] + [row]
-        rows = by_recipe_order(rows, "name")
-        write_rows(MODELS_FILE, rows, models_table(rows))
+            if any(r["name"] == recipe["name"] for r in read_rows(MODELS_FILE)):
+                continue
+            row = saved_row(recipe["name"])
+        name = row["name"]
+        add_row(MODELS_FILE, row, "name", lambda r, name=name: r["name"] == name, models_table)
         print({k: row[k] for k in ("name", "clean_accuracy", "attack_success", "took", "seconds")}, flush=True)
 
 
-def scan_all(chosen: list[dict[str, Any]], seeds: list[int]) -> None:
+def variant(precision: str, threads: int) -> dict[str, Any]:
+    """How a scan's arithmetic was run: the precision asked for and torch's threads (rows without these keys
+    were scanned with the defaults, ``auto`` on one thread)."""
+    return {"precision": precision, "threads": threads}
+
+
+def row_variant(row: dict[str, Any]) -> dict[str, Any]:
+    return variant(row.get("precision", "auto"), row.get("threads", 1))
+
+
+def scan_all(chosen: list[dict[str, Any]], seeds: list[int], precision: str) -> None:
     trained = {r["name"]: r for r in read_rows(MODELS_FILE)}
+    wanted = variant(precision, torch.get_num_threads())
     for recipe in chosen:
         model_row = trained.get(recipe["name"])
         if model_row is None or model_row["took"] is False or not is_trained(recipe["name"]):
             continue
         for seed in seeds:
-            rows = read_rows(SCANS_FILE)
-            if any(r["model"] == recipe["name"] and r["seed"] == seed for r in rows):
+
+            def same(r: dict[str, Any], name: str = recipe["name"], seed: int = seed) -> bool:
+                return r["model"] == name and r["seed"] == seed and row_variant(r) == wanted
+
+            if any(same(r) for r in read_rows(SCANS_FILE)):
                 continue
-            row = {**scan_row(recipe, model_row, seed), "machine": machine()}
-            rows = by_recipe_order(rows + [row], "model")
-            write_rows(SCANS_FILE, rows, scans_table(rows))
+            row = {**scan_row(recipe, model_row, seed, precision), "machine": machine()}
+            add_row(SCANS_FILE, row, "model", same, scans_table)
             keys = ("model", "seed", "targets", "flagged", "anomaly_index", "seconds")
             print({k: row.get(k) for k in keys}, flush=True)
 
@@ -494,13 +558,16 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated recipe names")
     parser.add_argument("--dataset", choices=DATASET_ORDER, help="only this dataset (the many-label task excluded)")
     parser.add_argument("--seeds", default="0,1", help="scan seeds")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"), help="scan arithmetic")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared: 1 by default)")
+    parser.add_argument("--half", choices=("tune", "test"), help="only this half of the zoo")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # the machine is shared: one core per job
-    chosen = selected(args.only, args.dataset)
+    torch.set_num_threads(args.threads)
+    chosen = [r for r in selected(args.only, args.dataset) if args.half in (None, half(r))]
     if args.command == "train":
         train_all(chosen)
     else:
-        scan_all(chosen, [int(s) for s in args.seeds.split(",")])
+        scan_all(chosen, [int(s) for s in args.seeds.split(",")], args.precision)
 
 
 if __name__ == "__main__":

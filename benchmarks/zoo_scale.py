@@ -3,13 +3,14 @@
 
 The zoo is ``--models`` copies of the shared Keras BadNets MNIST model (``shared/models/keras-mnist-badnets``),
 each scanned in full (fast mode, the default settings) with the shared MNIST test images: every copy costs what
-one MNIST model costs, loading included. The 1000-label model is ``many_labels.numbers_net(3)`` (images of three
-MNIST digits side by side, labelled by the number they spell) with its initial weights (training it takes hours
-on this machine, see many_labels.py), searched for ``--label-epochs`` epochs, once per label: a bounded slice of
-the search whose cost per epoch is what sharding divides. Its verdict is not a detection result; the test is
-that 1 and 2 shards give the same flagged labels and norms.
+one MNIST model costs, loading included. The 1000-label model is the detection zoo's trained clean model
+``numbers3-clean-00`` (images of three MNIST digits side by side, labelled by the number they spell; trained by
+``benchmarks/zoo.py train --only numbers3-clean-00``), searched in float32 for ``--label-epochs`` epochs, once
+per label: a bounded slice of the search whose cost per epoch is what sharding divides. Its verdict is not a
+detection result (the slice is too short for that); the test is that 1 and 2 shards give the same flagged
+labels and norms.
 
-    python benchmarks/zoo_scale.py [--models 6] [--label-epochs 8] [--skip-labels]
+    python benchmarks/zoo_scale.py [--models 6] [--label-epochs 8] [--skip-labels | --labels-only]
 
 Writes benchmarks/results/zoo_scale.{json,md}; the zoo and its reports go to runs/zoo_scale/.
 """
@@ -32,6 +33,7 @@ from common import RESULTS, ROOT, machine, markdown_table, write_results
 from neuralcleanse.config import FAST, ScanConfig
 from neuralcleanse.data import load_dataset, shared_data_dir
 from neuralcleanse.engine import InProcessRunner, RayRunner, ray_session
+from neuralcleanse.loading import load_model
 from neuralcleanse.scan import NeuralCleanse
 from neuralcleanse.sharding import RayShards, ShardedSearch
 from neuralcleanse.zoo import read_zoo, scan_zoo
@@ -105,14 +107,20 @@ def zoo_run(zoo: Path, engine: str, workers: int, limit: int | None = None) -> d
     return row
 
 
-def labels_run(shards: int, epochs: int) -> dict[str, Any]:
-    """The 1000-label model's search with ``shards`` Ray actors of one CPU each."""
-    from many_labels import numbers, numbers_net
+LABELS_MODEL = "numbers3-clean-00"  # the zoo's trained 1000-label model
 
-    torch.manual_seed(0)
-    model = numbers_net(3).eval()
-    images, _ = numbers("test", 3, LABEL_IMAGES, seed=2)
-    config = ScanConfig(search=replace(FAST, max_epochs=epochs), searches=1, min_clean_accuracy=None)
+
+def labels_run(shards: int, epochs: int) -> dict[str, Any]:
+    """The 1000-label model's search with ``shards`` Ray actors of one CPU each, in float32."""
+    import zoo
+
+    recipe = next(r for r in zoo.recipes() if r["name"] == LABELS_MODEL)
+    if not zoo.is_trained(LABELS_MODEL):
+        raise SystemExit(f"{LABELS_MODEL} is not trained: run `python benchmarks/zoo.py train --only {LABELS_MODEL}`")
+    model = load_model(zoo.model_path(LABELS_MODEL)).model.eval()
+    images = zoo.numbers("test", recipe["digits"], LABEL_IMAGES, seed=2).images
+    search = replace(FAST, max_epochs=epochs, precision="float32")
+    config = ScanConfig(search=search, searches=1, min_clean_accuracy=None)
     searching = ShardedSearch(RayShards(shards))
     search_seconds = 0.0
 
@@ -138,12 +146,15 @@ def labels_run(shards: int, epochs: int) -> dict[str, Any]:
         torch.set_num_threads(before)
     return {
         "shards": shards,
+        "model": LABELS_MODEL,
+        "precision": report.config["compute_dtype"],
         "labels": len(report.labels),
         "epochs": epochs,
         "images": LABEL_IMAGES,
         "seconds": seconds,
         "search_seconds": search_seconds,
         "flagged": report.flagged,
+        "paper_flagged": report.paper_flagged,
         "anomaly_index": report.anomaly_index,
         "norms": [r.mask_l1 for r in report.labels],
     }
@@ -201,19 +212,20 @@ def render(zoo_rows: list[dict[str, Any]], label_rows: list[dict[str, Any]], pro
         )
         apart = [abs(a - b) for a, b in zip(label_rows[-1]["norms"], label_rows[0]["norms"], strict=True)]
         median = statistics.median(label_rows[0]["norms"])
+        first = label_rows[0]
         lines.append(
-            f"\n## One model, {label_rows[0]['labels']} labels, 1 vs 2 shards\n\n"
-            f"numbers_net(3) untrained, {label_rows[0]['epochs']} epochs per label, one search, "
-            f"{label_rows[0]['images']} clean images, on Ray actors of one CPU each; the scan's other steps (the "
-            "triggers' attack success, the outlier test) run once in the driver, on one thread. Same flagged labels "
-            f"and norms (within 1e-3): {'yes' if same else 'NO'}: {sum(d > 1e-3 for d in apart)} of "
-            f"{len(apart)} norms differ, by at most {max(apart):.3g} (median norm {median:.4g}); the search ran in "
-            "bfloat16 (fast mode's precision auto on this CPU), where batches of another size round differently "
-            "and a search near a decision can take another path. The tests check float32 searches, which match.\n"
+            f"\n## One model, {first['labels']} labels, 1 vs 2 shards\n\n"
+            f"The zoo's trained {first.get('model', 'untrained numbers_net(3)')}, {first['epochs']} epochs per label, "
+            f"one search, {first['images']} clean images, in {first.get('precision', 'bfloat16')}, on Ray actors of "
+            "one CPU each; the scan's other steps (the triggers' attack success, the decision) run once in the "
+            "driver, on one thread. Same flagged labels and norms (within 1e-3): "
+            f"{'yes' if same else 'NO'}: {sum(d > 1e-3 for d in apart)} of {len(apart)} norms differ, by at most "
+            f"{max(apart):.3g} (median norm {median:.4g}). (In bfloat16, batches of another size round differently "
+            "and a search near a decision can take another path; the shards match in float32, as the tests check.)\n"
         )
         lines.append(
             markdown_table(
-                ["shards", "scan seconds", "search seconds", "search speed-up", "flagged", "anomaly index"],
+                ["shards", "scan seconds", "search seconds", "search speed-up", "flagged", "paper's index"],
                 [
                     [
                         r["shards"],
@@ -258,6 +270,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=6)
     parser.add_argument("--label-epochs", type=int, default=8)
     parser.add_argument("--skip-labels", action="store_true")
+    parser.add_argument("--labels-only", action="store_true", help="rerun only the 1000-label shards, keep the rest")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
     parser.add_argument(
         "--threaded-models",
@@ -272,6 +285,13 @@ def main() -> None:
         saved = json.loads((RESULTS / "zoo_scale.json").read_text())
         kinds = {k: [r for r in saved if r["kind"] == k] for k in ("zoo", "labels", "projection")}
         write_results("zoo_scale", saved, render(kinds["zoo"], kinds["labels"], kinds["projection"][0]))
+        return
+    if args.labels_only:
+        saved = json.loads((RESULTS / "zoo_scale.json").read_text())
+        label_rows = [labels_run(s, args.label_epochs) for s in (1, 2)]
+        kinds = {k: [r for r in saved if r["kind"] == k] for k in ("zoo", "projection")}
+        rows = kinds["zoo"] + [{"kind": "labels", **r} for r in label_rows] + kinds["projection"]
+        write_results("zoo_scale", rows, render(kinds["zoo"], label_rows, kinds["projection"][0]))
         return
     zoo = build_zoo(args.models)
     runs = (("in-process", 1, None), ("in-process", 2, args.threaded_models), ("ray", 1, None), ("ray", 2, None))
