@@ -33,6 +33,7 @@ from neuralcleanse.mitigate import (
     resolve_layer,
 )
 from neuralcleanse.mitigate.layers import NeuronMask, record_activations, silence_neurons
+from neuralcleanse.preprocess import PreprocessedModel, Preprocessing
 from neuralcleanse.store.model_dir import load_saved_model, save_model
 from neuralcleanse.train import TrainConfig, train_classifier
 from neuralcleanse.triggers import Trigger
@@ -377,3 +378,21 @@ def test_unlearning_settings_are_checked() -> None:
         UnlearnConfig(epochs=0)
     with pytest.raises(ValueError, match="optimizer must be 'adam' or 'sgd'"):
         UnlearnConfig(optimizer="rmsprop")  # type: ignore[arg-type]
+
+
+def test_a_torchscript_model_is_unlearned_and_refused_by_pruning(model: models.PaperNet, mnist: dict) -> None:
+    # Users bring TorchScript files; a deep copy of one has non-leaf parameters that no optimiser takes, so the
+    # copy to unlearn is made by saving and loading it, bare or inside a preprocessing wrapper.
+    example = mnist["clean"][0][:2]
+    scripted = torch.jit.trace(model.eval(), example)
+    wrapped = PreprocessedModel(torch.jit.trace(copy.deepcopy(model).eval(), example), Preprocessing(layout="NCHW"))
+    for net in (scripted, wrapped):
+        state = _state(net)
+        data = (*mnist["spare"], *mnist["heldout"])
+        mitigation = Mitigation(net, TRIGGER, TARGET, *data, true_trigger=(TRIGGER, TARGET))
+        result = mitigation.unlearn(config=UnlearnConfig(fraction=0.5), generator=torch.Generator().manual_seed(0))
+        assert result.before.attack_success is not None and result.before.attack_success > 0.9
+        assert result.after.attack_success is not None and result.after.attack_success < 0.05
+        assert _same_state(net, state)  # the model given is left as it was
+        with pytest.raises(ValueError, match="TorchScript model does not run; mitigate it by unlearning"):
+            mitigation.prune()

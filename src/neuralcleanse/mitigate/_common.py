@@ -1,14 +1,42 @@
-"""Shared by the three mitigations: the figures every result reports and the check of fractional options."""
+"""Shared by the three mitigations: the figures every result reports, the check of fractional options and the
+copy of a model a mitigation changes."""
 
 from __future__ import annotations
 
+import copy
+import io
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+from torch import nn
 
 from ..triggers import Trigger
 from ..versions import versions
 
-TrueTrigger = tuple[Trigger, int]  # a known (trigger, target) pair, to measure the real attack as well
+TrueTrigger = tuple[Trigger, int]
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """An independent copy of ``model`` to change. TorchScript modules in it (the model itself, or one a
+    preprocessing wrapper holds) are copied by saving and loading them: ``copy.deepcopy`` gives them parameters
+    that are not leaf tensors, which no optimiser accepts."""
+    memo: dict[int, Any] = {}
+    _reload_scripted(model, memo)
+    return copy.deepcopy(model, memo)
+
+
+def _reload_scripted(module: nn.Module, memo: dict[int, Any]) -> None:
+    """Put a save-and-load copy of every outermost TorchScript module under ``module`` in deepcopy's ``memo``."""
+    if not isinstance(module, torch.jit.ScriptModule):
+        for child in module.children():
+            _reload_scripted(child, memo)
+        return
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    buffer.seek(0)
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    memo[id(module)] = torch.jit.load(buffer, map_location=device).train(module.training)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,11 @@ def resolve_layer(model: nn.Module, layer: str | None = None) -> Layer:
     """Resolve a layer name (see the module docstring; None is ``"penultimate"``) to the module to hook."""
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer must be a module name or None, got {type(layer).__name__}")
+    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        raise ValueError(
+            "pruning and the input filter record a layer's activations through PyTorch hooks, which a TorchScript "
+            "model does not run; mitigate it by unlearning, or load the same network as a PyTorch module"
+        )
     if layer in (LAST_CONV, CONV_OUTPUT):
         found = last_conv_layer(model) if layer == LAST_CONV else conv_output_layer(model)
         if found is None:

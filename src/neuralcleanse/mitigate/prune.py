@@ -21,7 +21,6 @@ soon as the attack success is below ``max_attack_success`` or the accuracy has d
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 from ..progress import ProgressCallback, report
-from ._common import Figures, MitigationResult, check_fraction
+from ._common import Figures, MitigationResult, check_fraction, copy_model
 from .layers import (
     CONV_OUTPUT,
     PENULTIMATE,
@@ -123,7 +122,7 @@ def prune_neurons(mitigation: Mitigation, *, layer: str | None, step: float, max
     check_fraction("step", step)
     check_fraction("max_attack_success", max_attack_success, allow_zero=True)
     check_fraction("max_accuracy_loss", max_accuracy_loss, allow_zero=True)
-    pruned = copy.deepcopy(mitigation.model).eval()
+    pruned = copy_model(mitigation.model).eval()
     if layer is None:
         layer = CONV_OUTPUT if conv_output_layer(pruned) is not None else PENULTIMATE
     resolved = resolve_layer(pruned, layer)

@@ -9,7 +9,6 @@ data.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -24,7 +23,7 @@ from .._torch import eval_mode, model_device
 from ..metrics import accuracy
 from ..preprocess import is_probabilities, log_probabilities
 from ..progress import ProgressCallback, report
-from ._common import MitigationResult, check_fraction
+from ._common import MitigationResult, check_fraction, copy_model
 
 if TYPE_CHECKING:
     from .mitigation import Mitigation
@@ -149,7 +148,7 @@ def _within_budget(
     baseline = accuracy(model, val_x, val_y) if judge else math.nan
     lr, losses = config.lr, []
     for attempt in range(config.lr_retries + 1):
-        patched = copy.deepcopy(model)
+        patched = copy_model(model)
         final_loss = finetune(patched, lr)
         patched.eval()
         if not judge:
