@@ -17,6 +17,8 @@ and for ``--workers 1``), :class:`RayShards` as Ray actors (``pip install 'neura
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -130,8 +132,9 @@ class RayShards:
 
     Args:
         shards: actors, one CPU each (and one GPU each when the model is on a GPU).
-        load: a picklable callable returning the model, called by each actor, for models that do not pickle
-            (TorchScript); ``None`` ships the model itself through the object store.
+        load: a picklable callable returning the model, called by each actor (the CLI reloads the model file);
+            ``None`` ships the model through the object store: pickled, or for a TorchScript model its saved
+            bytes, since TorchScript modules do not pickle.
 
     Ray must be initialised (:func:`neuralcleanse.engine.ray_session`).
     """
@@ -151,7 +154,7 @@ class RayShards:
 
         gpus = 1 if next(model.parameters(), torch.empty(0)).device.type == "cuda" else 0
         actor = ray.remote(num_cpus=1, num_gpus=gpus)(_RayShard)
-        model_ref = ray.put(self._load if self._load is not None else model)
+        model_ref = ray.put(self._load if self._load is not None else _shippable(model))
         images_ref = ray.put(images.cpu())
         self.close()
         self._actors = [actor.remote(model_ref, images_ref, config, probabilities) for _ in range(self._size)]
@@ -167,6 +170,24 @@ class RayShards:
         for actor in self._actors:
             ray.kill(actor)
         self._actors = []
+
+
+def _shippable(model: nn.Module) -> nn.Module | Callable[[], nn.Module]:
+    """The model as Ray can pickle it: itself, or for a TorchScript model a loader of its saved bytes."""
+    if isinstance(model, torch.jit.ScriptModule):
+        buffer = io.BytesIO()
+        torch.jit.save(model, buffer)
+        return functools.partial(_load_scripted, buffer.getvalue())
+    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        raise ValueError(
+            f"this {type(model).__name__} holds TorchScript modules, which do not pickle to Ray workers; give "
+            "RayShards a load= callable that builds the model in the worker"
+        )
+    return model
+
+
+def _load_scripted(data: bytes) -> nn.Module:
+    return torch.jit.load(io.BytesIO(data))
 
 
 class _RayShard(LabelShard):
