@@ -31,11 +31,12 @@ def blocks() -> list[tuple[str, str]]:
     """``(kind, code)`` of every fenced block, in order."""
     out = []
     for lang, code in _FENCE.findall(README.read_text(encoding="utf-8")):
+        if code.startswith("$ "):  # a command and its output: only the command is a command line
+            out.append(("transcript", code))
+            continue
         lines = _lines(code)
         if lang == "python":
             kind = "python"
-        elif lines and lines[0].startswith("$ "):
-            kind = "transcript"
         elif lines and all(line.startswith("make ") for line in lines):
             kind = "make"
         elif lines and all(line.startswith(("pip install ", "python -m build")) for line in lines):
