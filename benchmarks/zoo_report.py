@@ -29,11 +29,12 @@ from common import RESULTS, markdown_table
 from neuralcleanse.config import ScanConfig
 from neuralcleanse.decision import DEFAULT_THRESHOLDS, decide
 from neuralcleanse.loading import load_model
-from neuralcleanse.pairs import symmetric_check
+from neuralcleanse.pairs import NATURAL_RATIO, is_natural, symmetric_check
 from neuralcleanse.probe import probe_outputs
 
 REQUIRED = ("clean", "patch", "random-pattern", "blend", "trojan", "two-targets", "three-targets")
 SWEEP = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # k-aware thresholds tried on the tune half
+PAIR_SWEEP = (None, 1.1, NATURAL_RATIO, 1.5, 2.0)  # symmetric-check ratios tried on the tune half
 PAIRS_FILE = RESULTS / "zoo_pairs.json"
 DEFAULT_VARIANT = zoo.variant("auto", 1)  # the scans of the main tables: default arithmetic, one thread
 
@@ -72,15 +73,18 @@ def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
         print(row["model"], row["seed"], [cache.get(pair_key(row, t)) for t in todo], flush=True)
 
 
-def new_decision(row: dict[str, Any], cache: dict[str, Any], threshold: float) -> tuple[list[int], float, bool]:
-    """(flagged, score, complete): the k-aware test, then the cached symmetric checks; ``complete`` is false when
-    a flagged label has no cached check (then it stays flagged)."""
+def new_decision(
+    row: dict[str, Any], cache: dict[str, Any], threshold: float, ratio: float | None = NATURAL_RATIO
+) -> tuple[list[int], float, bool]:
+    """(flagged, score, complete): the k-aware test, then the cached symmetric checks judged by the library's
+    current rule (``pairs.is_natural``); ``complete`` is false when a flagged label has no cached check (then it
+    stays flagged). ``ratio``: the symmetric check's ratio (``None``: no check)."""
     d = decide(torch.tensor(row["norms"]), "k-aware", threshold)
     flagged, complete = [], True
     for t in d.flagged:
         check = cache.get(pair_key(row, t))
         complete &= check is not None
-        if check is None or not check["natural"]:
+        if ratio is None or check is None or not is_natural(check["towards"], check["back"], check["confusion"], ratio):
             flagged.append(t)
     return sorted(flagged), d.score, complete
 
@@ -92,12 +96,14 @@ def auroc(positives: list[float], negatives: list[float]) -> float | None:
     return wins / (len(positives) * len(negatives))
 
 
-def zoo_rows(scans: list[dict[str, Any]], cache: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
+def zoo_rows(
+    scans: list[dict[str, Any]], cache: dict[str, Any], threshold: float, ratio: float | None = NATURAL_RATIO
+) -> list[dict[str, Any]]:
     rows = []
     for s in scans:
         if "norms" not in s:
             continue
-        flagged, score, complete = new_decision(s, cache, threshold)
+        flagged, score, complete = new_decision(s, cache, threshold, ratio)
         paper = decide(torch.tensor(s["norms"]), "paper")
         rows.append(
             {
@@ -174,6 +180,21 @@ def sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
             f = figures([r for r in rows if r["half"] == half])
             cells += [f["new TPR"], f["new FPR"]]
         body.append([t, *cells])
+    return markdown_table(header, body)
+
+
+def pair_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
+    """The symmetric check's ratio at the default threshold, required families: exact TPR and FPR per ratio."""
+    header = ["natural when back <= ratio x towards", "tune TPR", "tune FPR", "test TPR", "test FPR"]
+    body = []
+    for ratio in PAIR_SWEEP:
+        rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS["k-aware"], ratio) if r["required"]]
+        cells = []
+        for half in ("tune", "test"):
+            f = figures([r for r in rows if r["half"] == half])
+            cells += [f["new TPR"], f["new FPR"]]
+        label = "no check" if ratio is None else f"{ratio:.2f}" + (" (default)" if ratio == NATURAL_RATIO else "")
+        body.append([label, *cells])
     return markdown_table(header, body)
 
 
@@ -256,6 +277,10 @@ def main() -> None:
         "## Threshold sweep of the k-aware test (required families)\n",
         "The default was chosen on the tune columns; the test columns are shown for the record only.\n\n",
         sweep(scans, cache),
+        "## Symmetric-check sweep (required families, default threshold)\n",
+        "Every flagged label's check is cached with its two norms, so each ratio is applied to the same checks. "
+        "The default was chosen on the tune columns.\n\n",
+        pair_sweep(scans, cache),
         "## Scan time\n",
         "Seconds per scan, default settings, one torch thread on a 2-core machine shared with the zoo's other "
         "jobs (so an upper bound of a scan on two free cores).\n\n",

@@ -14,6 +14,7 @@ once the trigger is erased, so its way back is short without any likeness to ``s
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,15 +22,17 @@ import torch
 from torch import nn
 
 from ._torch import eval_mode, model_device
+from .decision import SEARCH_NOISE
 from .preprocess import log_probabilities
 from .reverse import ReverseConfig, reverse_engineer
 
-__all__ = ["MIN_CONFUSION", "NATURAL_RATIO", "PairCheck", "symmetric_check"]
+__all__ = ["MIN_CONFUSION", "NATURAL_RATIO", "PairCheck", "is_natural", "symmetric_check"]
 
-#: A suspect is a natural neighbour when the trigger back to its source is at most this many times the trigger
-#: from it (ours: a backdoor's way back is a whole natural trigger, several times its own; chosen on the tune
-#: half of the benchmark zoo, docs/detection.md).
-NATURAL_RATIO = 2.0
+#: A suspect is a natural neighbour when the trigger back to its source is no longer than the trigger from it,
+#: within the search's repeatability: two norms, each with the log-scale noise SEARCH_NOISE, differ by up to two
+#: standard deviations of their log ratio (ours). A looser ratio (2) cleared true targets whose source was a
+#: naturally close digit on the tune half of the benchmark zoo (docs/detection.md).
+NATURAL_RATIO = math.exp(2 * math.sqrt(2) * SEARCH_NOISE)
 #: Natural neighbours are confused on clean images: the mean probability of ``t`` on the images of ``s`` plus that
 #: of ``s`` on the images of ``t`` is at least this (ours: one clean image in a hundred, in probability).
 MIN_CONFUSION = 0.01
@@ -45,8 +48,7 @@ class PairCheck:
         confusion: the mean probability of ``t`` on ``s``'s clean images plus that of ``s`` on ``t``'s.
         towards: L1 norm of the trigger from ``s``'s images to ``t``.
         back: L1 norm of the trigger from ``t``'s images to ``s``.
-        natural: ``back <= ratio * towards`` and ``confusion >= MIN_CONFUSION``: the pair is close by nature,
-            the label is not flagged.
+        natural: :func:`is_natural`: the pair is close by nature, the label is not flagged.
     """
 
     label: int
@@ -87,9 +89,14 @@ def symmetric_check(
         towards = reverse_engineer(model, images[labels == s], [t], config, generator, outputs_probabilities)
         back = reverse_engineer(model, images[labels == t], [s], config, generator, outputs_probabilities)
         to_t, to_s = float(towards.norms[0]), float(back.norms[0])
-        natural = to_s <= ratio * to_t and confusion >= MIN_CONFUSION
-        checks.append(PairCheck(t, s, confusion, to_t, to_s, natural))
+        checks.append(PairCheck(t, s, confusion, to_t, to_s, is_natural(to_t, to_s, confusion, ratio)))
     return checks
+
+
+def is_natural(towards: float, back: float, confusion: float, ratio: float = NATURAL_RATIO) -> bool:
+    """Whether a suspect and its source are natural neighbours: the way back at most ``ratio`` times the way
+    there, and the two confused on clean images."""
+    return back <= ratio * towards and confusion >= MIN_CONFUSION
 
 
 def _probabilities(model: nn.Module, images: torch.Tensor, outputs_probabilities: bool) -> torch.Tensor:
