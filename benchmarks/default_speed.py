@@ -1,0 +1,94 @@
+"""The default scan's time against the previous default's, side by side in one run on the zoo's models.
+
+The previous default decided by the paper's MAD index (``ScanConfig(decision="paper")``); the default decides by
+the k-aware test and runs the symmetric check for every label it flags (``ScanConfig()``). The search is the
+same, so the difference is the check: two short searches per flagged label. Each model is scanned with both
+configurations, alternating, with the same seeds, in one process on ``--threads`` torch threads; the rows give
+each scan's seconds, the flagged labels and how many symmetric checks ran.
+
+    python benchmarks/default_speed.py [--models mnist-clean-01,...] [--seeds 0,1] [--threads 2]
+
+Models come from the detection zoo (benchmarks/zoo.py, trained under runs/zoo/models); the default list holds the
+paper's MNIST and GTSRB networks, infected and clean. Writes benchmarks/results/default_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import torch
+import zoo
+from common import machine, markdown_table, write_results
+
+from neuralcleanse import NeuralCleanse, ScanConfig, load_model
+
+MODELS = ("mnist-clean-01", "mnist-trojan-01", "mnist-patch-00", "gtsrb-clean-00", "gtsrb-trojan-00")
+CONFIGS = {"previous (paper)": ScanConfig(decision="paper"), "default (k-aware)": ScanConfig()}
+
+
+def scan_row(name: str, label: str, config: ScanConfig, seed: int) -> dict[str, Any]:
+    recipe = next(r for r in zoo.recipes() if r["name"] == name)
+    model = load_model(zoo.model_path(name)).model
+    clean = zoo.scan_images(recipe, seed)
+    start = time.perf_counter()
+    report = NeuralCleanse(model, config).scan(clean.images, clean.labels, seed=seed)
+    return {
+        "model": name,
+        "dataset": recipe["dataset"],
+        "config": label,
+        "seed": seed,
+        "seconds": time.perf_counter() - start,
+        "flagged": report.flagged,
+        "pair_checks": len(report.pairs),
+        "compute_dtype": report.config["compute_dtype"],
+    }
+
+
+def render(rows: list[dict[str, Any]], threads: int) -> str:
+    table = markdown_table(
+        ["model", "seed", "configuration", "seconds", "flagged", "symmetric checks", "arithmetic"],
+        [[r["model"], r["seed"], r["config"], r["seconds"], r["flagged"], r["pair_checks"], r["compute_dtype"]]
+         for r in rows],
+    )  # fmt: skip
+    lines = ["| dataset | previous (paper) median s | default (k-aware) median s | ratio |", "|---|---|---|---|"]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        medians = [
+            statistics.median(r["seconds"] for r in rows if r["dataset"] == dataset and r["config"] == c)
+            for c in CONFIGS
+        ]
+        lines.append(f"| {dataset} | {medians[0]:.1f} | {medians[1]:.1f} | {medians[1] / medians[0]:.2f} |")
+    m = machine()
+    return (
+        "# The default scan's time beside the previous default's (one run, same seeds)\n\n"
+        "Fast mode, default search; *previous*: the paper's decision; *default*: the k-aware decision with the "
+        f"symmetric check of each flagged label. {threads} torch threads.\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + table
+        + f"\nMachine: {m['processor']}, {m['torch_threads']} torch threads, torch {m['torch']}.\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.models.split(","):
+        if not zoo.is_trained(name):
+            raise SystemExit(f"{name} is not trained: run `python benchmarks/zoo.py train --only {name}`")
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for label, config in CONFIGS.items():
+                rows.append(scan_row(name, label, config, seed))
+                print(rows[-1], flush=True)
+    write_results("default_speed", [{**r, "machine": machine()} for r in rows], render(rows, args.threads))
+
+
+if __name__ == "__main__":
+    main()
