@@ -67,7 +67,9 @@ def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
         probabilities = probe_outputs(model, clean.images[:32]).probabilities
         generator = torch.Generator().manual_seed(row["seed"])
         search = ScanConfig().reverse
-        for check in symmetric_check(model, clean.images, clean.labels, todo, search, generator, probabilities):
+        universal = [row["norms"][t] for t in todo]
+        checks = symmetric_check(model, clean.images, clean.labels, todo, universal, search, generator, probabilities)
+        for check in checks:
             cache[pair_key(row, check.label)] = check.to_dict()
         PAIRS_FILE.write_text(json.dumps(cache, indent=1) + "\n")
         print(row["model"], row["seed"], [cache.get(pair_key(row, t)) for t in todo], flush=True)
@@ -84,7 +86,12 @@ def new_decision(
     for t in d.flagged:
         check = cache.get(pair_key(row, t))
         complete &= check is not None
-        if ratio is None or check is None or not is_natural(check["towards"], check["back"], check["confusion"], ratio):
+        universal = row["norms"][t]
+        if (
+            ratio is None
+            or check is None
+            or not is_natural(check["towards"], check["back"], universal, check["confusion"], ratio)
+        ):
             flagged.append(t)
     return sorted(flagged), d.score, complete
 
