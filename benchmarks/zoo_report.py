@@ -34,7 +34,7 @@ from neuralcleanse.probe import probe_outputs
 
 REQUIRED = ("clean", "patch", "random-pattern", "blend", "trojan", "two-targets", "three-targets")
 SWEEP = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # k-aware thresholds tried on the tune half
-PAIR_SWEEP = (None, 1.1, NATURAL_RATIO, 1.5, 2.0)  # symmetric-check ratios tried on the tune half
+PAIR_SWEEP = (None, NATURAL_RATIO, 1.22, 1.5, 2.0)  # symmetric-check ratios tried on the tune half
 PAIRS_FILE = RESULTS / "zoo_pairs.json"
 DEFAULT_VARIANT = zoo.variant("auto", 1)  # the scans of the main tables: default arithmetic, one thread
 
@@ -67,9 +67,7 @@ def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
         probabilities = probe_outputs(model, clean.images[:32]).probabilities
         generator = torch.Generator().manual_seed(row["seed"])
         search = ScanConfig().reverse
-        universal = [row["norms"][t] for t in todo]
-        checks = symmetric_check(model, clean.images, clean.labels, todo, universal, search, generator, probabilities)
-        for check in checks:
+        for check in symmetric_check(model, clean.images, clean.labels, todo, search, generator, probabilities):
             cache[pair_key(row, check.label)] = check.to_dict()
         PAIRS_FILE.write_text(json.dumps(cache, indent=1) + "\n")
         print(row["model"], row["seed"], [cache.get(pair_key(row, t)) for t in todo], flush=True)
@@ -86,12 +84,7 @@ def new_decision(
     for t in d.flagged:
         check = cache.get(pair_key(row, t))
         complete &= check is not None
-        universal = row["norms"][t]
-        if (
-            ratio is None
-            or check is None
-            or not is_natural(check["towards"], check["back"], universal, check["confusion"], ratio)
-        ):
+        if ratio is None or check is None or not is_natural(check["towards"], check["back"], check["confusion"], ratio):
             flagged.append(t)
     return sorted(flagged), d.score, complete
 
@@ -263,6 +256,7 @@ def main() -> None:
     scans = [s for s in scans if zoo.row_variant(s) == DEFAULT_VARIANT]
     (RESULTS / "zoo.json").write_text(json.dumps(rows, indent=1) + "\n")
     missing = sum(not r["pairs_checked"] for r in rows)
+    refused = sorted({s["model"] for s in scans if "error" in s})
     text = [
         "# Detection on the zoo (benchmarks/zoo_report.py)\n",
         f"{len(rows)} scans of {len({r['model'] for r in rows})} models (two scan seeds each where done). "
@@ -271,6 +265,9 @@ def main() -> None:
         "label. TPR: infected scans flagging exactly their targets; FPR: clean scans flagging anything. "
         "Tune half: even training seeds (where the threshold was chosen); test half: odd.\n",
         f"Flagged labels without a cached symmetric check (kept flagged): {missing} scans.\n" if missing else "",
+        f"Refused by the scan's sanity check (clean accuracy below 50%), so in no figure: {', '.join(refused)}.\n"
+        if refused
+        else "",
         "## Test half, required families\n",
         table([r for r in rows if r["half"] == "test" and r["required"]], ("dataset",)),
         "## Verdict stability, test half, required families\n",

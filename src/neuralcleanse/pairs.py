@@ -3,11 +3,8 @@
 Some labels are close by nature (automobile and truck, two similar traffic signs): a small trigger turns one into
 the other, so a label can look infected when it is only a neighbour. Natural similarity is symmetric, a backdoor
 is not: the trigger from the most confused source label ``s`` to a suspect ``t`` is small in both cases, but the
-trigger back from ``t`` to ``s`` is small only when the two are natural neighbours (the symmetric check of K-Arm,
-Shen et al., ICML 2021). And a neighbour is close to ``s`` in particular, a backdoor's target to every label:
-the suspect's universal trigger (the scan's, which must move the images of all labels) is several times the
-trigger from ``s`` for a neighbour, about the same for a target. A backdoor's target whose source happens to be
-close by nature (MNIST's 3 and 5) passes the first test and fails the second.
+trigger back from ``t`` to ``s`` is small only when the two are natural neighbours; a backdoor's target is no
+closer to ``s`` than any other label (the symmetric check of K-Arm, Shen et al., ICML 2021).
 
 The check runs only for labels the decision flagged: two label-specific searches each, on the clean images of
 ``s`` (towards ``t``) and of ``t`` (towards ``s``). Neighbours must also be confused on clean images: a label
@@ -29,20 +26,16 @@ from .decision import SEARCH_NOISE
 from .preprocess import log_probabilities
 from .reverse import ReverseConfig, reverse_engineer
 
-__all__ = ["MIN_CONFUSION", "NATURAL_RATIO", "UNIVERSAL_RATIO", "PairCheck", "is_natural", "symmetric_check"]
+__all__ = ["MIN_CONFUSION", "NATURAL_RATIO", "PairCheck", "is_natural", "symmetric_check"]
 
 #: A suspect is a natural neighbour when the trigger back to its source is no longer than the trigger from it,
-#: within the search's repeatability: two norms, each with the log-scale noise SEARCH_NOISE, differ by up to two
-#: standard deviations of their log ratio (ours). A looser ratio (2) cleared true targets whose source was a
-#: naturally close digit on the tune half of the benchmark zoo (docs/detection.md).
-NATURAL_RATIO = math.exp(2 * math.sqrt(2) * SEARCH_NOISE)
+#: within the search's repeatability: one standard deviation of the log ratio of two norms, each with the
+#: log-scale noise SEARCH_NOISE (ours). A looser ratio (2) cleared true targets whose source was a naturally
+#: close digit on the tune half of the benchmark zoo; how 1.10 was chosen over 1.22: docs/detection.md.
+NATURAL_RATIO = math.exp(math.sqrt(2) * SEARCH_NOISE)
 #: Natural neighbours are confused on clean images: the mean probability of ``t`` on the images of ``s`` plus that
 #: of ``s`` on the images of ``t`` is at least this (ours: one clean image in a hundred, in probability).
 MIN_CONFUSION = 0.01
-#: A neighbour's universal trigger is at least this many times its trigger from the source (ours: a backdoor's
-#: target has them about equal, 0.8 to 1.2 for the zoo's targets that pass the first test; a hand-built natural
-#: pair has 4.4; docs/detection.md).
-UNIVERSAL_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,6 @@ class PairCheck:
         confusion: the mean probability of ``t`` on ``s``'s clean images plus that of ``s`` on ``t``'s.
         towards: L1 norm of the trigger from ``s``'s images to ``t``.
         back: L1 norm of the trigger from ``t``'s images to ``s``.
-        universal: L1 norm of the scan's trigger of ``t`` (from the images of every label).
         natural: :func:`is_natural`: the pair is close by nature, the label is not flagged.
     """
 
@@ -64,7 +56,6 @@ class PairCheck:
     confusion: float
     towards: float
     back: float
-    universal: float
     natural: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,14 +67,12 @@ def symmetric_check(
     images: torch.Tensor,
     labels: torch.Tensor,
     suspects: list[int],
-    universal: list[float],
     config: ReverseConfig,
     generator: torch.Generator,
     outputs_probabilities: bool = False,
     ratio: float = NATURAL_RATIO,
 ) -> list[PairCheck]:
-    """Check each suspect label against its most confused source label; ``universal`` holds the suspects' norms
-    from the scan, in the same order.
+    """Check each suspect label against its most confused source label.
 
     Shape:
         images: (N, C, H, W) clean images in [0, 1]; labels: (N,) their true labels.
@@ -92,7 +81,7 @@ def symmetric_check(
         raise ValueError(f"ratio must be >= 1, got {ratio}")
     probabilities = _probabilities(model, images, outputs_probabilities)
     checks = []
-    for t, to_all in zip(suspects, universal, strict=True):
+    for t in suspects:
         closest = _most_confused(labels, probabilities, t)
         if closest is None:
             continue
@@ -100,16 +89,14 @@ def symmetric_check(
         towards = reverse_engineer(model, images[labels == s], [t], config, generator, outputs_probabilities)
         back = reverse_engineer(model, images[labels == t], [s], config, generator, outputs_probabilities)
         to_t, to_s = float(towards.norms[0]), float(back.norms[0])
-        natural = is_natural(to_t, to_s, to_all, confusion, ratio)
-        checks.append(PairCheck(t, s, confusion, to_t, to_s, to_all, natural))
+        checks.append(PairCheck(t, s, confusion, to_t, to_s, is_natural(to_t, to_s, confusion, ratio)))
     return checks
 
 
-def is_natural(towards: float, back: float, universal: float, confusion: float, ratio: float = NATURAL_RATIO) -> bool:
+def is_natural(towards: float, back: float, confusion: float, ratio: float = NATURAL_RATIO) -> bool:
     """Whether a suspect and its source are natural neighbours: the way back at most ``ratio`` times the way
-    there, the suspect's universal trigger at least :data:`UNIVERSAL_RATIO` times the way there, and the two
-    confused on clean images."""
-    return back <= ratio * towards and universal >= UNIVERSAL_RATIO * towards and confusion >= MIN_CONFUSION
+    there, and the two confused on clean images."""
+    return back <= ratio * towards and confusion >= MIN_CONFUSION
 
 
 def _probabilities(model: nn.Module, images: torch.Tensor, outputs_probabilities: bool) -> torch.Tensor:

@@ -225,10 +225,7 @@ class NeuralCleanse:
         if suspects and labels is not None and self.config.checks_pairs:
             report(self.progress, "pairs", 0, len(suspects))
             search = self.config.reverse
-            universal = [float(result.norms[i]) for i in verdict.flagged]
-            pairs = symmetric_check(
-                self.model, images, labels, suspects, universal, search, generator, outputs.probabilities
-            )
+            pairs = symmetric_check(self.model, images, labels, suspects, search, generator, outputs.probabilities)
             report(self.progress, "pairs", len(suspects), len(suspects))
         natural = {p.label for p in pairs if p.natural}
         rows = [
