@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import many_labels
 import torch
 from common import RESULTS, machine, markdown_table
 from torch import nn
@@ -106,14 +107,8 @@ def dataset(name: str, split: str) -> ImageData:
 
 
 def numbers(split: str, digits: int, count: int, seed: int) -> ImageData:
-    """``count`` images of ``digits`` random MNIST digits of ``split`` side by side, labelled by their number."""
-    mnist = dataset("mnist", split)
-    g = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(mnist), (count, digits), generator=g)
-    images = torch.cat([mnist.images[picks[:, i]] for i in range(digits)], dim=3)  # (count, 1, 28, 28d)
-    labels = torch.zeros(count, dtype=torch.int64)
-    for i in range(digits):
-        labels = labels * 10 + mnist.labels[picks[:, i]]
+    """benchmarks/many_labels.py's composed numbers (the same draws), as an ImageData."""
+    images, labels = many_labels.numbers(split, digits, count, seed)
     return ImageData(images, labels, 10**digits, f"numbers{digits}-{split}")
 
 
