@@ -4,9 +4,10 @@
 
 Reads the scans of benchmarks/zoo.py (benchmarks/results/zoo_scans.json: per model and scan seed the labels'
 mask norms) and decides each scan twice from the same norms: the paper's MAD index over raw norms (threshold 2)
-and the library's default (``neuralcleanse.decision``: the step-down order-statistic test on log norms, then the
-symmetric check of each flagged label). The symmetric check needs the model: ``--pairs`` runs it for every label
-the k-aware test flags at the lowest threshold of the sweep and caches the result in
+and the library's default (``neuralcleanse.decision``'s ``k-aware-ratio``: the step-down order-statistic test on
+log norms or a norm under a quarter of the median, then the symmetric check of each flagged label); the k-aware
+test alone (the previous default) is shown beside them. The symmetric check needs the model: ``--pairs`` runs it
+for every label the default flags at the lowest threshold of the sweep and caches the result in
 benchmarks/results/zoo_pairs.json (per model, seed and label), so the sweep can apply it at every threshold.
 
 The halves: models with an even training seed are the *tune* half, where the threshold is chosen (the sweep
@@ -26,6 +27,7 @@ import torch
 import zoo
 from common import RESULTS, markdown_table
 
+from neuralcleanse import decision
 from neuralcleanse.config import ScanConfig
 from neuralcleanse.decision import DEFAULT_THRESHOLDS, decide
 from neuralcleanse.loading import load_model
@@ -33,7 +35,10 @@ from neuralcleanse.pairs import NATURAL_RATIO, is_natural, symmetric_check
 from neuralcleanse.probe import probe_outputs
 
 REQUIRED = ("clean", "patch", "random-pattern", "blend", "trojan", "two-targets", "three-targets")
-SWEEP = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # k-aware thresholds tried on the tune half
+DECISION = ScanConfig().decision  # the library's default decision
+RATIO_SWEEP = (0.15, 0.2, 0.25, 0.3, 0.35)  # the size criterion's ratio (decision.SMALL_RATIO) tried
+FLOOR_SWEEP = (0.0, 0.5, 1.0, 1.3, 2.0)  # and its floor, -log10 p of the block (decision.RATIO_FLOOR)
+SWEEP = (0.875, 1.0, 1.25, 1.5, 2.0)  # thresholds of the default decision tried on the tune half
 PAIR_SWEEP = (None, NATURAL_RATIO, 1.22, 1.5, 2.0)  # symmetric-check ratios tried on the tune half
 PAIRS_FILE = RESULTS / "zoo_pairs.json"
 DEFAULT_VARIANT = zoo.variant("auto", 1)  # the scans of the main tables: default arithmetic, one thread
@@ -57,7 +62,7 @@ def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
     """Symmetric checks for every label the k-aware test flags at the lowest swept threshold, cached."""
     recipes = {r["name"]: r for r in zoo.recipes()}
     for row in rows:
-        suspects = decide(torch.tensor(row["norms"]), "k-aware", min(SWEEP)).flagged
+        suspects = decide(torch.tensor(row["norms"]), DECISION, min(SWEEP)).flagged
         todo = [t for t in suspects if pair_key(row, t) not in cache]
         if not todo:
             continue
@@ -74,12 +79,16 @@ def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
 
 
 def new_decision(
-    row: dict[str, Any], cache: dict[str, Any], threshold: float, ratio: float | None = NATURAL_RATIO
+    row: dict[str, Any],
+    cache: dict[str, Any],
+    threshold: float,
+    ratio: float | None = NATURAL_RATIO,
+    method: str = DECISION,
 ) -> tuple[list[int], float, bool]:
-    """(flagged, score, complete): the k-aware test, then the cached symmetric checks judged by the library's
-    current rule (``pairs.is_natural``); ``complete`` is false when a flagged label has no cached check (then it
-    stays flagged). ``ratio``: the symmetric check's ratio (``None``: no check)."""
-    d = decide(torch.tensor(row["norms"]), "k-aware", threshold)
+    """(flagged, score, complete): the decision ``method``, then the cached symmetric checks judged by the
+    library's current rule (``pairs.is_natural``); ``complete`` is false when a flagged label has no cached check
+    (then it stays flagged). ``ratio``: the symmetric check's ratio (``None``: no check)."""
+    d = decide(torch.tensor(row["norms"]), method, threshold)
     flagged, complete = [], True
     for t in d.flagged:
         check = cache.get(pair_key(row, t))
@@ -97,13 +106,17 @@ def auroc(positives: list[float], negatives: list[float]) -> float | None:
 
 
 def zoo_rows(
-    scans: list[dict[str, Any]], cache: dict[str, Any], threshold: float, ratio: float | None = NATURAL_RATIO
+    scans: list[dict[str, Any]],
+    cache: dict[str, Any],
+    threshold: float,
+    ratio: float | None = NATURAL_RATIO,
+    method: str = DECISION,
 ) -> list[dict[str, Any]]:
     rows = []
     for s in scans:
         if "norms" not in s:
             continue
-        flagged, score, complete = new_decision(s, cache, threshold, ratio)
+        flagged, score, complete = new_decision(s, cache, threshold, ratio, method)
         paper = decide(torch.tensor(s["norms"]), "paper")
         rows.append(
             {
@@ -169,8 +182,29 @@ def table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> str:
     return markdown_table(header, body)
 
 
+def compare(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
+    """Every decision at its default threshold on the same scans and symmetric checks (required families): exact
+    TPR and FPR per dataset and half. The paper's decision runs no symmetric check."""
+    methods = ("paper", "k-aware", DECISION)
+    decided = {
+        m: zoo_rows(scans, cache, DEFAULT_THRESHOLDS[m], None if m == "paper" else NATURAL_RATIO, m) for m in methods
+    }
+    header = ["dataset", "half"] + [
+        f"{m}{' (default)' if m == DECISION else ''} {what}" for m in methods for what in ("TPR", "FPR")
+    ]
+    body = []
+    keys = sorted({(r["dataset"], r["half"]) for r in decided[DECISION] if r["required"]}, key=lambda k: (k[1], k[0]))
+    for dataset, half in keys:
+        cells: list[Any] = [dataset, half]
+        for m in methods:
+            f = figures([r for r in decided[m] if r["required"] and (r["dataset"], r["half"]) == (dataset, half)])
+            cells += [f["new TPR"], f["new FPR"]]
+        body.append(cells)
+    return markdown_table(header, body)
+
+
 def sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
-    """The k-aware threshold on the tune half's required families: exact TPR and FPR per threshold."""
+    """The default decision's threshold on the tune half's required families: exact TPR and FPR per threshold."""
     header = ["threshold", "tune TPR", "tune FPR", "test TPR", "test FPR"]
     body = []
     for t in SWEEP:
@@ -183,12 +217,32 @@ def sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     return markdown_table(header, body)
 
 
+def size_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
+    """The size criterion's two settings, one at a time, the other at its default (required families)."""
+    header = ["setting", "tune TPR", "tune FPR", "test TPR", "test FPR"]
+    body = []
+    settings = [("SMALL_RATIO", r) for r in RATIO_SWEEP] + [("RATIO_FLOOR", f) for f in FLOOR_SWEEP]
+    for name, value in settings:
+        default = getattr(decision, name)
+        setattr(decision, name, value)
+        try:
+            rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION]) if r["required"]]
+        finally:
+            setattr(decision, name, default)
+        cells = []
+        for half in ("tune", "test"):
+            f = figures([r for r in rows if r["half"] == half])
+            cells += [f["new TPR"], f["new FPR"]]
+        body.append([f"{name} = {value:g}" + (" (default)" if value == default else ""), *cells])
+    return markdown_table(header, body)
+
+
 def pair_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     """The symmetric check's ratio at the default threshold, required families: exact TPR and FPR per ratio."""
     header = ["natural when back <= ratio x towards", "tune TPR", "tune FPR", "test TPR", "test FPR"]
     body = []
     for ratio in PAIR_SWEEP:
-        rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS["k-aware"], ratio) if r["required"]]
+        rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION], ratio) if r["required"]]
         cells = []
         for half in ("tune", "test"):
             f = figures([r for r in rows if r["half"] == half])
@@ -250,7 +304,7 @@ def main() -> None:
     cache_scan_pairs(scans, cache)
     if args.pairs:
         run_pairs(scans, cache)
-    threshold = DEFAULT_THRESHOLDS["k-aware"]
+    threshold = DEFAULT_THRESHOLDS[DECISION]
     every = zoo_rows(scans, cache, threshold)
     rows = [r for r in every if zoo.row_variant(r) == DEFAULT_VARIANT]
     scans = [s for s in scans if zoo.row_variant(s) == DEFAULT_VARIANT]
@@ -260,9 +314,11 @@ def main() -> None:
     text = [
         "# Detection on the zoo (benchmarks/zoo_report.py)\n",
         f"{len(rows)} scans of {len({r['model'] for r in rows})} models (two scan seeds each where done). "
-        "*paper*: MAD index of raw norms > 2. *new*: the library's default, the step-down order-statistic test on "
-        f"log norms (score = -log10 p, threshold {threshold:g}) followed by the symmetric check of each flagged "
-        "label. TPR: infected scans flagging exactly their targets; FPR: clean scans flagging anything. "
+        "*paper*: MAD index of raw norms > 2. *new*: the library's default, "
+        f"{DECISION}: the step-down order-statistic test on log norms (p < 0.001), or a norm under a quarter of "
+        "the median whose block is unusual at p < 0.05, followed by the symmetric check of each flagged label "
+        f"(score: the larger criterion over its own default, threshold {threshold:g}). TPR: infected scans "
+        "flagging exactly their targets; FPR: clean scans flagging anything. "
         "Tune half: even training seeds (where the threshold was chosen); test half: odd.\n",
         f"Flagged labels without a cached symmetric check (kept flagged): {missing} scans.\n" if missing else "",
         f"Refused by the scan's sanity check (clean accuracy below 50%), so in no figure: {', '.join(refused)}.\n"
@@ -278,9 +334,19 @@ def main() -> None:
         table([r for r in rows if r["half"] == "test"], ("dataset", "family")),
         "## Tune half, per dataset and family\n",
         table([r for r in rows if r["half"] == "tune"], ("dataset", "family")),
-        "## Threshold sweep of the k-aware test (required families)\n",
+        "## The decisions side by side (required families)\n",
+        "The same scans and symmetric checks decided by the paper's index, the k-aware test alone (the previous "
+        "default) and the default; TPR: exactly the targets, FPR: anything on a clean model.\n\n",
+        compare(scans, cache),
+        f"## Threshold sweep of the default decision, {DECISION} (required families)\n",
         "The default was chosen on the tune columns; the test columns are shown for the record only.\n\n",
         sweep(scans, cache),
+        "## The size criterion's settings (required families, default threshold)\n",
+        "The ratio to the median under which a label counts as small, and the floor on the block's -log10 p, one "
+        "at a time. The ratio was chosen on the tune columns, the floor by the simulation of "
+        "benchmarks/results/decision_null.md (docs/detection.md says how). Flags whose symmetric check is not "
+        "cached stay flagged.\n\n",
+        size_sweep(scans, cache),
         "## Symmetric-check sweep (required families, default threshold)\n",
         "Every flagged label's check is cached with its two norms, so each ratio is applied to the same checks. "
         "The default was chosen on the tune columns.\n\n",

@@ -59,7 +59,7 @@ def test_scan_torchscript_flags_the_backdoor(tiny, tmp_path, capsys):
     assert report["mode"] == "fast" and report["seed"] == 0 and report["seconds"] > 0
     for name in ("report.html", "triggers.npz", "norms.png", f"label_{TARGET}_mask.png"):
         assert (tmp_path / "r" / name).is_file()
-    assert out.startswith(f"INFECTED: flagged labels [{TARGET}] (k-aware score ")
+    assert out.startswith(f"INFECTED: flagged labels [{TARGET}] (k-aware-ratio score ")
     assert f"paper's anomaly index {report['anomaly_index']:.2f}" in out.splitlines()[0]
 
 
@@ -80,7 +80,7 @@ def test_clean_model_verdict(tiny, tmp_path, capsys):
         "--precision",
         "float32",
     )
-    assert code == 0 and out.startswith("clean: flagged labels none (k-aware score ")
+    assert code == 0 and out.startswith("clean: flagged labels none (k-aware-ratio score ")
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert not report["infected"] and report["flagged"] == [] and report["seed"] == 3
     assert report["config"]["restarts"] == 3 and report["config"]["restart_all"]

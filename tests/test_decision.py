@@ -1,4 +1,4 @@
-"""The model-level decision: the paper's MAD index, the log-scale and K-aware tests, and the symmetric check."""
+"""The model-level decision: the paper's MAD index, the log-scale, K-aware and size tests, and the symmetric check."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from _tiny import SIZE, ReaderNet, backdoored_reader, pair_reader, reader_images
 
 from neuralcleanse.config import ScanConfig
-from neuralcleanse.decision import DECISIONS, decide
+from neuralcleanse.decision import DECISIONS, SMALL_RATIO, decide
 from neuralcleanse.outliers import anomaly_index
 from neuralcleanse.scan import NeuralCleanse
 
@@ -38,17 +38,44 @@ def test_k_aware_steps_down_through_several_infected_labels():
 def test_k_aware_threshold_holds_from_10_to_1000_labels():
     """Log-normal norms without any outlier: the paper's index flags more labels the more there are; the
     order-statistic test keeps its false-positive rate."""
-    flagged = {"paper": 0, "k-aware": 0}
+    flagged = {"paper": 0, "k-aware": 0, "k-aware-ratio": 0}
     for seed in range(20):
         g = torch.Generator().manual_seed(seed)
         norms = (math.log(50) + 0.25 * torch.randn(1000, generator=g)).exp()
         for method in flagged:
             flagged[method] += bool(decide(norms, method).flagged)  # type: ignore[arg-type]
-    assert flagged["k-aware"] <= 2 and flagged["paper"] >= 15
+    assert flagged["k-aware"] <= 2 and flagged["k-aware-ratio"] <= 2 and flagged["paper"] >= 15
+
+
+def test_a_small_trigger_among_widely_spread_natural_norms_is_flagged_by_size():
+    """Ten labels whose natural norms span a factor of ten (12 to 112): the null's spread hides a target at a
+    fortieth of the median from the k-aware test, not from the size criterion."""
+    norms = torch.tensor([95.0, 112, 12, 20, 86, 30, 1.3, 57, 33, 92])
+    assert decide(norms, "k-aware").flagged == []
+    d = decide(norms, "k-aware-ratio")
+    assert d.flagged == [6] and d.score > d.threshold == 1.0
+    assert d.per_label[6] == max(d.per_label) and d.per_label[2] < 1.0  # 12 is over a quarter of the median
+
+
+def test_size_flags_a_block_of_targets_that_the_step_down_misses():
+    """Three targets close to each other: the smallest is not far from the next, so the step-down stops at once;
+    together they lie under a quarter of the median and are improbable as a block."""
+    norms = torch.tensor([49.7, 167.5, 38.5, 31.1, 65.9, 60.0, 6.7, 7.3, 35.3, 8.6])
+    assert decide(norms, "k-aware").flagged == []
+    assert sorted(decide(norms, "k-aware-ratio").flagged) == [6, 7, 9]
+
+
+def test_size_alone_does_not_flag_a_natural_tail():
+    """A label under a quarter of the median is not flagged when it is not unusual among the others: ten widely
+    spread natural norms (log-normal, spread 1) where the smallest is below the ratio."""
+    norms = torch.tensor([5.0, 8.0, 14.0, 20.0, 30.0, 45.0, 60.0, 90.0, 150.0, 300.0])
+    assert norms.min() / norms.median() < SMALL_RATIO
+    d = decide(norms, "k-aware-ratio")
+    assert d.flagged == [] and d.score < d.threshold
 
 
 def test_decide_refuses_bad_norms_and_methods():
-    with pytest.raises(ValueError, match="method must be one of paper, log-mad, k-aware, got 'mad'"):
+    with pytest.raises(ValueError, match="method must be one of paper, log-mad, k-aware, k-aware-ratio, got 'mad'"):
         decide(torch.ones(5), "mad")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="norms must be at least 2 finite values >= 0"):
         decide(torch.tensor([1.0, float("nan"), 2.0]))
@@ -58,7 +85,7 @@ def test_two_infected_labels_are_both_flagged():
     model, prototypes = backdoored_reader({4: (0, 0), 5: (SIZE - 2, SIZE - 2)})
     images, labels = reader_images(prototypes)
     report = NeuralCleanse(model).scan(images, labels, seed=0)
-    assert sorted(report.flagged) == [4, 5] and report.decision.method == "k-aware"
+    assert sorted(report.flagged) == [4, 5] and report.decision.method == "k-aware-ratio"
     assert all(not p.natural for p in report.pairs)
 
 

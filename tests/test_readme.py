@@ -137,4 +137,4 @@ def test_the_demo_transcript_runs_as_printed(tmp_path, monkeypatch, capsys):
         return re.sub(r"\d+(\.\d+)?%?|runs/\S+|\[\d[\d, ]*\]", "#", line)
 
     assert [shape(line) for line in got] == [shape(line) for line in expected]
-    assert any(line.startswith("INFECTED: flagged labels [7] (k-aware score ") for line in got)
+    assert any(line.startswith("INFECTED: flagged labels [7] (k-aware-ratio score ") for line in got)

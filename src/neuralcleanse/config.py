@@ -82,7 +82,8 @@ class ScanConfig:
         anomaly_threshold: the paper's decision flags labels with a larger anomaly index (and a norm below the
             median); reported beside the chosen decision whatever it is.
         decision: how the model-level verdict is decided from the norms (:func:`~neuralcleanse.decision.decide`):
-            ``"k-aware"`` (default), ``"log-mad"`` or ``"paper"`` (exactly the paper's verdict).
+            ``"k-aware-ratio"`` (default), ``"k-aware"``, ``"log-mad"`` or ``"paper"`` (exactly the paper's
+            verdict).
         score_threshold: the chosen decision's threshold on its score (``None``: its default; for ``"paper"``
             the anomaly threshold).
         pair_check: check every label the decision flags against its most confused label and clear it when the
@@ -101,7 +102,7 @@ class ScanConfig:
     success_threshold: float | None = None
     precision: Precision | None = None
     anomaly_threshold: float = ANOMALY_THRESHOLD
-    decision: DecisionMethod = "k-aware"
+    decision: DecisionMethod = "k-aware-ratio"
     score_threshold: float | None = None
     pair_check: bool = True
     min_clean_accuracy: float | None = MIN_CLEAN_ACCURACY

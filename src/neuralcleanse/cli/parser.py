@@ -261,18 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--decision",
-        choices=["k-aware", "log-mad", "paper"],
-        default="k-aware",
-        help="how the verdict is decided from the labels' norms: k-aware (step-down order-statistic test on log "
-        "norms, then the symmetric check), log-mad, or paper (the MAD index exactly); default k-aware, see "
+        choices=["k-aware-ratio", "k-aware", "log-mad", "paper"],
+        default="k-aware-ratio",
+        help="how the verdict is decided from the labels' norms: k-aware-ratio (the k-aware test, or a norm under a "
+        "quarter of the median; then the symmetric check), k-aware (step-down order-statistic test on log norms, "
+        "then the symmetric check), log-mad, or paper (the MAD index exactly); default k-aware-ratio, see "
         "docs/detection.md",
     )
     p.add_argument(
         "--score-threshold",
         type=float,
         metavar="SCORE",
-        help="the decision's threshold on its score (default: 3 for k-aware, i.e. p < 0.001; 2 for log-mad; "
-        "--anomaly-threshold for paper)",
+        help="the decision's threshold on its score (default: 1 for k-aware-ratio, both criteria at their defaults; "
+        "3 for k-aware, i.e. p < 0.001; 2 for log-mad; --anomaly-threshold for paper)",
     )
     p.add_argument(
         "--anomaly-threshold",
