@@ -75,8 +75,10 @@ class Decision:
         flagged: positions (in the norms) of the flagged labels, most suspicious first.
         score: the model's score (higher is more suspicious); it is flagged when ``score > threshold``.
         threshold: the threshold on ``score``.
-        per_label: (K,) what the method computed per label: the anomaly index (``paper``, ``log-mad``) or
-            ``-log10`` of the label's step-down p-value (``k-aware``; 0 for labels the step-down never reached).
+        per_label: (K,) what the method computed per label: the anomaly index (``paper``, ``log-mad``),
+            ``-log10`` of the label's step-down p-value (``k-aware``; 0 for labels the step-down never reached), or
+            the larger of that over 3 and the label's halvings below the median over 2, the latter only for the
+            smallest labels whose block is unusual (``k-aware-ratio``).
     """
 
     method: str
@@ -116,6 +118,26 @@ def decide(norms: torch.Tensor, method: DecisionMethod = "k-aware-ratio", thresh
     if method == "k-aware":
         return _step_down(log_norms, limit)
     return _k_aware_or_small(log_norms, limit)
+
+
+def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
+    """Test the smallest remaining label against a normal null fitted (median, MAD) to the remaining ones,
+    as the smallest of them; flag it and go on while ``-log10(p)`` exceeds ``threshold``."""
+    remaining = list(range(log_norms.numel()))
+    per_label = [0.0] * log_norms.numel()
+    flagged: list[int] = []
+    score = None
+    while len(remaining) >= 3:
+        values = log_norms[remaining]
+        smallest = remaining[int(values.argmin())]
+        surprise = _min_surprise(float(log_norms[smallest]), values)
+        per_label[smallest] = surprise
+        score = surprise if score is None else score
+        if surprise <= threshold:
+            break
+        flagged.append(smallest)
+        remaining.remove(smallest)
+    return Decision("k-aware", flagged, 0.0 if score is None else score, threshold, per_label)
 
 
 def _k_aware_or_small(log_norms: torch.Tensor, threshold: float) -> Decision:
@@ -161,26 +183,6 @@ def _block_surprise(ascending: torch.Tensor, j: int) -> float:
     top = max(terms)
     log_p = top + math.log(sum(math.exp(t - top) for t in terms))
     return min(_MAX_SURPRISE, max(0.0, -log_p / math.log(10)))
-
-
-def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
-    """Test the smallest remaining label against a normal null fitted (median, MAD) to the remaining ones,
-    as the smallest of them; flag it and go on while ``-log10(p)`` exceeds ``threshold``."""
-    remaining = list(range(log_norms.numel()))
-    per_label = [0.0] * log_norms.numel()
-    flagged: list[int] = []
-    score = None
-    while len(remaining) >= 3:
-        values = log_norms[remaining]
-        smallest = remaining[int(values.argmin())]
-        surprise = _min_surprise(float(log_norms[smallest]), values)
-        per_label[smallest] = surprise
-        score = surprise if score is None else score
-        if surprise <= threshold:
-            break
-        flagged.append(smallest)
-        remaining.remove(smallest)
-    return Decision("k-aware", flagged, 0.0 if score is None else score, threshold, per_label)
 
 
 def _null_cdf(x: float, values: torch.Tensor) -> float:
