@@ -74,6 +74,12 @@ def test_size_alone_does_not_flag_a_natural_tail():
     assert d.flagged == [] and d.score < d.threshold
 
 
+def test_two_labels_are_too_few_for_a_null():
+    for method in ("k-aware", "k-aware-ratio"):
+        d = decide(torch.tensor([1.0, 100.0]), method)  # type: ignore[arg-type]
+        assert d.flagged == [] and d.score == 0.0
+
+
 def test_decide_refuses_bad_norms_and_methods():
     with pytest.raises(ValueError, match="method must be one of paper, log-mad, k-aware, k-aware-ratio, got 'mad'"):
         decide(torch.ones(5), "mad")  # type: ignore[arg-type]

@@ -96,7 +96,7 @@ def decide(norms: torch.Tensor, method: DecisionMethod = "k-aware-ratio", thresh
 
     Args:
         norms: (K,) L1 norms of the reversed masks, K >= 2 (zeros are clamped to a tiny floor). ``"k-aware"``
-            needs 3 labels to fit its null and flags nothing with 2.
+            and ``"k-aware-ratio"`` need 3 labels to fit their null and flag nothing with 2.
         method: ``"paper"`` (MAD index of raw norms), ``"log-mad"`` (MAD index of log norms), ``"k-aware"``
             (step-down order-statistic test on log norms) or ``"k-aware-ratio"`` (that test, or a norm under
             :data:`SMALL_RATIO` of the median).
@@ -150,7 +150,8 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float) -> Decision:
     size_scale = math.log2(1 / SMALL_RATIO)
     size = ((float(ascending.quantile(0.5)) - log_norms) / math.log(2) / size_scale).tolist()  # halvings / 2
     unusual = []  # the smallest labels, while their block is unusual
-    for j, label in enumerate(log_norms.argsort().tolist()[: log_norms.numel() // 2], start=1):
+    k = log_norms.numel()
+    for j, label in enumerate(log_norms.argsort().tolist()[: min(k // 2, k - 2)], start=1):  # a null of >= 2
         if _block_surprise(ascending, j) <= RATIO_FLOOR:
             break
         unusual.append(label)
