@@ -170,15 +170,15 @@ def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> str:
+def table(rows: list[dict[str, Any]], by: tuple[str, ...], total: bool = False) -> str:
+    """Figures per group of ``by``; ``total`` adds a row over all of them."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[tuple(r[k] for k in by)].append(r)
     header = [*by, "scans", "paper TPR", "paper FPR", "paper AUROC", "new TPR", "new FPR", "new AUROC"]
-    body = []
-    for key, rs in sorted(groups.items()):
-        f = figures(rs)
-        body.append([*key, len(rs), *f.values()])
+    body = [[*key, len(rs), *figures(rs).values()] for key, rs in sorted(groups.items())]
+    if total:
+        body.append(["all", *[""] * (len(by) - 1), len(rows), *figures(rows).values()])
     return markdown_table(header, body)
 
 
@@ -325,7 +325,7 @@ def main() -> None:
         if refused
         else "",
         "## Test half, required families\n",
-        table([r for r in rows if r["half"] == "test" and r["required"]], ("dataset",)),
+        table([r for r in rows if r["half"] == "test" and r["required"]], ("dataset",), total=True),
         "## Verdict stability, test half, required families\n",
         "Scans that differ in one respect only (the other scans of the zoo use seeds 0 and 1, bfloat16 where the "
         "CPU has it (precision auto) and one thread).\n\n",
