@@ -9,7 +9,8 @@ which each decision flags anything:
 - ``k-aware``: the step-down order-statistic test, p < 0.001;
 - ``k-aware-ratio`` (the default): that test, or a norm under a quarter of the median whose block is unusual at
   p < 0.05 (``decision.RATIO_FLOOR``);
-- ``size alone``: the default with the p < 0.05 floor removed, to show what the floor is for.
+- ``floor p < 0.1``: the default with a weaker floor (the one the zoo's tune half would have picked);
+- ``size alone``: the default with the floor removed, to show what the floor is for.
 
 The symmetric check is not applied (it needs a model). Writes benchmarks/results/decision_null.{json,md}.
 
@@ -28,13 +29,14 @@ from neuralcleanse import decision
 
 LABELS = (10, 43, 100, 1000)
 SPREADS = (0.3, 0.5, 0.7, 1.0)
-RULES = ("paper", "k-aware", "k-aware-ratio", "size alone")
+RULES = ("paper", "k-aware", "k-aware-ratio", "floor p < 0.1", "size alone")
+FLOORS = {"floor p < 0.1": 1.0, "size alone": 0.0}  # -log10 p of the size criterion's floor
 
 
 def flags(norms: torch.Tensor, rule: str) -> bool:
-    if rule != "size alone":
+    if rule not in FLOORS:
         return bool(decision.decide(norms, rule).flagged)  # type: ignore[arg-type]
-    floor, decision.RATIO_FLOOR = decision.RATIO_FLOOR, 0.0
+    floor, decision.RATIO_FLOOR = decision.RATIO_FLOOR, FLOORS[rule]
     try:
         return bool(decision.decide(norms, "k-aware-ratio").flagged)
     finally:
