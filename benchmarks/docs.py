@@ -326,6 +326,26 @@ SECTIONS["zoo_scale"] = Section(
     "The machine was shared with other jobs during the run (load average above 10 on 2 cores).",
 )
 
+SECTIONS["decision_null"] = Section(
+    "The decisions on clean models, simulated",
+    "No model: clean label norms drawn from a log-normal (median 50, log spread sigma 0.3 to 1) for 10, 43, 100 "
+    "and 1000 labels, 200 draws each; the share of draws in which each decision flags anything (no symmetric "
+    "check): the paper's index, the k-aware test, the default k-aware-ratio, the default with its size floor "
+    "weakened to p < 0.1, and the size criterion without a floor. Bounds what the size criterion can cost on "
+    "clean models with many or widely spread labels (docs/detection.md).",
+    "python benchmarks/decision_null.py",
+    [
+        ("labels", lambda r: r["labels"]),
+        ("sigma", lambda r: r["sigma"]),
+        ("paper", lambda r: num(r["paper"])),
+        ("k-aware", lambda r: num(r["k-aware"])),
+        ("k-aware-ratio (default)", lambda r: num(r["k-aware-ratio"])),
+        ("floor p < 0.1", lambda r: num(r["floor p < 0.1"])),
+        ("size alone", lambda r: num(r["size alone"])),
+    ],
+    "Simulation only: the machine does not change the figures.",
+)
+
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
 
 
