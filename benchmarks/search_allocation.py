@@ -13,10 +13,10 @@ searches and reading the norms it would have kept:
 - ``smallest-quarter``: once each, then the quarter with the smallest norms four times more (2K);
 - ``middle-half``: once each, then the half nearest the median twice more (2K): the null refined.
 
-Per model and allocation: the share of 400 replays whose verdict is exactly right with the library's default
-decision (the k-aware test at its default threshold: the target alone for the infected models, nothing for the
-clean ones), the mean and spread of its score, and the paper's index. The replays of one model reuse six
-searches, so they show the spread between allocations, not an independent probability.
+Per model and allocation: the share of 400 replays whose verdict is exactly right with the k-aware test at its
+default threshold (the library's default decision when this was measured: the target alone for the infected
+models, nothing for the clean ones), the mean and spread of its score, and the paper's index. The replays of one
+model reuse six searches, so they show the spread between allocations, not an independent probability.
 
     python benchmarks/search_allocation.py [--replays 400]
 """
@@ -116,9 +116,10 @@ def main() -> None:
     )
     text = (
         "# Searches per label: uniform against K-Arm-style allocations (replayed)\n\n"
-        "Replays of the six stored searches per label of benchmarks/searches_per_label.py; the default decision "
-        "(k-aware test, default threshold). *verdict right*: share of replays flagging exactly the target "
-        "(infected) or nothing (clean). Allocations of 2 searches per label spend the default's budget.\n\n" + table
+        "Replays of the six stored searches per label of benchmarks/searches_per_label.py; the k-aware test at its "
+        "default threshold (the default decision when measured). *verdict right*: share of replays flagging "
+        "exactly the target (infected) or nothing (clean). Allocations of 2 searches per label spend the default's "
+        "budget.\n\n" + table
     )
     write_results("search_allocation", rows, text)
 

@@ -59,7 +59,7 @@ def cache_scan_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
 
 
 def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
-    """Symmetric checks for every label the k-aware test flags at the lowest swept threshold, cached."""
+    """Symmetric checks for every label the default decision flags at the lowest swept threshold, cached."""
     recipes = {r["name"]: r for r in zoo.recipes()}
     for row in rows:
         suspects = decide(torch.tensor(row["norms"]), DECISION, min(SWEEP)).flagged
