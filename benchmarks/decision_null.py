@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from unittest.mock import patch
 
 import torch
 from common import markdown_table, write_results
@@ -36,11 +37,8 @@ FLOORS = {"floor p < 0.1": 1.0, "size alone": 0.0}  # -log10 p of the size crite
 def flags(norms: torch.Tensor, rule: str) -> bool:
     if rule not in FLOORS:
         return bool(decision.decide(norms, rule).flagged)  # type: ignore[arg-type]
-    floor, decision.RATIO_FLOOR = decision.RATIO_FLOOR, FLOORS[rule]
-    try:
+    with patch.object(decision, "RATIO_FLOOR", FLOORS[rule]):
         return bool(decision.decide(norms, "k-aware-ratio").flagged)
-    finally:
-        decision.RATIO_FLOOR = floor
 
 
 def main() -> None:

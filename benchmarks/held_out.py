@@ -175,13 +175,10 @@ def render(rows: list[dict[str, Any]]) -> str:
             for r in rows
         ],
     )
-
-    def decisions(rows: list[dict[str, Any]]) -> str:
-        return ", ".join(sorted({r.get("decision", "paper") for r in rows})) or "none yet"
-
+    decisions = ", ".join(sorted({r["decision"] for r in rows})) or "none yet"
     text = (
         "# The scan on models its settings were not chosen on (fast mode)\n\n"
-        f"*score*, *flagged*, *right*: the decision recorded with the rows ({decisions(rows)}, with the "
+        f"*score*, *flagged*, *right*: the decision recorded with the rows ({decisions}, with the "
         "symmetric check; docs/detection.md); *paper's index*, *paper flagged*, *paper right*: the paper's MAD "
         "index over the same scan's norms (threshold 2).\n\n" + table
     )

@@ -22,6 +22,7 @@ import json
 import statistics
 from collections import defaultdict
 from typing import Any
+from unittest.mock import patch
 
 import torch
 import zoo
@@ -230,11 +231,8 @@ def size_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     settings = [("SMALL_RATIO", r) for r in RATIO_SWEEP] + [("RATIO_FLOOR", f) for f in FLOOR_SWEEP]
     for name, value in settings:
         default = getattr(decision, name)
-        setattr(decision, name, value)
-        try:
+        with patch.object(decision, name, value):
             rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION]) if r["required"]]
-        finally:
-            setattr(decision, name, default)
         cells = []
         for half in ("tune", "test"):
             f = figures([r for r in rows if r["half"] == half])

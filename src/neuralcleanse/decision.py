@@ -160,9 +160,10 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float) -> Decision:
         if size[label] <= threshold:
             break
         small.append(label)
+    counted = set(unusual)
     per_label = [
-        max(k / DEFAULT_THRESHOLDS["k-aware"], size[i] if i in unusual else 0.0)
-        for i, k in enumerate(k_aware.per_label)
+        max(surprise / DEFAULT_THRESHOLDS["k-aware"], size[i] if i in counted else 0.0)
+        for i, surprise in enumerate(k_aware.per_label)
     ]
     flagged = k_aware.flagged + [i for i in small if i not in k_aware.flagged]
     return Decision("k-aware-ratio", flagged, max(per_label), threshold, per_label)
