@@ -346,6 +346,28 @@ SECTIONS["decision_null"] = Section(
     "Simulation only: the machine does not change the figures.",
 )
 
+SECTIONS["decision_variants"] = Section(
+    "Variants of the size criterion",
+    "The default decision's block rule against the variants tried (docs/detection.md, how the defaults were "
+    "chosen), each decided from the zoo's cached norms and symmetric checks (required families: exact targets "
+    "and clean scans flagged, per half) and on the simulated clean models of decision_null (200 draws; the share "
+    "flagged at the widest spreads shown).",
+    "python benchmarks/decision_variants.py",
+    [
+        ("variant", lambda r: r["variant"]),
+        ("tune TPR", lambda r: r["tune TPR"]),
+        ("tune FPR", lambda r: r["tune FPR"]),
+        ("test TPR", lambda r: r["test TPR"]),
+        ("test FPR", lambda r: r["test FPR"]),
+        ("test AUROC", lambda r: num(r["test AUROC"])),
+        *(
+            (f"simulated {key}", lambda r, key=key: num(r["simulated clean flagged"][key]))
+            for key in ("K=10 sigma=1", "K=43 sigma=0.7", "K=100 sigma=1", "K=1000 sigma=1")
+        ),
+    ],
+    "Replays and simulation only: the machine does not change the figures.",
+)
+
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
 
 

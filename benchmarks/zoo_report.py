@@ -319,8 +319,9 @@ def main() -> None:
         "# Detection on the zoo (benchmarks/zoo_report.py)\n",
         f"{len(rows)} scans of {len({r['model'] for r in rows})} models (two scan seeds each where done). "
         "*paper*: MAD index of raw norms > 2. *new*: the library's default, "
-        f"{DECISION}: the step-down order-statistic test on log norms (p < 0.001), or a norm under a quarter of "
-        "the median whose block is unusual at p < 0.05, followed by the symmetric check of each flagged label "
+        f"{DECISION}: the step-down order-statistic test on log norms (p < 0.001), or the smallest one to three "
+        "labels under a quarter of the median whose block is unusual at p < 0.05 over the blocks tried, followed "
+        "by the symmetric check of each flagged label "
         f"(score: the larger criterion over its own default, threshold {threshold:g}). TPR: infected scans "
         "flagging exactly their targets; FPR: clean scans flagging anything. "
         "Tune half: even training seeds (where the threshold was chosen); test half: odd.\n",

@@ -65,6 +65,15 @@ def test_size_flags_a_block_of_targets_that_the_step_down_misses():
     assert sorted(decide(norms, "k-aware-ratio").flagged) == [6, 7, 9]
 
 
+def test_size_flags_two_targets_of_the_same_norm_among_widely_spread_labels():
+    """Two targets at 6.4 and 6.7 among natural norms of 22 to 334: each alone is ordinary beside the other (the
+    block of the smallest label is not unusual), the two together are."""
+    norms = torch.tensor([43.6, 21.6, 97.1, 21.8, 333.9, 6.4, 32.9, 40.3, 46.8, 6.7])
+    assert decide(norms, "k-aware").flagged == []
+    d = decide(norms, "k-aware-ratio")
+    assert sorted(d.flagged) == [5, 9] and d.score > d.threshold
+
+
 def test_size_alone_does_not_flag_a_natural_tail():
     """A label under a quarter of the median is not flagged when it is not unusual among the others: ten widely
     spread natural norms (log-normal, spread 1) where the smallest is below the ratio."""

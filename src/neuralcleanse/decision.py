@@ -16,10 +16,10 @@ there are. The decisions here differ in four ways:
   found no longer drags the median and the MAD;
 - **size** (``"k-aware-ratio"``, the default): with ten labels the null's spread comes from nine natural norms,
   which can span a factor of ten, and a target whose trigger is a tenth of the median's then looks ordinary. The
-  default also flags, from the smallest up, every label whose norm is under :data:`SMALL_RATIO` of the median
-  norm, as long as the block of labels up to it is unusual for K natural labels (``P(at least j of K draws lie
-  this low) < 0.05``, the null fitted to the labels above the block), which keeps many-label models, whose
-  smallest natural label lies far below the median, from being flagged by size alone.
+  default also flags the smallest one, two or three labels when their norms are all under :data:`SMALL_RATIO` of
+  the median norm and the block of them is unusual for K natural labels (``P(at least j of K draws lie this
+  low) < 0.05``, divided by the number of blocks tried), which keeps many-label models, whose smallest natural
+  label lies far below the median, from being flagged by size alone.
 
 ``score`` is higher for more suspicious models: the paper's index for ``"paper"`` and ``"log-mad"``,
 ``-log10(p)`` of the smallest label for ``"k-aware"``, and for ``"k-aware-ratio"`` the larger of the two
@@ -37,7 +37,16 @@ import torch
 
 from .outliers import CONSISTENCY, anomaly_index
 
-__all__ = ["DECISIONS", "DEFAULT_THRESHOLDS", "RATIO_FLOOR", "SMALL_RATIO", "Decision", "DecisionMethod", "decide"]
+__all__ = [
+    "DECISIONS",
+    "DEFAULT_THRESHOLDS",
+    "MAX_BLOCK",
+    "RATIO_FLOOR",
+    "SMALL_RATIO",
+    "Decision",
+    "DecisionMethod",
+    "decide",
+]
 
 DecisionMethod = Literal["paper", "log-mad", "k-aware", "k-aware-ratio"]
 DECISIONS: tuple[str, ...] = get_args(DecisionMethod)
@@ -50,11 +59,16 @@ DEFAULT_THRESHOLDS: dict[str, float] = {"paper": 2.0, "log-mad": 2.0, "k-aware":
 #: A label whose trigger is under a quarter of the median label's is flagged by size (ours, chosen on the tune
 #: half of the benchmark zoo, below its smallest clean ratio of 0.30: docs/detection.md).
 SMALL_RATIO = 0.25
-#: ... provided the labels up to it are unusual among K natural ones at p < 0.05 (-log10 p > 1.3; the usual
-#: level). It keeps the size criterion off the natural tail of models with many labels or widely spread norms: on
-#: simulated clean log-normal norms of 43 to 1000 labels and log spreads up to 1, the default flags at most 17.5%
-#: of models (9% from 100 labels) where size alone flags up to all of them (benchmarks/results/decision_null.md).
+#: ... provided the block of labels up to it is unusual among K natural ones at p < 0.05 (-log10 p > 1.3; the
+#: usual level), divided by the number of blocks tried. It keeps the size criterion off the natural tail of models
+#: with many labels or widely spread norms, where size alone flags up to all clean models
+#: (benchmarks/results/decision_null.md).
 RATIO_FLOOR = 1.3
+#: The blocks tried are the smallest one, two or three labels (ours, for backdoors with up to three targets; more
+#: targets are left to the step-down): larger blocks reach into the natural tail of many-label models, whose
+#: top labels then fit a null too narrow for them (on simulated clean models with 1000 labels and a log spread
+#: of 1, trying every block flags 77% of them: benchmarks/results/decision_variants.md).
+MAX_BLOCK = 3
 
 _MAX_SURPRISE = 300.0  # -log10 of the smallest p-value reported (p underflows beyond)
 _FLOOR = 1e-6  # norms are clamped to this before the log: a mask of L1 norm 0 is no trigger at all
@@ -142,19 +156,13 @@ def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
 
 def _k_aware_or_small(log_norms: torch.Tensor, threshold: float) -> Decision:
     """The k-aware step-down at ``threshold`` times its default, joined by the labels flagged by size. Size counts
-    for the smallest labels while the block of the j smallest is unusual (:func:`_block_surprise`); among them, a
-    label is flagged, from the smallest up, while it lies more than ``threshold * log2(1 / SMALL_RATIO)`` halvings
-    below the median norm (under a quarter of it at threshold 1)."""
+    for the labels of the unusual block (:func:`_unusual_block`); among them, a label is flagged, from the smallest
+    up, while it lies more than ``threshold * log2(1 / SMALL_RATIO)`` halvings below the median norm (under a
+    quarter of it at threshold 1)."""
     k_aware = _step_down(log_norms, threshold * DEFAULT_THRESHOLDS["k-aware"])
-    ascending = log_norms.sort().values
     size_scale = math.log2(1 / SMALL_RATIO)
-    size = ((float(ascending.quantile(0.5)) - log_norms) / math.log(2) / size_scale).tolist()  # halvings / 2
-    unusual = []  # the smallest labels, while their block is unusual
-    k = log_norms.numel()
-    for j, label in enumerate(log_norms.argsort().tolist()[: min(k // 2, k - 2)], start=1):  # a null of >= 2
-        if _block_surprise(ascending, j) <= RATIO_FLOOR:
-            break
-        unusual.append(label)
+    size = ((float(log_norms.quantile(0.5)) - log_norms) / math.log(2) / size_scale).tolist()  # halvings / 2
+    unusual = _unusual_block(log_norms)
     small = []
     for label in unusual:
         if size[label] <= threshold:
@@ -169,12 +177,29 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float) -> Decision:
     return Decision("k-aware-ratio", flagged, max(per_label), threshold, per_label)
 
 
+def _unusual_block(log_norms: torch.Tensor) -> list[int]:
+    """The labels of the largest unusual block among the smallest: of the blocks of the j = 1 .. :data:`MAX_BLOCK`
+    smallest labels that all lie under :data:`SMALL_RATIO` of the median, the largest whose
+    :func:`_block_surprise` exceeds :data:`RATIO_FLOOR` plus ``log10`` of the number of blocks tried (Bonferroni).
+    A block is judged on its own, so two targets of the same norm, each ordinary beside the other, are found
+    together."""
+    ascending = log_norms.sort().values
+    cutoff = float(ascending.quantile(0.5)) + math.log(SMALL_RATIO)
+    tried = sum(x < cutoff for x in ascending[: min(MAX_BLOCK, log_norms.numel() - 2)].tolist())
+    floor = RATIO_FLOOR + math.log10(max(tried, 1))
+    unusual = [j for j in range(1, tried + 1) if _block_surprise(ascending, j) > floor]
+    return log_norms.argsort().tolist()[: max(unusual, default=0)]
+
+
 def _block_surprise(ascending: torch.Tensor, j: int) -> float:
     """``-log10 P(at least j of K draws <= x_(j))`` for the j-th smallest of the K ``ascending`` log norms, under
-    the normal null of :func:`_null_cdf` fitted to the K - j labels above it (flagged labels do not drag the null,
-    as in the step-down)."""
-    k = ascending.numel()
-    tail = _null_cdf(float(ascending[j - 1]), ascending[j:])
+    the normal null of :func:`_null_cdf` fitted to the labels from the j-th up (the labels below it, suspects
+    themselves, do not drag the null, as in the step-down)."""
+    return _at_least(ascending.numel(), j, _null_cdf(float(ascending[j - 1]), ascending[j - 1 :]))
+
+
+def _at_least(k: int, j: int, tail: float) -> float:
+    """``-log10 P(X >= j)`` for ``X ~ Binomial(k, tail)``."""
     if tail <= 0:
         return _MAX_SURPRISE
     log_f, log_rest = math.log(tail), math.log1p(-min(tail, 1 - 1e-16))

@@ -1,0 +1,156 @@
+"""Other forms of the default decision's size criterion, replayed on the zoo's scans and on simulated clean models.
+
+    python benchmarks/decision_variants.py [--draws 200]
+
+The default (``k-aware-ratio``) flags a label by size when it lies in the unusual block
+(``decision._unusual_block``): of the blocks of the one, two or three smallest labels that are all under a quarter
+of the median norm, the largest for which P(at least j of K natural draws lie this low) is under 0.05 divided by
+the number of blocks tried, the null fitted to the labels from the block's largest up. Each variant changes one
+thing:
+
+- ``first blocks, null above``: the rule this one replaced: from the smallest up, while the block is unusual at
+  p < 0.05 (stopping at the first ordinary one, so two targets of the same norm hide each other), the null
+  fitted to the labels above the block;
+- ``step-down p < 0.05``: each label tested alone among the labels left, as the k-aware step-down does at
+  p < 0.001 (weaker for clustered targets);
+- ``blocks of up to 2`` and ``every block``: other limits on the blocks tried (``decision.MAX_BLOCK``);
+- ``lower-half spread``: the null's spread from the labels below its median only (backdoors only shrink norms;
+  natural norms of some models have a long upper tail).
+
+Each is decided from the same cached norms and symmetric checks as benchmarks/zoo_report.py (required families,
+default arithmetic; a flag without a cached check stays flagged) and on the clean log-normal norms of
+benchmarks/decision_null.py. Writes benchmarks/results/decision_variants.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+from unittest.mock import patch
+
+import torch
+import zoo
+import zoo_report
+from common import RESULTS, markdown_table, write_results
+from decision_null import LABELS, SPREADS
+
+from neuralcleanse import decision
+from neuralcleanse.outliers import CONSISTENCY
+
+SHOWN_SPREADS = (0.5, 0.7, 1.0)  # simulated spreads shown per K (the zoo's clean models: 0.1 to 0.8)
+
+
+def first_blocks_null_above(log_norms: torch.Tensor) -> list[int]:
+    ascending = log_norms.sort().values
+    k = log_norms.numel()
+    unusual = []
+    for j, label in enumerate(log_norms.argsort().tolist()[: min(k // 2, k - 2)], start=1):
+        tail = decision._null_cdf(float(ascending[j - 1]), ascending[j:])
+        if decision._at_least(k, j, tail) <= decision.RATIO_FLOOR:
+            break
+        unusual.append(label)
+    return unusual
+
+
+def step_down_block(log_norms: torch.Tensor) -> list[int]:
+    return decision._step_down(log_norms, decision.RATIO_FLOOR).flagged
+
+
+def lower_half_cdf(x: float, values: torch.Tensor) -> float:
+    median = float(values.quantile(0.5))
+    below = median - values[values <= median]
+    scale = math.hypot(CONSISTENCY * float(below.quantile(0.5)), decision.SEARCH_NOISE)
+    return 0.5 * math.erfc(-(x - median) / scale / math.sqrt(2))
+
+
+def replaced(name: str, function: Callable[..., Any]) -> Callable[[], Any]:
+    return lambda: patch.object(decision, name, function)
+
+
+VARIANTS: dict[str, Callable[[], Any]] = {
+    "default (largest of up to 3 blocks)": nullcontext,
+    "first blocks, null above": replaced("_unusual_block", first_blocks_null_above),
+    "step-down p < 0.05": replaced("_unusual_block", step_down_block),
+    "blocks of up to 2": lambda: patch.object(decision, "MAX_BLOCK", 2),
+    "every block": lambda: patch.object(decision, "MAX_BLOCK", 10**6),
+    "lower-half spread": replaced("_null_cdf", lower_half_cdf),
+}
+
+
+def zoo_figures(scans: list[dict[str, Any]], cache: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    rows = [r for r in zoo_report.zoo_rows(scans, cache, decision.DEFAULT_THRESHOLDS["k-aware-ratio"]) if r["required"]]
+    out: dict[str, Any] = {}
+    for half in ("tune", "test"):
+        part = [r for r in rows if r["half"] == half]
+        infected = [r for r in part if r["infected"]]
+        clean = [r for r in part if not r["infected"]]
+        out[f"{half} TPR"] = f"{sum(r['correct'] for r in infected)}/{len(infected)}"
+        out[f"{half} FPR"] = f"{sum(bool(r['flagged']) for r in clean)}/{len(clean)}"
+        area = zoo_report.auroc([r["score"] for r in infected], [r["score"] for r in clean])
+        out[f"{half} AUROC"] = None if area is None else round(area, 3)
+    out["unchecked flags"] = sum(not r["pairs_checked"] for r in rows)
+    return out, rows
+
+
+def simulated(draws: int) -> dict[str, float]:
+    """Share of simulated clean models flagged per (K, sigma), the same draws for every variant."""
+    generator = torch.Generator().manual_seed(0)
+    rates = {}
+    for k in LABELS:
+        for sigma in SPREADS:
+            hits = 0
+            for _ in range(draws):
+                norms = (math.log(50) + sigma * torch.randn(k, generator=generator, dtype=torch.float64)).exp()
+                hits += bool(decision.decide(norms).flagged)
+            rates[f"K={k} sigma={sigma:g}"] = hits / draws
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--draws", type=int, default=200, help="simulated clean models per (K, sigma)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    scans = json.loads((RESULTS / "zoo_scans.json").read_text())
+    scans = [s for s in scans if zoo.row_variant(s) == zoo_report.DEFAULT_VARIANT]
+    cache = json.loads(zoo_report.PAIRS_FILE.read_text())
+    zoo_report.cache_scan_pairs(scans, cache)
+    results, flagged = [], {}
+    for name in VARIANTS:
+        with VARIANTS[name]():
+            figures, rows = zoo_figures(scans, cache)
+            rates = simulated(args.draws)
+        flagged[name] = {(r["model"], r["seed"]): r for r in rows}
+        results.append({"variant": name, **figures, "simulated clean flagged": rates})
+        print(results[-1], flush=True)
+    default = next(iter(VARIANTS))
+    changes = [
+        [name, r["half"], r["model"], r["seed"], r["targets"], flagged[default][key]["flagged"], r["flagged"]]
+        for name in list(VARIANTS)[1:]
+        for key, r in flagged[name].items()
+        if r["flagged"] != flagged[default][key]["flagged"]
+    ]
+    zoo_columns = ["tune TPR", "tune FPR", "test TPR", "test FPR", "test AUROC", "unchecked flags"]
+    shown = [f"K={k} sigma={s:g}" for k in LABELS for s in SHOWN_SPREADS]
+    table = (
+        "# Variants of the size criterion (benchmarks/decision_variants.py)\n\n"
+        "The zoo's required families, default arithmetic, decided from the cached norms and symmetric checks "
+        "(TPR: exactly the targets; FPR: anything on a clean model), and the share of simulated clean models "
+        f"flagged ({args.draws} draws per K and log spread sigma, no symmetric check).\n\n"
+        + markdown_table(["variant", *zoo_columns], [[r["variant"], *(r[c] for c in zoo_columns)] for r in results])
+        + "\n## Simulated clean models flagged\n\n"
+        + markdown_table(
+            ["variant", *shown], [[r["variant"], *(r["simulated clean flagged"][c] for c in shown)] for r in results]
+        )
+        + "\n## Scans whose flagged labels change\n\n"
+        + markdown_table(["variant", "half", "model", "seed", "targets", "default flags", "variant flags"], changes)
+    )
+    write_results("decision_variants", results, table)
+
+
+if __name__ == "__main__":
+    main()
