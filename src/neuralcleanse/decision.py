@@ -24,7 +24,7 @@ there are. The decisions here differ in four ways:
 ``score`` is higher for more suspicious models: the paper's index for ``"paper"`` and ``"log-mad"``,
 ``-log10(p)`` of the smallest label for ``"k-aware"``, and for ``"k-aware-ratio"`` the larger of the two
 criteria, each over its own default: the k-aware score over 3, and the halvings from the median to the smallest
-norm over 2 (counted only when that label is unusual at p < 0.05); a threshold of 1 is both defaults.
+norm over 2 (counted only for the labels of the unusual block); a threshold of 1 is both defaults.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Decision:
         per_label: (K,) what the method computed per label: the anomaly index (``paper``, ``log-mad``),
             ``-log10`` of the label's step-down p-value (``k-aware``; 0 for labels the step-down never reached), or
             the larger of that over 3 and the label's halvings below the median over 2, the latter only for the
-            smallest labels whose block is unusual (``k-aware-ratio``).
+            labels of the unusual block (``k-aware-ratio``).
     """
 
     method: str
