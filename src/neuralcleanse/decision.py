@@ -67,7 +67,7 @@ RATIO_FLOOR = 1.3
 #: The blocks tried are the smallest one, two or three labels (ours, for backdoors with up to three targets; more
 #: targets are left to the step-down): larger blocks reach into the natural tail of many-label models, whose
 #: top labels then fit a null too narrow for them (on simulated clean models with 1000 labels and a log spread
-#: of 1, trying every block flags 77% of them: benchmarks/results/decision_variants.md).
+#: of 1, trying every block flags 76.5% of them: benchmarks/results/decision_variants.md).
 MAX_BLOCK = 3
 
 _MAX_SURPRISE = 300.0  # -log10 of the smallest p-value reported (p underflows beyond)
