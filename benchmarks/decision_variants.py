@@ -45,6 +45,7 @@ SHOWN_SPREADS = (0.5, 0.7, 1.0)  # simulated spreads shown per K (the zoo's clea
 
 
 def first_blocks_null_above(log_norms: torch.Tensor) -> list[int]:
+    """The rule the default replaced: from the smallest up while the block is unusual, null above the block."""
     ascending = log_norms.sort().values
     k = log_norms.numel()
     unusual = []
@@ -57,10 +58,12 @@ def first_blocks_null_above(log_norms: torch.Tensor) -> list[int]:
 
 
 def step_down_block(log_norms: torch.Tensor) -> list[int]:
+    """Each label alone among those left, as the k-aware step-down, at the size criterion's level."""
     return decision._step_down(log_norms, decision.RATIO_FLOOR).flagged
 
 
 def lower_half_cdf(x: float, values: torch.Tensor) -> float:
+    """decision._null_cdf with the spread from the values below the median only."""
     median = float(values.quantile(0.5))
     below = median - values[values <= median]
     scale = math.hypot(CONSISTENCY * float(below.quantile(0.5)), decision.SEARCH_NOISE)
@@ -82,16 +85,13 @@ VARIANTS: dict[str, Callable[[], Any]] = {
 
 
 def zoo_figures(scans: list[dict[str, Any]], cache: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Exact TPR, FPR and AUROC per half (required families) as zoo_report decides them, and the rows."""
     rows = [r for r in zoo_report.zoo_rows(scans, cache, decision.DEFAULT_THRESHOLDS["k-aware-ratio"]) if r["required"]]
     out: dict[str, Any] = {}
     for half in ("tune", "test"):
-        part = [r for r in rows if r["half"] == half]
-        infected = [r for r in part if r["infected"]]
-        clean = [r for r in part if not r["infected"]]
-        out[f"{half} TPR"] = f"{sum(r['correct'] for r in infected)}/{len(infected)}"
-        out[f"{half} FPR"] = f"{sum(bool(r['flagged']) for r in clean)}/{len(clean)}"
-        area = zoo_report.auroc([r["score"] for r in infected], [r["score"] for r in clean])
-        out[f"{half} AUROC"] = None if area is None else round(area, 3)
+        f = zoo_report.figures([r for r in rows if r["half"] == half])
+        area = None if f["new AUROC"] == "—" else float(f["new AUROC"])
+        out |= {f"{half} TPR": f["new TPR"], f"{half} FPR": f["new FPR"], f"{half} AUROC": area}
     out["unchecked flags"] = sum(not r["pairs_checked"] for r in rows)
     return out, rows
 
