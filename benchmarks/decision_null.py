@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from unittest.mock import patch
 
 import torch
@@ -35,6 +36,17 @@ RULES = ("paper", "k-aware", "k-aware-ratio", "floor p < 0.1", "size alone")
 FLOORS = {"floor p < 0.1": 1.0, "size alone": 0.0}  # -log10 p of the size criterion's floor
 
 
+def clean_draws(draws: int) -> Iterator[tuple[int, float, list[torch.Tensor]]]:
+    """Per (K, sigma), ``draws`` clean models' norms, from one seeded generator in a fixed order."""
+    generator = torch.Generator().manual_seed(0)
+    for k in LABELS:
+        for sigma in SPREADS:
+            log_norms = [
+                math.log(50) + sigma * torch.randn(k, generator=generator, dtype=torch.float64) for _ in range(draws)
+            ]
+            yield k, sigma, [values.exp() for values in log_norms]
+
+
 def flags(norms: torch.Tensor, rule: str) -> bool:
     if rule not in FLOORS:
         return bool(decision.decide(norms, rule).flagged)  # type: ignore[arg-type]
@@ -46,19 +58,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--draws", type=int, default=200, help="clean models drawn per (K, sigma)")
     args = parser.parse_args()
-    generator = torch.Generator().manual_seed(0)
     rows = []
-    for k in LABELS:
-        for sigma in SPREADS:
-            counts = dict.fromkeys(RULES, 0)
-            for _ in range(args.draws):
-                norms = (math.log(50) + sigma * torch.randn(k, generator=generator, dtype=torch.float64)).exp()
-                for rule in RULES:
-                    counts[rule] += flags(norms, rule)
-            rows.append(
-                {"labels": k, "sigma": sigma, "draws": args.draws, **{r: counts[r] / args.draws for r in RULES}}
-            )
-            print(rows[-1], flush=True)
+    for k, sigma, models in clean_draws(args.draws):
+        rates = {rule: sum(flags(norms, rule) for norms in models) / args.draws for rule in RULES}
+        rows.append({"labels": k, "sigma": sigma, "draws": args.draws, **rates})
+        print(rows[-1], flush=True)
     body = [[r["labels"], r["sigma"], *(f"{r[rule]:.3f}" for rule in RULES)] for r in rows]
     table = (
         "# Decisions on clean log-normal norms (benchmarks/decision_null.py)\n\n"

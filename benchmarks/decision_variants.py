@@ -36,7 +36,7 @@ import torch
 import zoo
 import zoo_report
 from common import RESULTS, markdown_table, write_results
-from decision_null import LABELS, SPREADS
+from decision_null import LABELS, clean_draws
 
 from neuralcleanse import decision
 from neuralcleanse.outliers import CONSISTENCY
@@ -98,16 +98,10 @@ def zoo_figures(scans: list[dict[str, Any]], cache: dict[str, Any]) -> tuple[dic
 
 def simulated(draws: int) -> dict[str, float]:
     """Share of simulated clean models flagged per (K, sigma), the same draws for every variant."""
-    generator = torch.Generator().manual_seed(0)
-    rates = {}
-    for k in LABELS:
-        for sigma in SPREADS:
-            hits = 0
-            for _ in range(draws):
-                norms = (math.log(50) + sigma * torch.randn(k, generator=generator, dtype=torch.float64)).exp()
-                hits += bool(decision.decide(norms).flagged)
-            rates[f"K={k} sigma={sigma:g}"] = hits / draws
-    return rates
+    return {
+        f"K={k} sigma={sigma:g}": sum(bool(decision.decide(norms).flagged) for norms in models) / draws
+        for k, sigma, models in clean_draws(draws)
+    }
 
 
 def main() -> None:

@@ -183,12 +183,12 @@ def _unusual_block(log_norms: torch.Tensor) -> list[int]:
     :func:`_block_surprise` exceeds :data:`RATIO_FLOOR` plus ``log10`` of the number of blocks tried (Bonferroni).
     A block is judged on its own, so two targets of the same norm, each ordinary beside the other, are found
     together."""
-    ascending = log_norms.sort().values
+    ascending, order = log_norms.sort()
     cutoff = float(ascending.quantile(0.5)) + math.log(SMALL_RATIO)
     tried = sum(x < cutoff for x in ascending[: min(MAX_BLOCK, log_norms.numel() - 2)].tolist())
     floor = RATIO_FLOOR + math.log10(max(tried, 1))
     unusual = [j for j in range(1, tried + 1) if _block_surprise(ascending, j) > floor]
-    return log_norms.argsort().tolist()[: max(unusual, default=0)]
+    return order[: max(unusual, default=0)].tolist()
 
 
 def _block_surprise(ascending: torch.Tensor, j: int) -> float:
