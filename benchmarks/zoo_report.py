@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from collections import defaultdict
 from typing import Any
@@ -28,11 +29,11 @@ import torch
 import zoo
 from common import RESULTS, markdown_table
 
-from neuralcleanse import decision
+from neuralcleanse import decision, pairs
 from neuralcleanse.config import ScanConfig
 from neuralcleanse.decision import DEFAULT_THRESHOLDS, decide
 from neuralcleanse.loading import load_model
-from neuralcleanse.pairs import NATURAL_RATIO, is_natural, symmetric_check
+from neuralcleanse.pairs import MUTUAL_RATIO, NATURAL_RATIO, is_natural, symmetric_check
 from neuralcleanse.probe import probe_outputs
 
 REQUIRED = ("clean", "patch", "random-pattern", "blend", "trojan", "two-targets", "three-targets")
@@ -41,6 +42,7 @@ RATIO_SWEEP = (0.15, 0.2, 0.25, 0.3, 0.35)  # the size criterion's ratio (decisi
 FLOOR_SWEEP = (0.0, 0.5, 1.0, 1.3, 2.0)  # and its floor, -log10 p of the block (decision.RATIO_FLOOR)
 SWEEP = (0.875, 1.0, 1.25, 1.5, 2.0)  # thresholds of the default decision tried on the tune half
 PAIR_SWEEP = (None, NATURAL_RATIO, 1.22, 1.5, 2.0)  # symmetric-check ratios tried on the tune half
+MUTUAL_SWEEP = (1.25, 1.5, 2.0, 3.0, 4.0, math.inf)  # and its mutual ratio (pairs.MUTUAL_RATIO; inf: not tested)
 PAIRS_FILE = RESULTS / "zoo_pairs.json"
 DEFAULT_VARIANT = zoo.variant("auto", 1)  # the scans of the main tables: default arithmetic, one thread
 
@@ -73,7 +75,9 @@ def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
         probabilities = probe_outputs(model, clean.images[:32]).probabilities
         generator = torch.Generator().manual_seed(row["seed"])
         search = ScanConfig().reverse
-        for check in symmetric_check(model, clean.images, clean.labels, todo, search, generator, probabilities):
+        norms = dict(enumerate(row["norms"]))
+        checks = symmetric_check(model, clean.images, clean.labels, todo, norms, search, generator, probabilities)
+        for check in checks:
             cache[pair_key(row, check.label)] = check.to_dict()
         PAIRS_FILE.write_text(json.dumps(cache, indent=1) + "\n")
         print(row["model"], row["seed"], [cache.get(pair_key(row, t)) for t in todo], flush=True)
@@ -94,9 +98,17 @@ def new_decision(
     for t in d.flagged:
         check = cache.get(pair_key(row, t))
         complete &= check is not None
-        if ratio is None or check is None or not is_natural(check["towards"], check["back"], check["confusion"], ratio):
+        if ratio is None or check is None or not natural(row, check, ratio):
             flagged.append(t)
     return sorted(flagged), d.score, complete
+
+
+def natural(row: dict[str, Any], check: dict[str, Any], ratio: float) -> bool:
+    """The library's rule on a cached check, with the universal norms of the scan the check belongs to."""
+    norms = row["norms"]
+    return is_natural(
+        check["towards"], check["back"], check["confusion"], norms[check["label"]], norms[check["source"]], ratio
+    )
 
 
 def auroc(positives: list[float], negatives: list[float]) -> float | None:
@@ -256,6 +268,22 @@ def pair_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     return markdown_table(header, body)
 
 
+def mutual_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
+    """The symmetric check's mutual ratio at the default threshold, required families: exact TPR and FPR."""
+    header = ["natural when source <= ratio x suspect", "tune TPR", "tune FPR", "test TPR", "test FPR"]
+    body = []
+    for value in MUTUAL_SWEEP:
+        with patch.object(pairs, "MUTUAL_RATIO", value):
+            rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION]) if r["required"]]
+        cells = []
+        for half in ("tune", "test"):
+            f = figures([r for r in rows if r["half"] == half])
+            cells += [f["new TPR"], f["new FPR"]]
+        label = "not tested" if math.isinf(value) else f"{value:g}" + (" (default)" if value == MUTUAL_RATIO else "")
+        body.append([label, *cells])
+    return markdown_table(header, body)
+
+
 def stability(rows: list[dict[str, Any]]) -> str:
     """How often a model's verdict (its flagged labels, both decisions) survives another scan seed, the other
     arithmetic and another thread count; each comparison is between scans that differ in that one respect."""
@@ -356,6 +384,11 @@ def main() -> None:
         "Every flagged label's check is cached with its two norms, so each ratio is applied to the same checks. "
         "The default was chosen on the tune columns.\n\n",
         pair_sweep(scans, cache),
+        "## The symmetric check's mutual ratio (required families, default threshold)\n",
+        "A flagged label is cleared only when its most confused label's universal trigger is at most this many "
+        "times its own (and the two ways between them are alike). Chosen on the tune columns after the test "
+        "half had been seen (docs/detection.md).\n\n",
+        mutual_sweep(scans, cache),
         "## Scan time\n",
         "Seconds per scan, default settings, one torch thread on a 2-core machine shared with the zoo's other "
         "jobs (so an upper bound of a scan on two free cores).\n\n",

@@ -11,6 +11,7 @@ from _tiny import SIZE, ReaderNet, backdoored_reader, pair_reader, reader_images
 from neuralcleanse.config import ScanConfig
 from neuralcleanse.decision import DECISIONS, SMALL_RATIO, decide
 from neuralcleanse.outliers import anomaly_index
+from neuralcleanse.pairs import is_natural
 from neuralcleanse.scan import NeuralCleanse
 
 
@@ -116,6 +117,18 @@ def test_a_naturally_close_pair_is_not_flagged():
     assert {(p.label, p.source) for p in report.pairs} == {(4, 5), (5, 4)} and all(p.natural for p in report.pairs)
     paper = NeuralCleanse(model, ScanConfig(decision="paper")).scan(images, labels, seed=0)
     assert sorted(paper.flagged) == [4, 5] and paper.pairs == []
+
+
+def test_a_neighbour_no_easier_to_reach_than_any_label_does_not_clear_a_suspect():
+    """The GTSRB two-target model of the benchmark zoo: target 24 (universal trigger 5.3) and the sign it is most
+    confused with, 21 (35.1, at the median), are as close one way as the other (3.8 and 3.9). Their likeness
+    explains a trigger from 21, not one from every label: 24 stays flagged. A mutual pair is cleared, and so is a
+    pair whose source was not searched (no universal norm to compare)."""
+    towards, back, confusion = 3.81, 3.86, 0.106
+    assert not is_natural(towards, back, confusion, label_norm=5.31, source_norm=35.1)
+    assert is_natural(towards, back, confusion, label_norm=5.31, source_norm=2 * 5.31)
+    assert is_natural(towards, back, confusion, label_norm=5.31, source_norm=None)
+    assert not is_natural(towards, 1.2 * towards, confusion, label_norm=5.31, source_norm=5.31)
 
 
 @pytest.mark.slow

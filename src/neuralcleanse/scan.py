@@ -225,7 +225,10 @@ class NeuralCleanse:
         if suspects and labels is not None and self.config.checks_pairs:
             report(self.progress, "pairs", 0, len(suspects))
             search = self.config.reverse
-            pairs = symmetric_check(self.model, images, labels, suspects, search, generator, outputs.probabilities)
+            norms = dict(zip(result.labels.tolist(), result.norms.tolist(), strict=True))
+            pairs = symmetric_check(
+                self.model, images, labels, suspects, norms, search, generator, outputs.probabilities
+            )
             report(self.progress, "pairs", len(suspects), len(suspects))
         natural = {p.label for p in pairs if p.natural}
         rows = [
