@@ -11,7 +11,7 @@ from _tiny import SIZE, ReaderNet, backdoored_reader, pair_reader, reader_images
 from neuralcleanse.config import ScanConfig
 from neuralcleanse.decision import DECISIONS, SMALL_RATIO, decide
 from neuralcleanse.outliers import anomaly_index
-from neuralcleanse.pairs import is_natural
+from neuralcleanse.pairs import MUTUAL_RATIO, is_natural
 from neuralcleanse.scan import NeuralCleanse
 
 
@@ -119,15 +119,24 @@ def test_a_naturally_close_pair_is_not_flagged():
     assert sorted(paper.flagged) == [4, 5] and paper.pairs == []
 
 
+def test_a_pair_scanned_in_part_is_checked_with_the_source_searched_there():
+    """Only labels 0-4 are scanned: 4 is flagged, its most confused label 5 was not searched, so the check
+    searches 5's universal trigger itself, finds it as small as 4's, and clears the pair."""
+    model, prototypes = pair_reader({4: (5, 4), 5: (5, 6)})
+    images, labels = reader_images(prototypes)
+    report = NeuralCleanse(model).scan(images, labels, targets=[0, 1, 2, 3, 4], seed=0)
+    assert report.flagged == [] and [(p.label, p.source, p.natural) for p in report.pairs] == [(4, 5, True)]
+    check = report.pairs[0]
+    assert check.source_norm <= MUTUAL_RATIO * check.label_norm < MUTUAL_RATIO * 5  # a 2x2 patch, not a template
+
+
 def test_a_neighbour_no_easier_to_reach_than_any_label_does_not_clear_a_suspect():
     """The GTSRB two-target model of the benchmark zoo: target 24 (universal trigger 5.3) and the sign it is most
     confused with, 21 (35.1, at the median), are as close one way as the other (3.8 and 3.9). Their likeness
-    explains a trigger from 21, not one from every label: 24 stays flagged. A mutual pair is cleared, and so is a
-    pair whose source was not searched (no universal norm to compare)."""
+    explains a trigger from 21, not one from every label: 24 stays flagged. A mutual pair is cleared."""
     towards, back, confusion = 3.81, 3.86, 0.106
     assert not is_natural(towards, back, confusion, label_norm=5.31, source_norm=35.1)
     assert is_natural(towards, back, confusion, label_norm=5.31, source_norm=2 * 5.31)
-    assert is_natural(towards, back, confusion, label_norm=5.31, source_norm=None)
     assert not is_natural(towards, 1.2 * towards, confusion, label_norm=5.31, source_norm=5.31)
 
 

@@ -56,7 +56,7 @@ class PairCheck:
         towards: L1 norm of the trigger from ``s``'s images to ``t``.
         back: L1 norm of the trigger from ``t``'s images to ``s``.
         label_norm: L1 norm of ``t``'s universal trigger (the scan's, from every label).
-        source_norm: that of ``s``; ``None`` when the scan did not search ``s``.
+        source_norm: that of ``s`` (searched here when the scan did not search ``s``).
         natural: :func:`is_natural`: the pair is close by nature, the label is not flagged.
     """
 
@@ -66,7 +66,7 @@ class PairCheck:
     towards: float
     back: float
     label_norm: float
-    source_norm: float | None
+    source_norm: float
     natural: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,7 +87,8 @@ def symmetric_check(
     """Check each suspect label against its most confused source label.
 
     Args:
-        norms: the scan's universal trigger norm per label searched (the suspects' at least).
+        norms: the scan's universal trigger norm per label it searched, the suspects at least; a source label
+            missing from it gets its universal trigger searched here.
 
     Shape:
         images: (N, C, H, W) clean images in [0, 1]; labels: (N,) their true labels.
@@ -104,7 +105,10 @@ def symmetric_check(
         towards = reverse_engineer(model, images[labels == s], [t], config, generator, outputs_probabilities)
         back = reverse_engineer(model, images[labels == t], [s], config, generator, outputs_probabilities)
         to_t, to_s = float(towards.norms[0]), float(back.norms[0])
-        label_norm, source_norm = norms[t], norms.get(s)
+        source_norm = norms.get(s)
+        if source_norm is None:
+            source_norm = float(reverse_engineer(model, images, [s], config, generator, outputs_probabilities).norms[0])
+        label_norm = norms[t]
         natural = is_natural(to_t, to_s, confusion, label_norm, source_norm, ratio)
         checks.append(PairCheck(t, s, confusion, to_t, to_s, label_norm, source_norm, natural))
     return checks
@@ -115,14 +119,13 @@ def is_natural(
     back: float,
     confusion: float,
     label_norm: float,
-    source_norm: float | None,
+    source_norm: float,
     ratio: float = NATURAL_RATIO,
 ) -> bool:
     """Whether a suspect and its source are natural neighbours: the way back at most ``ratio`` times the way
     there, the two confused on clean images, and the source's universal trigger at most :data:`MUTUAL_RATIO`
-    times the suspect's (not tested when the source was not searched)."""
-    mutual = source_norm is None or source_norm <= MUTUAL_RATIO * label_norm
-    return back <= ratio * towards and confusion >= MIN_CONFUSION and mutual
+    times the suspect's."""
+    return back <= ratio * towards and confusion >= MIN_CONFUSION and source_norm <= MUTUAL_RATIO * label_norm
 
 
 def _probabilities(model: nn.Module, images: torch.Tensor, outputs_probabilities: bool) -> torch.Tensor:
