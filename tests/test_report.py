@@ -1,5 +1,6 @@
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 
 from neuralcleanse.decision import Decision
+from neuralcleanse.pairs import PairCheck
 from neuralcleanse.render.pages import render_page
 from neuralcleanse.render.pictures import png_data_uri
 from neuralcleanse.scan import LabelResult, ScanReport
@@ -184,6 +186,22 @@ def test_a_clean_page_has_nothing_to_repair(tmp_path):
     write_scan_report(make_report(flagged=()), tmp_path)
     page = (tmp_path / HTML_FILE).read_text()
     assert "no reversed backdoor to remove" in page and "neuralcleanse mitigate" not in page
+
+
+def test_the_page_gives_each_symmetric_check_with_the_universal_triggers_it_compared(tmp_path):
+    report = make_report()
+    checks = [
+        PairCheck(FLAGGED, 1, 0.028, 6.8, 34.7, 7.7, 103.9, False),
+        PairCheck(2, 4, 0.2, 5.0, 5.1, 6.0, 7.0, True),
+    ]
+    write_scan_report(replace(report, pairs=checks), tmp_path)
+    page = re.sub(r"\s+", " ", (tmp_path / HTML_FILE).read_text())
+    assert (
+        f"Label {FLAGGED} against its closest label 1: trigger there 6.8, back 34.7, confusion 0.028, universal "
+        "triggers 7.7 and 103.9 (not natural neighbours: flagged)."
+    ) in page
+    assert "universal triggers 6.0 and 7.0 (natural neighbours: not flagged). See docs/detection.md." in page
+    assert json.loads((tmp_path / REPORT_FILE).read_text())["pairs"][0]["source_norm"] == 103.9
 
 
 def test_reprs_are_short():
