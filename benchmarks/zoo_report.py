@@ -189,6 +189,15 @@ def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def by_half(rows: list[dict[str, Any]]) -> list[str]:
+    """The new decision's TPR and FPR on the tune half, then on the test half: a sweep's row."""
+    cells = []
+    for half in ("tune", "test"):
+        f = figures([r for r in rows if r["half"] == half])
+        cells += [f["new TPR"], f["new FPR"]]
+    return cells
+
+
 def table(rows: list[dict[str, Any]], by: tuple[str, ...], total: bool = False) -> str:
     """Figures per group of ``by``; ``total`` adds a row over all of them."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -228,11 +237,7 @@ def sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     body = []
     for t in SWEEP:
         rows = [r for r in zoo_rows(scans, cache, t) if r["required"]]
-        cells = []
-        for half in ("tune", "test"):
-            f = figures([r for r in rows if r["half"] == half])
-            cells += [f["new TPR"], f["new FPR"]]
-        body.append([t, *cells])
+        body.append([t, *by_half(rows)])
     return markdown_table(header, body)
 
 
@@ -245,11 +250,7 @@ def size_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
         default = getattr(decision, name)
         with patch.object(decision, name, value):
             rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION]) if r["required"]]
-        cells = []
-        for half in ("tune", "test"):
-            f = figures([r for r in rows if r["half"] == half])
-            cells += [f["new TPR"], f["new FPR"]]
-        body.append([f"{name} = {value:g}" + (" (default)" if value == default else ""), *cells])
+        body.append([f"{name} = {value:g}" + (" (default)" if value == default else ""), *by_half(rows)])
     return markdown_table(header, body)
 
 
@@ -259,12 +260,8 @@ def pair_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     body = []
     for ratio in PAIR_SWEEP:
         rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION], ratio) if r["required"]]
-        cells = []
-        for half in ("tune", "test"):
-            f = figures([r for r in rows if r["half"] == half])
-            cells += [f["new TPR"], f["new FPR"]]
         label = "no check" if ratio is None else f"{ratio:.2f}" + (" (default)" if ratio == NATURAL_RATIO else "")
-        body.append([label, *cells])
+        body.append([label, *by_half(rows)])
     return markdown_table(header, body)
 
 
@@ -275,12 +272,8 @@ def mutual_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     for value in MUTUAL_SWEEP:
         with patch.object(pairs, "MUTUAL_RATIO", value):
             rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION]) if r["required"]]
-        cells = []
-        for half in ("tune", "test"):
-            f = figures([r for r in rows if r["half"] == half])
-            cells += [f["new TPR"], f["new FPR"]]
         label = "not tested" if math.isinf(value) else f"{value:g}" + (" (default)" if value == MUTUAL_RATIO else "")
-        body.append([label, *cells])
+        body.append([label, *by_half(rows)])
     return markdown_table(header, body)
 
 
