@@ -76,8 +76,23 @@ PLAN: list[tuple[str, str, list[str]]] = [
     ("gtsrb", "source-specific", ["bn-cnn"]),
     ("gtsrb", "large-patch", ["bn-cnn"]),
 ]
-#: The many-label task (benchmarks/many_labels.py's idea): (digits, family) in training order, last of all.
+#: The many-label task (benchmarks/many_labels.py's idea): (digits, family) in training order.
 NUMBERS = [(2, "clean"), (2, "clean"), (2, "patch"), (2, "patch"), (3, "clean"), (3, "patch")]
+#: A second round, last of all so that the seeds above stay as they were: more models with several targets (most
+#: of the tune half's misses had several) and clean models of the same networks beside them. Names continue each
+#: family's numbering.
+EXTRA: list[tuple[str, str, list[str]]] = [
+    ("mnist", "two-targets", ["mnist", "bn-cnn", "mlp", "mnist"]),
+    ("mnist", "three-targets", ["mnist", "bn-cnn", "mlp", "mnist"]),
+    ("mnist", "clean", ["mnist", "bn-cnn", "mlp", "resnet"]),
+    ("gtsrb", "two-targets", ["bn-cnn", "bn-cnn"]),
+    ("gtsrb", "clean", ["bn-cnn", "bn-cnn"]),
+    ("cifar10", "two-targets", ["bn-cnn", "bn-cnn"]),
+]
+#: The second round's epochs where they differ from EPOCHS: GTSRB's bn-cnn networks of this round stopped at
+#: 94.1-94.9% after twelve epochs (three of four), under the issue's 95%; sixteen bring the clean ones to 95-96%
+#: and the two-target ones to 94.5-94.8% (a fifth of their training images carry a trigger).
+EXTRA_EPOCHS = {("gtsrb", "bn-cnn"): 16}
 
 
 def between(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
@@ -138,12 +153,14 @@ def attacks(family: str, rng: np.random.Generator, shape: tuple[int, int, int], 
     raise ValueError(f"unknown family {family!r}")
 
 
-def recipe(dataset: str, family: str, arch: str, seed: int, index: int, digits: int = 1) -> dict[str, Any]:
+def recipe(
+    dataset: str, family: str, arch: str, seed: int, index: int, digits: int = 1, epochs: int | None = None
+) -> dict[str, Any]:
     (c, h, w), labels = DATASETS[dataset]
     shape = (c, h, w * digits)
     labels = labels**digits
     rng = np.random.default_rng(seed)
-    epochs = EPOCHS["numbers" if digits > 1 else dataset]
+    per_arch = EPOCHS["numbers" if digits > 1 else dataset]
     task = dataset if digits == 1 else f"numbers{digits}"
     out = {
         "name": f"{task}-{family}-{index:02d}",
@@ -154,7 +171,7 @@ def recipe(dataset: str, family: str, arch: str, seed: int, index: int, digits: 
         "infected": family != "clean",
         "attacks": attacks(family, rng, shape, labels),
         "poison_rate": POISON_RATE,
-        "epochs": TROJAN_EPOCHS if family == "trojan" else epochs[arch.removesuffix("-softmax")],
+        "epochs": epochs or (TROJAN_EPOCHS if family == "trojan" else per_arch[arch.removesuffix("-softmax")]),
         "seed": seed,
     }
     if digits > 1:
@@ -194,6 +211,12 @@ def make() -> list[dict[str, Any]]:
 
     recipes = list(rows())
     victims(recipes)
+    seed = len(recipes)
+    for dataset, family, archs in EXTRA:  # no Trojan among them: the victims above stay as they were
+        first = sum(len(a) for d, f, a in PLAN if (d, f) == (dataset, family))
+        for index, arch in enumerate(archs, first):
+            recipes.append(recipe(dataset, family, arch, seed, index, epochs=EXTRA_EPOCHS.get((dataset, arch))))
+            seed += 1
     return recipes
 
 
