@@ -211,7 +211,7 @@ def make() -> list[dict[str, Any]]:
 
     recipes = list(rows())
     victims(recipes)
-    seed = len(recipes)
+    seed = recipes[-1]["seed"] + 1
     for dataset, family, archs in EXTRA:  # no Trojan among them: the victims above stay as they were
         first = sum(len(a) for d, f, a in PLAN if (d, f) == (dataset, family))
         for index, arch in enumerate(archs, first):
