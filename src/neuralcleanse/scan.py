@@ -203,7 +203,8 @@ class NeuralCleanse:
             images: clean images; the paper uses a small set (e.g. 1000 for GTSRB).
             labels: their true labels, for the sanity check of the model's accuracy (optional).
             targets: the labels to examine; all of the model's outputs by default.
-            seed: seeds the random initial masks and the batches; the same seed gives the same report.
+            seed: seeds the random initial masks and the batches; the same seed gives the same report on the same
+                machine (bfloat16 on several threads has been seen to vary rarely: docs/cli.md, ``--seed``).
         """
         start = time.perf_counter()
         _check_images(images)
