@@ -96,6 +96,7 @@ def symmetric_check(
     if not ratio >= 1:
         raise ValueError(f"ratio must be >= 1, got {ratio}")
     probabilities = _probabilities(model, images, outputs_probabilities)
+    universal = dict(norms)  # the caller's dict stays as given
     checks = []
     for t in suspects:
         closest = _most_confused(labels, probabilities, t)
@@ -105,12 +106,11 @@ def symmetric_check(
         towards = reverse_engineer(model, images[labels == s], [t], config, generator, outputs_probabilities)
         back = reverse_engineer(model, images[labels == t], [s], config, generator, outputs_probabilities)
         to_t, to_s = float(towards.norms[0]), float(back.norms[0])
-        source_norm = norms.get(s)
-        if source_norm is None:
-            source_norm = float(reverse_engineer(model, images, [s], config, generator, outputs_probabilities).norms[0])
-        label_norm = norms[t]
-        natural = is_natural(to_t, to_s, confusion, label_norm, source_norm, ratio)
-        checks.append(PairCheck(t, s, confusion, to_t, to_s, label_norm, source_norm, natural))
+        if s not in universal:  # searched once, however many suspects it is the source of
+            found = reverse_engineer(model, images, [s], config, generator, outputs_probabilities)
+            universal[s] = float(found.norms[0])
+        natural = is_natural(to_t, to_s, confusion, universal[t], universal[s], ratio)
+        checks.append(PairCheck(t, s, confusion, to_t, to_s, universal[t], universal[s], natural))
     return checks
 
 
