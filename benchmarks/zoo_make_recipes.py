@@ -89,10 +89,11 @@ EXTRA: list[tuple[str, str, list[str]]] = [
     ("gtsrb", "clean", ["bn-cnn", "bn-cnn"]),
     ("cifar10", "two-targets", ["bn-cnn", "bn-cnn"]),
 ]
-#: The second round's epochs where they differ from EPOCHS: GTSRB's bn-cnn networks of this round stopped at
-#: 94.1-94.9% after twelve epochs (three of four), under the issue's 95%; sixteen bring the clean ones to 95-96%
-#: and the two-target ones to 94.5-94.8% (a fifth of their training images carry a trigger).
-EXTRA_EPOCHS = {("gtsrb", "bn-cnn"): 16}
+#: The second round's epochs, per (dataset, family, architecture), where they differ from EPOCHS: GTSRB's bn-cnn
+#: networks of this round stopped at 94.1-94.9% after twelve epochs (three of four), under the issue's 95%;
+#: sixteen bring the clean ones to 95-96%, the two-target ones (a fifth of their training images carry a trigger)
+#: only to 94.5-94.8%: they get thirty-two.
+EXTRA_EPOCHS = {("gtsrb", "clean", "bn-cnn"): 16, ("gtsrb", "two-targets", "bn-cnn"): 32}
 
 
 def between(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
@@ -215,7 +216,7 @@ def make() -> list[dict[str, Any]]:
     for dataset, family, archs in EXTRA:  # no Trojan among them: the victims above stay as they were
         first = sum(len(a) for d, f, a in PLAN if (d, f) == (dataset, family))
         for index, arch in enumerate(archs, first):
-            recipes.append(recipe(dataset, family, arch, seed, index, epochs=EXTRA_EPOCHS.get((dataset, arch))))
+            recipes.append(recipe(dataset, family, arch, seed, index, epochs=EXTRA_EPOCHS.get((dataset, family, arch))))
             seed += 1
     return recipes
 
