@@ -57,7 +57,8 @@ DECISIONS: tuple[str, ...] = get_args(DecisionMethod)
 DEFAULT_THRESHOLDS: dict[str, float] = {"paper": 2.0, "log-mad": 2.0, "k-aware": 3.0, "k-aware-ratio": 1.0}
 
 #: A label whose trigger is under a quarter of the median label's is flagged by size (ours, chosen on the tune
-#: half of the benchmark zoo, below its smallest clean ratio of 0.30: docs/detection.md).
+#: half of the benchmark zoo, with a margin under the smallest natural labels of most of its clean models:
+#: docs/detection.md).
 SMALL_RATIO = 0.25
 #: ... provided the block of labels up to it is unusual among K natural ones at p < 0.05 (-log10 p > 1.3; the
 #: usual level), divided by the number of blocks tried. It keeps the size criterion off the natural tail of models
