@@ -28,6 +28,7 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy src
 
 bench-demo: $(STAMP)  # `neuralcleanse demo --precision float32` from an empty model cache, timed

@@ -44,9 +44,21 @@ def main() -> None:
         load_before = os.getloadavg()
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "neuralcleanse", "demo", "--out", str(Path(tmp) / "demo"), "-q",
-             "--precision", args.precision],
-            env=env, capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "neuralcleanse",
+                "demo",
+                "--out",
+                str(Path(tmp) / "demo"),
+                "-q",
+                "--precision",
+                args.precision,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         wall = time.perf_counter() - start
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -56,17 +68,19 @@ def main() -> None:
         for report_path in sorted((Path(tmp) / "demo").glob("*/report.json")):
             report = json.loads(report_path.read_text())
             model = json.loads((Path(report["extra"]["model"]) / "model.json").read_text())
-            rows.append({
-                "model": report_path.parent.name,
-                "epochs": model["epochs"],
-                "train_seconds": model["seconds"],
-                "clean_accuracy": model["clean_accuracy"],
-                "attack_success": model["attack_success"],
-                "flagged": report["flagged"],
-                "anomaly_index": report["anomaly_index"],
-                "scan_seconds": report["seconds"],
-                "compute_dtype": report["config"]["compute_dtype"],
-            })
+            rows.append(
+                {
+                    "model": report_path.parent.name,
+                    "epochs": model["epochs"],
+                    "train_seconds": model["seconds"],
+                    "clean_accuracy": model["clean_accuracy"],
+                    "attack_success": model["attack_success"],
+                    "flagged": report["flagged"],
+                    "anomaly_index": report["anomaly_index"],
+                    "scan_seconds": report["seconds"],
+                    "compute_dtype": report["config"]["compute_dtype"],
+                }
+            )
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
     whole = {
         "precision": args.precision,
@@ -79,12 +93,26 @@ def main() -> None:
     rows = [{**row, **whole} for row in rows]  # one row per demo model, each with the whole run's figures
     table = markdown_table(
         ["model", "epochs", "train s", "clean acc", "attack success", "flagged", "index", "scan s", "dtype"],
-        [[r["model"], r["epochs"], r["train_seconds"], r["clean_accuracy"], r["attack_success"], r["flagged"],
-          r["anomaly_index"], r["scan_seconds"], r["compute_dtype"]] for r in rows],
+        [
+            [
+                r["model"],
+                r["epochs"],
+                r["train_seconds"],
+                r["clean_accuracy"],
+                r["attack_success"],
+                r["flagged"],
+                r["anomaly_index"],
+                r["scan_seconds"],
+                r["compute_dtype"],
+            ]
+            for r in rows
+        ],
     )
-    head = (f"`neuralcleanse demo --precision {args.precision}` from an empty cache: {wall:.0f} s wall, "
-            f"{whole['demo_cpu_seconds']:.0f} s CPU on {machine['cpu']} ({machine['cores']} cores, load average "
-            f"{load_before[0]:.1f} before)\n\n")
+    head = (
+        f"`neuralcleanse demo --precision {args.precision}` from an empty cache: {wall:.0f} s wall, "
+        f"{whole['demo_cpu_seconds']:.0f} s CPU on {machine['cpu']} ({machine['cores']} cores, load average "
+        f"{load_before[0]:.1f} before)\n\n"
+    )
     write_results("demo", rows, head + table)
     print(head + table)
 

@@ -51,8 +51,24 @@ TROJAN_EPOCHS = 5  # TrojanConfig's retraining epochs (neuralcleanse.TrojanConfi
 
 #: (dataset, family, architectures): one recipe per architecture listed, seeds consecutive within the row.
 PLAN: list[tuple[str, str, list[str]]] = [
-    ("mnist", "clean", ["mnist", "mnist", "bn-cnn", "bn-cnn", "resnet", "resnet", "mlp", "mlp-softmax", "linear",
-                        "linear-softmax", "bn-cnn-softmax", "resnet-softmax"]),
+    (
+        "mnist",
+        "clean",
+        [
+            "mnist",
+            "mnist",
+            "bn-cnn",
+            "bn-cnn",
+            "resnet",
+            "resnet",
+            "mlp",
+            "mlp-softmax",
+            "linear",
+            "linear-softmax",
+            "bn-cnn-softmax",
+            "resnet-softmax",
+        ],
+    ),
     ("mnist", "patch", ["mnist", "bn-cnn", "resnet", "mlp", "mnist", "bn-cnn-softmax", "resnet-softmax", "linear"]),
     ("mnist", "random-pattern", ["mnist", "bn-cnn", "resnet", "mlp-softmax"]),
     ("mnist", "blend", ["mnist", "bn-cnn", "resnet", "mlp"]),
@@ -189,7 +205,9 @@ def victims(recipes: list[dict[str, Any]]) -> None:
         pool = [
             c["name"]
             for c in recipes
-            if c["family"] == "clean" and c["dataset"] == r["dataset"] and c["arch"] == r["arch"]
+            if c["family"] == "clean"
+            and c["dataset"] == r["dataset"]
+            and c["arch"] == r["arch"]
             and c["seed"] % 2 == r["seed"] % 2
         ]
         if not pool:

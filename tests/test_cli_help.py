@@ -80,14 +80,22 @@ def test_package_root_reexports_lazily():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["scan", "m.pt", "--data", "d.npz", "--out", "r", "--success-threshold", "99"],
-         "--success-threshold must be a fraction in (0, 1], got 99"),
-        (["mitigate", "m.pt", "--report", "s", "--data", "d", "--method", "filter", "--out", "r", "--fpr", "5"],
-         "--fpr must be a fraction in (0, 1), got 5"),
-        (["train", "--dataset", "mnist", "--arch", "mnist", "--out", "r", "--poison-rate", "10"],
-         "--poison-rate must be a fraction in (0, 1), got 10"),
-        (["train", "--dataset", "mnist", "--arch", "mnist", "--out", "r", "--epochs", "0"],
-         "--epochs must be at least 1, got 0"),
+        (
+            ["scan", "m.pt", "--data", "d.npz", "--out", "r", "--success-threshold", "99"],
+            "--success-threshold must be a fraction in (0, 1], got 99",
+        ),
+        (
+            ["mitigate", "m.pt", "--report", "s", "--data", "d", "--method", "filter", "--out", "r", "--fpr", "5"],
+            "--fpr must be a fraction in (0, 1), got 5",
+        ),
+        (
+            ["train", "--dataset", "mnist", "--arch", "mnist", "--out", "r", "--poison-rate", "10"],
+            "--poison-rate must be a fraction in (0, 1), got 10",
+        ),
+        (
+            ["train", "--dataset", "mnist", "--arch", "mnist", "--out", "r", "--epochs", "0"],
+            "--epochs must be at least 1, got 0",
+        ),
     ],
 )
 def test_flag_errors_name_the_flag(tmp_path, monkeypatch, capsys, argv, message):

@@ -83,8 +83,9 @@ def test_make_targets_exist():
     for kind, code in blocks():
         if kind == "make":
             for line in _lines(code):
-                done = subprocess.run(["make", "-n", "-C", str(ROOT), *shlex.split(line)[1:]], capture_output=True,
-                                      text=True)
+                done = subprocess.run(
+                    ["make", "-n", "-C", str(ROOT), *shlex.split(line)[1:]], capture_output=True, text=True
+                )
                 assert done.returncode == 0, f"{line}: {done.stderr}"
 
 
@@ -130,8 +131,15 @@ def test_the_demo_transcript_runs_as_printed(tmp_path, monkeypatch, capsys):
     (code,) = [code for kind, code in blocks() if kind == "transcript"]
     command, *expected = code.splitlines()
     assert main(shlex.split(command[2:])[1:]) == 0
-    got = [line for line in capsys.readouterr().out.splitlines() if not re.match(r"mnist-\w+: (training|reusing|"
-                                                                               r"scanning)", line)]
+    got = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if not re.match(
+            r"mnist-\w+: (training|reusing|"
+            r"scanning)",
+            line,
+        )
+    ]
 
     def shape(line: str) -> str:  # the line with its figures and paths blanked out
         return re.sub(r"\d+(\.\d+)?%?|runs/\S+|\[\d[\d, ]*\]", "#", line)

@@ -109,11 +109,23 @@ def test_wrong_arguments_and_failures_leave_no_mitigation_json(tmp_path, monkeyp
 
 
 def test_the_mitigation_page_gives_the_verdict_the_trigger_the_chart_and_how_to_load_the_result(tmp_path):
-    figures = {**FIGURES, "method": "unlearn", "clean_accuracy_after": 0.991100013256073, "lr": 0.000123456,
-               "attack_success_before": 0.97, "attack_success_after": 0.004, "config": {"epochs": 1}}
+    figures = {
+        **FIGURES,
+        "method": "unlearn",
+        "clean_accuracy_after": 0.991100013256073,
+        "lr": 0.000123456,
+        "attack_success_before": 0.97,
+        "attack_success_after": 0.004,
+        "config": {"epochs": 1},
+    }
     trigger = Trigger.patch((1, 28, 28), 4, spec="reversed trigger of label 7")
-    write_mitigation(tmp_path / "m", figures, patched=build_model("mnist").eval(),
-                     model_metadata={"architecture": "mnist", "num_classes": 10}, trigger=trigger)
+    write_mitigation(
+        tmp_path / "m",
+        figures,
+        patched=build_model("mnist").eval(),
+        model_metadata={"architecture": "mnist", "num_classes": 10},
+        trigger=trigger,
+    )
     page = (tmp_path / "m" / MITIGATION_HTML).read_text()
     assert "BACKDOOR REMOVED" in page and "attack success of the true trigger 97.0% &rarr;" in page
     assert "<strong>0.4%</strong>" in page and "(+0.11 points)" in page
@@ -127,8 +139,14 @@ def test_the_mitigation_page_gives_the_verdict_the_trigger_the_chart_and_how_to_
 
 
 def test_the_mitigation_page_says_when_the_backdoor_stays(tmp_path):
-    figures = {**FIGURES, "method": "filter", "false_positive_rate": 0.05, "false_negative_rate": 0.4,
-               "attack_success_before": 0.97, "attack_success_after": 0.4}
+    figures = {
+        **FIGURES,
+        "method": "filter",
+        "false_positive_rate": 0.05,
+        "false_negative_rate": 0.4,
+        "attack_success_before": 0.97,
+        "attack_success_after": 0.4,
+    }
     write_mitigation(tmp_path, figures, filter=InputFilter("features", (3, 1), 0.5, label=7))
     page = (tmp_path / MITIGATION_HTML).read_text()
     assert "BACKDOOR NOT BLOCKED" in page and 'class="verdict bad"' in page

@@ -344,7 +344,6 @@ def _retrain_above(
     """A copy of ``model`` whose dense layers are retrained on ``data``; the convolutions stay frozen, so their
     output is computed once."""
 
-
     below, first_dense = _trojan_layers(model)
     with torch.no_grad():
         inputs = torch.cat([below(batch) for batch in stamped_batches(model, data.images)])  # (N, F)

@@ -58,9 +58,7 @@ class Trigger:
 
     def __repr__(self) -> str:
         spec = "" if self.spec is None else f", spec={self.spec!r}"
-        return (
-            f"Trigger(mask={tuple(self.mask.shape)}, pattern={tuple(self.pattern.shape)}, l1={self.l1:.1f}{spec})"
-        )
+        return f"Trigger(mask={tuple(self.mask.shape)}, pattern={tuple(self.pattern.shape)}, l1={self.l1:.1f}{spec})"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -156,9 +156,7 @@ def _load_with_keras(path: Path, config: Mapping[str, Any], why: str, safe_mode:
             warnings.simplefilter("ignore")
             km = keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
     except Exception as exc:  # Keras raises many types
-        raise ModelFileError(
-            f"{path}: unsupported Keras {why}, and Keras cannot load it ({first_line(exc)})"
-        ) from None
+        raise ModelFileError(f"{path}: unsupported Keras {why}, and Keras cannot load it ({first_line(exc)})") from None
     return _keras_raw(_KerasFallback(km), config, movable=False)
 
 

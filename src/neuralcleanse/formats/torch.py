@@ -112,7 +112,6 @@ def _read_weights_file(path: Path, unsafe_pickle: bool, map_location: str | torc
     with open(path, "rb") as fh:
         head = fh.read(16)
     if path.suffix.lower() == ".safetensors" or is_safetensors(head, path.stat().st_size):
-
         try:
             return load_file(str(path), device=str(map_location))
         except (SafetensorError, OSError, RuntimeError, ValueError) as exc:

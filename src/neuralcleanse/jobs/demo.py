@@ -51,7 +51,14 @@ def demo(
         else:
             log(f"{name}: training (saved to {model_dir})")
             train_model(
-                "mnist", "mnist", model_dir, specs, targets, epochs=DEMO_EPOCHS, seed=seed, progress=progress,
+                "mnist",
+                "mnist",
+                model_dir,
+                specs,
+                targets,
+                epochs=DEMO_EPOCHS,
+                seed=seed,
+                progress=progress,
                 overwrite=True,
             )
         log(f"{name}: scanning")
@@ -59,4 +66,3 @@ def demo(
             load_model(model_dir), str(model_dir), "mnist", out / name, config, seed, overwrite=True, progress=progress
         )
     return results
-

@@ -67,8 +67,14 @@ class MitigationResult:
     num_heldout: int
     seconds: float
 
-    def _dict(self, method: str, label: int | None, head: dict[str, Any], own: dict[str, Any],
-              tail: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _dict(
+        self,
+        method: str,
+        label: int | None,
+        head: dict[str, Any],
+        own: dict[str, Any],
+        tail: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """The result as JSON: ``method``, ``label``, ``true_target``, ``head``, the figures, the method's
         ``own`` entries, ``num_heldout``, ``tail``, ``seconds`` and ``versions``, in this order."""
         return {
@@ -95,8 +101,6 @@ class MitigationResult:
 
 def check_fraction(name: str, value: float, *, allow_zero: bool = False, allow_one: bool = True) -> None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (
-        number and (value >= 0 if allow_zero else value > 0) and (value <= 1 if allow_one else value < 1)
-    ):
+    if not (number and (value >= 0 if allow_zero else value > 0) and (value <= 1 if allow_one else value < 1)):
         interval = ("[" if allow_zero else "(") + "0, 1" + ("]" if allow_one else ")")
         raise ValueError(f"{name} must be a fraction in {interval}, got {value!r}")

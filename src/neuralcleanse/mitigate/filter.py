@@ -97,8 +97,10 @@ class InputFilter:
         width = activations.shape[1]
         if width <= max(self.neurons) or self.num_neurons not in (None, width):
             expected = self.num_neurons if self.num_neurons is not None else f"more than {max(self.neurons)}"
-            raise ValueError(f"layer {self.layer!r} has {width} neurons, the filter expects {expected}: it was "
-                             "built for another model")
+            raise ValueError(
+                f"layer {self.layer!r} has {width} neurons, the filter expects {expected}: it was "
+                "built for another model"
+            )
         return activations[:, list(self.neurons)].mean(dim=1)
 
     def scores(self, model: nn.Module, images: torch.Tensor, batch_size: int = _BATCH) -> torch.Tensor:
@@ -138,8 +140,14 @@ class InputFilter:
             raise ValueError(f"unsupported input-filter version {data.get('version')!r} (expected {FILE_VERSION})")
         try:
             label, width = data.get("label"), data.get("num_neurons")
-            return cls(str(data["layer"]), tuple(data["neurons"]), float(data["threshold"]), float(data["fpr"]),
-                       None if label is None else int(label), None if width is None else int(width))
+            return cls(
+                str(data["layer"]),
+                tuple(data["neurons"]),
+                float(data["threshold"]),
+                float(data["fpr"]),
+                None if label is None else int(label),
+                None if width is None else int(width),
+            )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"incomplete input filter ({exc!r})") from None
 
@@ -207,20 +215,26 @@ class FilterResult(MitigationResult):
 
     def to_dict(self) -> dict[str, Any]:
         f = self.filter
-        return self._dict("filter", f.label, {"layer": f.layer}, {
-            "false_positive_rate": self.false_positive_rate,
-            "fpr_target": f.fpr,
-            "false_negative_rate": self.false_negative_rate,
-            "reversed_false_negative_rate": self.reversed_false_negative_rate,
-            "threshold": f.threshold,
-            "neurons": list(f.neurons),
-            "num_neurons": f.num_neurons,
-            "num_calibration": self.num_calibration,
-        })
+        return self._dict(
+            "filter",
+            f.label,
+            {"layer": f.layer},
+            {
+                "false_positive_rate": self.false_positive_rate,
+                "fpr_target": f.fpr,
+                "false_negative_rate": self.false_negative_rate,
+                "reversed_false_negative_rate": self.reversed_false_negative_rate,
+                "threshold": f.threshold,
+                "neurons": list(f.neurons),
+                "num_neurons": f.num_neurons,
+                "num_calibration": self.num_calibration,
+            },
+        )
 
 
-def build_filter(mitigation: Mitigation, *, fpr: float, layer: str | None, top_fraction: float,
-                 progress: ProgressCallback | None) -> FilterResult:
+def build_filter(
+    mitigation: Mitigation, *, fpr: float, layer: str | None, top_fraction: float, progress: ProgressCallback | None
+) -> FilterResult:
     """:meth:`Mitigation.filter`: rank the layer's neurons, calibrate the threshold, measure the filter."""
     start = time.perf_counter()
     check_fraction("top_fraction", top_fraction)
@@ -236,21 +250,24 @@ def build_filter(mitigation: Mitigation, *, fpr: float, layer: str | None, top_f
     k = max(1, math.ceil(top_fraction * raised.numel()))
     neurons = torch.argsort(raised, descending=True, stable=True)[:k]
     threshold = _threshold(clean[:, neurons].mean(dim=1), fpr)
-    input_filter = InputFilter(resolved.spec, tuple(neurons.tolist()), threshold, fpr, mitigation.target,
-                               raised.numel())
+    input_filter = InputFilter(
+        resolved.spec, tuple(neurons.tolist()), threshold, fpr, mitigation.target, raised.numel()
+    )
     logger.info("filter on %s: neurons %s, threshold %.4g", resolved.spec, input_filter.neurons, threshold)
     return _filter_result(mitigation, input_filter, progress, total, start)
 
 
-def _filter_result(mitigation: Mitigation, input_filter: InputFilter, progress: ProgressCallback | None,
-                   total: int, start: float) -> FilterResult:
+def _filter_result(
+    mitigation: Mitigation, input_filter: InputFilter, progress: ProgressCallback | None, total: int, start: float
+) -> FilterResult:
     """Measure the filter on the held-out images; ``start`` is when the fitting began."""
     filtered = FilteredModel(mitigation.model, input_filter)
     preds, rejected, clean_scores = _run(filtered, mitigation.heldout_images)  # (N,) each
     accepted_correct = (preds == mitigation.heldout_labels.cpu()) & ~rejected
     report(progress, "filter", 3, total)
-    reversed_after, reversed_passed, reversed_scores = _triggered(filtered, mitigation, mitigation.trigger,
-                                                                  mitigation.target)
+    reversed_after, reversed_passed, reversed_scores = _triggered(
+        filtered, mitigation, mitigation.trigger, mitigation.target
+    )
     report(progress, "filter", 4, total)
     scores = {"clean": clean_scores, "reversed": reversed_scores}
     true_after = fnr = None
@@ -272,8 +289,9 @@ def _filter_result(mitigation: Mitigation, input_filter: InputFilter, progress: 
     )
 
 
-def _triggered(filtered: FilteredModel, mitigation: Mitigation, trigger: Trigger,
-               target: int) -> tuple[float, float, torch.Tensor]:
+def _triggered(
+    filtered: FilteredModel, mitigation: Mitigation, trigger: Trigger, target: int
+) -> tuple[float, float, torch.Tensor]:
     """On the held-out images not of ``target``, stamped with ``trigger``: the share that passes the filter and
     reaches ``target``, the share that passes, and the scores (M,)."""
     preds, rejected, scores = _run(filtered, mitigation.heldout_images[mitigation.heldout_labels != target], trigger)

@@ -56,8 +56,18 @@ _BATCH = 512  # images per forward pass, as in metrics.py
 
 # Modules that map a zero pre-activation to zero, element-wise: a neuron whose producing Linear/Conv row is
 # zero stays zero through them.
-_ZERO_PRESERVING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardtanh, nn.Dropout,
-                    nn.Identity)
+_ZERO_PRESERVING = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Dropout,
+    nn.Identity,
+)
 
 
 @dataclass(frozen=True)
@@ -117,8 +127,10 @@ def resolve_layer(model: nn.Module, layer: str | None = None) -> Layer:
     if layer in (LAST_CONV, CONV_OUTPUT):
         found = last_conv_layer(model) if layer == LAST_CONV else conv_output_layer(model)
         if found is None:
-            raise ValueError(f"layer {layer!r}: this {type(model).__name__} has no torch.nn.Conv2d module"
-                             + ("" if layer == LAST_CONV else " followed by a torch.nn.Linear"))
+            raise ValueError(
+                f"layer {layer!r}: this {type(model).__name__} has no torch.nn.Conv2d module"
+                + ("" if layer == LAST_CONV else " followed by a torch.nn.Linear")
+            )
         spec = found
     else:
         spec = penultimate_layer(model) if layer in (None, PENULTIMATE) else str(layer)
@@ -159,14 +171,14 @@ def capture(layer: Layer) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def forward_with_activations(model: nn.Module, layer: Layer,
-                             images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_with_activations(model: nn.Module, layer: Layer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass returning ``(outputs, activations)``: (N, K) and the layer's (N, D)."""
     with capture(layer) as store:
         outputs = model(images)
     if len(store) != 1:
-        raise ValueError(f"layer {layer.spec!r} ran {len(store)} times in one forward pass; choose a layer "
-                         "that runs once")
+        raise ValueError(
+            f"layer {layer.spec!r} ran {len(store)} times in one forward pass; choose a layer that runs once"
+        )
     return outputs, store[0]
 
 

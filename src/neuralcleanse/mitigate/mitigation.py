@@ -181,8 +181,12 @@ class Mitigation:
             progress: receives an event of phase ``"prune"`` per step.
         """
         return prune_neurons(
-            self, layer=layer, step=step, max_attack_success=max_attack_success,
-            max_accuracy_loss=max_accuracy_loss, progress=progress,
+            self,
+            layer=layer,
+            step=step,
+            max_attack_success=max_attack_success,
+            max_accuracy_loss=max_accuracy_loss,
+            progress=progress,
         )
 
     def unlearn(
@@ -205,8 +209,12 @@ class Mitigation:
             progress: receives an event of phase ``"unlearn"`` per batch.
         """
         return unlearn_trigger(
-            self, config=UnlearnConfig() if config is None else config, inplace=inplace,
-            outputs_probabilities=outputs_probabilities, generator=generator, progress=progress,
+            self,
+            config=UnlearnConfig() if config is None else config,
+            inplace=inplace,
+            outputs_probabilities=outputs_probabilities,
+            generator=generator,
+            progress=progress,
         )
 
 

@@ -72,8 +72,13 @@ class PruneStep:
     @classmethod
     def of(cls, pruned: int, num_neurons: int, figures: Figures) -> PruneStep:
         """The step with ``pruned`` of the layer's ``num_neurons`` silenced, where the model has ``figures``."""
-        return cls(pruned, pruned / num_neurons, figures.clean_accuracy, figures.reversed_attack_success,
-                   figures.attack_success)
+        return cls(
+            pruned,
+            pruned / num_neurons,
+            figures.clean_accuracy,
+            figures.reversed_attack_success,
+            figures.attack_success,
+        )
 
 
 @dataclass(frozen=True)
@@ -104,19 +109,31 @@ class PruneResult(MitigationResult):
     label: int
 
     def to_dict(self) -> dict[str, Any]:
-        return self._dict("prune", self.label, {"layer": self.layer}, {
-            "pruned": len(self.neurons),
-            "pruned_fraction": len(self.neurons) / self.num_neurons,
-            "num_neurons": self.num_neurons,
-            "neurons": list(self.neurons),
-            "stop_reason": self.stop_reason,
-            "persistent": self.persistent,
-            "curve": [asdict(s) for s in self.steps],
-        })
+        return self._dict(
+            "prune",
+            self.label,
+            {"layer": self.layer},
+            {
+                "pruned": len(self.neurons),
+                "pruned_fraction": len(self.neurons) / self.num_neurons,
+                "num_neurons": self.num_neurons,
+                "neurons": list(self.neurons),
+                "stop_reason": self.stop_reason,
+                "persistent": self.persistent,
+                "curve": [asdict(s) for s in self.steps],
+            },
+        )
 
 
-def prune_neurons(mitigation: Mitigation, *, layer: str | None, step: float, max_attack_success: float,
-                  max_accuracy_loss: float, progress: ProgressCallback | None) -> PruneResult:
+def prune_neurons(
+    mitigation: Mitigation,
+    *,
+    layer: str | None,
+    step: float,
+    max_attack_success: float,
+    max_accuracy_loss: float,
+    progress: ProgressCallback | None,
+) -> PruneResult:
     """:meth:`Mitigation.prune`: rank the layer's neurons, then sweep on a copy of the model."""
     start = time.perf_counter()
     check_fraction("step", step)
@@ -136,23 +153,52 @@ def prune_neurons(mitigation: Mitigation, *, layer: str | None, step: float, max
     mask = NeuronMask(resolved)
     detach = mask.attach()
     try:
-        steps, kept, reason = _sweep(order, mask, point, PruneStep.of(0, order.numel(), before), step,
-                                     max_attack_success, max_accuracy_loss, progress)
+        steps, kept, reason = _sweep(
+            order,
+            mask,
+            point,
+            PruneStep.of(0, order.numel(), before),
+            step,
+            max_attack_success,
+            max_accuracy_loss,
+            progress,
+        )
     finally:
         detach()
     neurons = order[:kept].tolist()
     persistent = silence_neurons(pruned, resolved, neurons)
     if not persistent:
-        logger.warning("layer %s has no plain Linear/Conv2d producer: the pruning is a forward hook on the "
-                       "returned model, which a saved state dict does not carry", resolved.spec)
+        logger.warning(
+            "layer %s has no plain Linear/Conv2d producer: the pruning is a forward hook on the "
+            "returned model, which a saved state dict does not carry",
+            resolved.spec,
+        )
     after = mitigation.measure(pruned)
-    logger.info("pruned %d of %d neurons of %s (%s): accuracy %.4f -> %.4f, reversed attack success %.4f -> %.4f",
-                kept, order.numel(), resolved.spec, reason, before.clean_accuracy, after.clean_accuracy,
-                before.reversed_attack_success, after.reversed_attack_success)
+    logger.info(
+        "pruned %d of %d neurons of %s (%s): accuracy %.4f -> %.4f, reversed attack success %.4f -> %.4f",
+        kept,
+        order.numel(),
+        resolved.spec,
+        reason,
+        before.clean_accuracy,
+        after.clean_accuracy,
+        before.reversed_attack_success,
+        after.reversed_attack_success,
+    )
     return PruneResult(
-        model=pruned, layer=resolved.spec, neurons=tuple(neurons), num_neurons=order.numel(), steps=tuple(steps),
-        stop_reason=reason, persistent=persistent, before=before, after=after, label=mitigation.target,
-        true_target=mitigation.true_target, num_heldout=mitigation.num_heldout, seconds=time.perf_counter() - start,
+        model=pruned,
+        layer=resolved.spec,
+        neurons=tuple(neurons),
+        num_neurons=order.numel(),
+        steps=tuple(steps),
+        stop_reason=reason,
+        persistent=persistent,
+        before=before,
+        after=after,
+        label=mitigation.target,
+        true_target=mitigation.true_target,
+        num_heldout=mitigation.num_heldout,
+        seconds=time.perf_counter() - start,
     )
 
 
@@ -175,8 +221,15 @@ def _sweep(
     steps, kept = [first], 0
     while True:
         last = steps[-1]
-        report(progress, "prune", math.ceil(last.pruned / per_step), total, pruned=last.pruned,
-               accuracy=last.clean_accuracy, attack_success=last.reversed_attack_success)
+        report(
+            progress,
+            "prune",
+            math.ceil(last.pruned / per_step),
+            total,
+            pruned=last.pruned,
+            accuracy=last.clean_accuracy,
+            attack_success=last.reversed_attack_success,
+        )
         if steps[0].clean_accuracy - last.clean_accuracy > max_accuracy_loss:
             return steps, kept, "accuracy_budget"
         kept = last.pruned

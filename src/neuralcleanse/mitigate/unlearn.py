@@ -100,9 +100,15 @@ class UnlearnResult(MitigationResult):
         return self._dict("unlearn", self.label, {}, own, late)
 
 
-def unlearn_trigger(mitigation: Mitigation, *, config: UnlearnConfig, inplace: bool,
-                    outputs_probabilities: bool | None, generator: torch.Generator | None,
-                    progress: ProgressCallback | None) -> UnlearnResult:
+def unlearn_trigger(
+    mitigation: Mitigation,
+    *,
+    config: UnlearnConfig,
+    inplace: bool,
+    outputs_probabilities: bool | None,
+    generator: torch.Generator | None,
+    progress: ProgressCallback | None,
+) -> UnlearnResult:
     """:meth:`Mitigation.unlearn`: fine-tune, redo at a smaller rate while over budget, measure."""
     start = time.perf_counter()
     if not isinstance(config, UnlearnConfig):
@@ -126,9 +132,18 @@ def unlearn_trigger(mitigation: Mitigation, *, config: UnlearnConfig, inplace: b
         model.load_state_dict(patched.state_dict())
         patched = model.train(was_training)
     return UnlearnResult(
-        model=patched, before=before, after=mitigation.measure(patched), label=mitigation.target,
-        true_target=mitigation.true_target, config=config, num_images=int(x.shape[0]), num_triggered=num_triggered,
-        final_loss=final_loss, num_heldout=mitigation.num_heldout, seconds=time.perf_counter() - start, lr=lr,
+        model=patched,
+        before=before,
+        after=mitigation.measure(patched),
+        label=mitigation.target,
+        true_target=mitigation.true_target,
+        config=config,
+        num_images=int(x.shape[0]),
+        num_triggered=num_triggered,
+        final_loss=final_loss,
+        num_heldout=mitigation.num_heldout,
+        seconds=time.perf_counter() - start,
+        lr=lr,
         validation_loss=losses,
     )
 
@@ -161,8 +176,9 @@ def _within_budget(
     return patched, final_loss, lr, losses if judge else None
 
 
-def _finetuning_set(mitigation: Mitigation, config: UnlearnConfig,
-                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+def _finetuning_set(
+    mitigation: Mitigation, config: UnlearnConfig, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
     """A random ``fraction`` of the bound images, a random ``trigger_fraction`` of it stamped with the reversed
     trigger (labels kept), and the indices of the images left out."""
     images, labels = mitigation.images, mitigation.labels
@@ -176,15 +192,23 @@ def _finetuning_set(mitigation: Mitigation, config: UnlearnConfig,
     return x, y, num_triggered, order[n:]
 
 
-def _finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: UnlearnConfig, probabilities: bool,
-              generator: torch.Generator | None, progress: ProgressCallback | None) -> float:
+def _finetune(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: UnlearnConfig,
+    probabilities: bool,
+    generator: torch.Generator | None,
+    progress: ProgressCallback | None,
+) -> float:
     """Train ``model`` in place on (x, y) with cross-entropy; returns the mean loss of the last epoch."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False)")
     device, n = model_device(model), x.shape[0]
     optimizer: torch.optim.Optimizer = (
-        torch.optim.Adam(params, lr=config.lr) if config.optimizer == "adam"
+        torch.optim.Adam(params, lr=config.lr)
+        if config.optimizer == "adam"
         else torch.optim.SGD(params, lr=config.lr, momentum=0.9)
     )
     total, step, epoch_loss = config.epochs * math.ceil(n / config.batch_size), 0, float("nan")

@@ -18,9 +18,7 @@ class OutDirError(ValueError):
     """An output folder that cannot be made or written to; the message starts with its name and path."""
 
 
-def check_out_dir(
-    out: str | Path, main_file: str | None = None, overwrite: bool = False, *, name: str = "out"
-) -> Path:
+def check_out_dir(out: str | Path, main_file: str | None = None, overwrite: bool = False, *, name: str = "out") -> Path:
     """Raise unless ``out`` is, or can be made as, a folder this process can write in; write nothing.
 
     The nearest existing folder on the path gets a temporary file, removed at once: that answers for
