@@ -15,7 +15,9 @@ thing:
   p < 0.001 (weaker for clustered targets);
 - ``blocks of up to 2`` and ``every block``: other limits on the blocks tried (``decision.MAX_BLOCK``);
 - ``lower-half spread``: the null's spread from the labels below its median only (backdoors only shrink norms;
-  natural norms of some models have a long upper tail).
+  natural norms of some models have a long upper tail);
+- ``ratio 0.3 for blocks of 2-3``: a looser size guard for blocks of several labels (several targets), a single
+  label still under a quarter of the median.
 
 Each is decided from the same cached norms and symmetric checks as benchmarks/zoo_report.py (required families,
 default arithmetic; a flag without a cached check stays flagged) and on the clean log-normal norms of
@@ -70,6 +72,36 @@ def lower_half_cdf(x: float, values: torch.Tensor) -> float:
     return 0.5 * math.erfc(-(x - median) / scale / math.sqrt(2))
 
 
+#: The looser size guard tried for blocks of two or three labels (several targets), the single label keeping
+#: decision.SMALL_RATIO: a natural "hub" the guard is there for is one label.
+BLOCK_RATIO = 0.3
+
+
+def block_ratio(j: int) -> float:
+    return decision.SMALL_RATIO if j == 1 else BLOCK_RATIO
+
+
+def looser_block_ratio(log_norms: torch.Tensor, threshold: float) -> decision.Decision:
+    """decision._k_aware_or_small with :func:`block_ratio` as the size guard of a block of j labels."""
+    ascending, order = log_norms.sort()
+    median = float(ascending.quantile(0.5))
+    under = [
+        j
+        for j in range(1, min(decision.MAX_BLOCK, log_norms.numel() - 2) + 1)
+        if float(ascending[j - 1]) < median + math.log(block_ratio(j))
+    ]
+    floor = decision.RATIO_FLOOR + math.log10(max(len(under), 1))
+    block = order[: max((j for j in under if decision._block_surprise(ascending, j) > floor), default=0)].tolist()
+    k_aware = decision._step_down(log_norms, threshold * decision.DEFAULT_THRESHOLDS["k-aware"])
+    halvings = (median - log_norms) / math.log(2) / math.log2(1 / block_ratio(len(block)))
+    size = [float(h) if i in block else 0.0 for i, h in enumerate(halvings)]
+    per_label = [
+        max(p / decision.DEFAULT_THRESHOLDS["k-aware"], z) for p, z in zip(k_aware.per_label, size, strict=True)
+    ]
+    flagged = k_aware.flagged + [i for i in block if size[i] > threshold and i not in k_aware.flagged]
+    return decision.Decision("k-aware-ratio", flagged, max(per_label), threshold, per_label)
+
+
 def replaced(name: str, function: Callable[..., Any]) -> Callable[[], Any]:
     return lambda: patch.object(decision, name, function)
 
@@ -81,6 +113,7 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "blocks of up to 2": lambda: patch.object(decision, "MAX_BLOCK", 2),
     "every block": lambda: patch.object(decision, "MAX_BLOCK", 10**6),
     "lower-half spread": replaced("_null_cdf", lower_half_cdf),
+    f"ratio {BLOCK_RATIO} for blocks of 2-3": replaced("_k_aware_or_small", looser_block_ratio),
 }
 
 
