@@ -2,7 +2,7 @@
 
 The paper flags a label whose norm lies more than 2 MADs below the median (:func:`~neuralcleanse.outliers.
 anomaly_index`, kept as ``"paper"``). That test reads raw norms on a linear scale and ignores how many labels
-there are. The decisions here differ in four ways:
+there are. The decisions here differ in five ways:
 
 - **log scale** (``"log-mad"``, ``"k-aware"``): trigger norms spread multiplicatively (a label needing twice the
   pixels of another is as different at 10 against 20 as at 50 against 100), so the robust null is fitted to
@@ -19,12 +19,19 @@ there are. The decisions here differ in four ways:
   default also flags the smallest one, two or three labels when their norms are all under :data:`SMALL_RATIO` of
   the median norm and the block of them is unusual for K natural labels (``P(at least j of K draws lie this
   low) < 0.05``, divided by the number of blocks tried), which keeps many-label models, whose smallest natural
-  label lies far below the median, from being flagged by size alone.
+  label lies far below the median, from being flagged by size alone;
+- **favour** (``"k-aware-ratio"`` given the clean gaps of :mod:`neuralcleanse.favour`): a poisoned training set
+  leaves the model leaning towards its target on clean images. The smallest labels under :data:`FAVOUR_RATIO` of
+  the median that the other criteria leave, in a block not ordinary by norm (p < 0.2), are also flagged when
+  their clean gap lies unusually far below what their norm predicts from the other labels (a robust line of log
+  gap on log norm; p < 0.05 divided by the labels tested), so natural labels that are both easy to reach and
+  close on clean images, as many are, stay clean.
 
 ``score`` is higher for more suspicious models: the paper's index for ``"paper"`` and ``"log-mad"``,
-``-log10(p)`` of the smallest label for ``"k-aware"``, and for ``"k-aware-ratio"`` the larger of the two
-criteria, each over its own default: the k-aware score over 3, and the halvings from the median to the smallest
-norm over 2 (counted only for the labels of the unusual block); a threshold of 1 is both defaults.
+``-log10(p)`` of the smallest label for ``"k-aware"``, and for ``"k-aware-ratio"`` the largest of its
+criteria, each over its own default: the k-aware score over 3, the halvings from the median to the smallest
+norm over 2 (counted only for the labels of the unusual block) and the favour criterion's ``-log10`` p over 1.3
+(counted only for the labels it tests); a threshold of 1 is every default.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from .outliers import CONSISTENCY, anomaly_index
 __all__ = [
     "DECISIONS",
     "DEFAULT_THRESHOLDS",
+    "FAVOUR_FLOOR",
+    "FAVOUR_GATE",
+    "FAVOUR_RATIO",
     "MAX_BLOCK",
     "RATIO_FLOOR",
     "SMALL_RATIO",
@@ -80,6 +90,24 @@ _FLOOR = 1e-6  # norms are clamped to this before the log: a mask of L1 norm 0 i
 #: collapses the MAD) cannot make a small difference look significant.
 SEARCH_NOISE = 0.07
 
+#: The favour criterion tests the smallest labels (at most :data:`MAX_BLOCK`) under this share of the median norm
+#: (ours, chosen on the tune half of the benchmark zoo, which scores every ratio from 0.3 to 0.4 alike; the
+#: middle: docs/detection.md) ...
+FAVOUR_RATIO = 0.35
+#: ... up to the largest block of them whose :func:`_block_surprise` exceeds this (p < 0.2; ours: the tune half is
+#: indifferent from 0.2 to no gate at all, and the gate keeps the criterion off clean models whose smallest
+#: labels are ordinary by norm, halving its false positives on simulated clean models:
+#: benchmarks/results/decision_null.md) ...
+FAVOUR_GATE = 0.7
+#: ... and each is flagged when its gap residual's one-sided p is under 0.05 (-log10 p > 1.3; the usual level, as
+#: :data:`RATIO_FLOOR`) divided by the labels tested.
+FAVOUR_FLOOR = 1.3
+#: The repeatability of one label's log clean gap between two samples of clean images, added in quadrature to
+#: the spread of the residuals (ours: 0.008 between the two scan seeds' images on the tune half of the benchmark
+#: zoo, rounded up).
+GAP_NOISE = 0.01
+_FIT_LABELS = 500  # the line is fitted to at most this many labels (evenly spaced by norm): its cost is quadratic
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -106,7 +134,12 @@ class Decision:
         return asdict(self)
 
 
-def decide(norms: torch.Tensor, method: DecisionMethod = "k-aware-ratio", threshold: float | None = None) -> Decision:
+def decide(
+    norms: torch.Tensor,
+    method: DecisionMethod = "k-aware-ratio",
+    threshold: float | None = None,
+    gaps: torch.Tensor | None = None,
+) -> Decision:
     """Decide which labels are infected from their smallest-trigger norms.
 
     Args:
@@ -114,8 +147,10 @@ def decide(norms: torch.Tensor, method: DecisionMethod = "k-aware-ratio", thresh
             and ``"k-aware-ratio"`` need 3 labels to fit their null and flag nothing with 2.
         method: ``"paper"`` (MAD index of raw norms), ``"log-mad"`` (MAD index of log norms), ``"k-aware"``
             (step-down order-statistic test on log norms) or ``"k-aware-ratio"`` (that test, or a norm under
-            :data:`SMALL_RATIO` of the median).
+            :data:`SMALL_RATIO` of the median, or a small label the model favours on clean images).
         threshold: on ``score``; :data:`DEFAULT_THRESHOLDS` by default.
+        gaps: (K,) the labels' clean gaps (:func:`~neuralcleanse.favour.clean_gaps`), in the order of ``norms``;
+            ``"k-aware-ratio"`` applies its favour criterion only when they are given.
     """
     if method not in DECISIONS:
         raise ValueError(f"method must be one of {', '.join(DECISIONS)}, got {method!r}")
@@ -132,7 +167,12 @@ def decide(norms: torch.Tensor, method: DecisionMethod = "k-aware-ratio", thresh
         return Decision(method, result.flagged, result.model_index, limit, result.indices.tolist())
     if method == "k-aware":
         return _step_down(log_norms, limit)
-    return _k_aware_or_small(log_norms, limit)
+    if gaps is None:
+        return _k_aware_or_small(log_norms, limit)
+    gaps = torch.as_tensor(gaps, dtype=torch.float64).flatten()
+    if gaps.shape != norms.shape or not torch.isfinite(gaps).all():
+        raise ValueError(f"gaps must be {norms.numel()} finite values, one per norm, got {gaps.tolist()}")
+    return _k_aware_or_small(log_norms, limit, gaps.clamp_min(_FLOOR).log())
 
 
 def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
@@ -155,11 +195,12 @@ def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
     return Decision("k-aware", flagged, 0.0 if score is None else score, threshold, per_label)
 
 
-def _k_aware_or_small(log_norms: torch.Tensor, threshold: float) -> Decision:
-    """The k-aware step-down at ``threshold`` times its default, joined by the labels flagged by size. Size counts
-    for the labels of the unusual block (:func:`_unusual_block`); among them, a label is flagged, from the smallest
-    up, while it lies more than ``threshold * log2(1 / SMALL_RATIO)`` halvings below the median norm (under a
-    quarter of it at threshold 1)."""
+def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch.Tensor | None = None) -> Decision:
+    """The k-aware step-down at ``threshold`` times its default, joined by the labels flagged by size and, with
+    the clean gaps, by favour. Size counts for the labels of the unusual block (:func:`_unusual_block`); among
+    them, a label is flagged, from the smallest up, while it lies more than ``threshold * log2(1 / SMALL_RATIO)``
+    halvings below the median norm (under a quarter of it at threshold 1). Favour (:func:`_favour`) flags a
+    label whose score exceeds ``threshold``."""
     k_aware = _step_down(log_norms, threshold * DEFAULT_THRESHOLDS["k-aware"])
     size_scale = math.log2(1 / SMALL_RATIO)
     size = ((float(log_norms.quantile(0.5)) - log_norms) / math.log(2) / size_scale).tolist()  # halvings / 2
@@ -170,12 +211,56 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float) -> Decision:
             break
         small.append(label)
     counted = set(unusual)
+    flagged = k_aware.flagged + [i for i in small if i not in k_aware.flagged]
+    favour = {} if log_gaps is None else _favour(log_norms, log_gaps, set(flagged))
     per_label = [
-        max(surprise / DEFAULT_THRESHOLDS["k-aware"], size[i] if i in counted else 0.0)
+        max(surprise / DEFAULT_THRESHOLDS["k-aware"], size[i] if i in counted else 0.0, favour.get(i, 0.0))
         for i, surprise in enumerate(k_aware.per_label)
     ]
-    flagged = k_aware.flagged + [i for i in small if i not in k_aware.flagged]
+    flagged += [i for i, score in favour.items() if score > threshold]
     return Decision("k-aware-ratio", flagged, max(per_label), threshold, per_label)
+
+
+def _favour(log_norms: torch.Tensor, log_gaps: torch.Tensor, flagged: set[int]) -> dict[int, float]:
+    """Per label tested, its favour score: ``-log10`` of (the one-sided p of its clean gap's residual times the
+    labels tested), over :data:`FAVOUR_FLOOR` (above 1: p < 0.05 / tested).
+
+    The labels tested are the smallest ones under :data:`FAVOUR_RATIO` of the median norm, up to the largest
+    block of them whose norms are not ordinary (:data:`FAVOUR_GATE`), but for those the norm criteria have
+    ``flagged`` already. Natural labels that are easy to reach are often close on clean images too, so a label's
+    gap is judged against a robust line of log gap on log norm (Theil-Sen) fitted to the labels above the
+    :data:`MAX_BLOCK` smallest, its residual against theirs (median, consistent MAD and :data:`GAP_NOISE` in
+    quadrature)."""
+    k = log_norms.numel()
+    ascending, order = log_norms.sort()
+    cutoff = float(ascending.quantile(0.5)) + math.log(FAVOUR_RATIO)
+    blocks = [
+        j
+        for j in range(1, min(MAX_BLOCK, k - 2) + 1)
+        if float(ascending[j - 1]) < cutoff and _block_surprise(ascending, j) > FAVOUR_GATE
+    ]
+    tested = [label for label in order[: max(blocks, default=0)].tolist() if label not in flagged]
+    if not tested:
+        return {}
+    rest = order[min(MAX_BLOCK, k - 2) :]
+    rest = rest[torch.linspace(0, rest.numel() - 1, min(rest.numel(), _FIT_LABELS)).round().long()]
+    slope = _theil_sen(log_norms[rest], log_gaps[rest])
+    residuals = log_gaps - slope * log_norms
+    centre = float(residuals[rest].median())
+    scale = math.hypot(CONSISTENCY * float((residuals[rest] - centre).abs().median()), GAP_NOISE)
+    scores = {}
+    for label in tested:
+        p = 0.5 * math.erfc(-(float(residuals[label]) - centre) / scale / math.sqrt(2)) * len(tested)
+        scores[label] = min(_MAX_SURPRISE, max(0.0, -math.log10(max(p, 10**-_MAX_SURPRISE)))) / FAVOUR_FLOOR
+    return scores
+
+
+def _theil_sen(x: torch.Tensor, y: torch.Tensor) -> float:
+    """The median slope over all pairs of points with distinct ``x`` (0 when there are none)."""
+    i, j = torch.triu_indices(x.numel(), x.numel(), 1)
+    dx, dy = x[j] - x[i], y[j] - y[i]
+    distinct = dx.abs() > 1e-12
+    return float((dy[distinct] / dx[distinct]).median()) if distinct.any() else 0.0
 
 
 def _unusual_block(log_norms: torch.Tensor) -> list[int]:

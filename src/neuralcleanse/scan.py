@@ -20,6 +20,7 @@ from torch import nn
 from ._torch import autocast, input_memory_format, model_device
 from .config import ANOMALY_THRESHOLD, MIN_IMAGES_PER_LABEL, ScanConfig
 from .decision import Decision, decide
+from .favour import clean_gaps
 from .metrics import accuracy, predict
 from .outliers import anomaly_index
 from .pairs import PairCheck, symmetric_check
@@ -80,6 +81,7 @@ class LabelResult:
     epochs: int
     image_passes: int
     score: float  # what the model-level decision computed for this label (Decision.per_label)
+    clean_gap: float | None = None  # how far below the model's choice the label lies on clean images (favour.py)
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,8 @@ class NeuralCleanse:
         result = self._reverse(images, targets, generator, outputs.probabilities)
         success = trigger_success(self.model, images, result, self.progress)
         outliers = anomaly_index(result.norms, self.config.anomaly_threshold)
-        verdict = decide(result.norms, self.config.decision, self.config.decision_threshold)
+        gaps = clean_gaps(self.model, images, outputs.probabilities)[result.labels]
+        verdict = decide(result.norms, self.config.decision, self.config.decision_threshold, gaps)
         suspects = [targets[i] for i in verdict.flagged]
         pairs = []
         if suspects and labels is not None and self.config.checks_pairs:
@@ -242,6 +245,7 @@ class NeuralCleanse:
                 int(result.epochs[i]),
                 int(result.image_passes[i]),
                 float(verdict.per_label[i]),
+                float(gaps[i]),
             )
             for i, t in enumerate(result.labels.tolist())
         ]

@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["k-aware-ratio", "k-aware", "log-mad", "paper"],
         default="k-aware-ratio",
         help="how the verdict is decided from the labels' norms: k-aware-ratio (the k-aware test, or a norm under a "
-        "quarter of the median; then the symmetric check), k-aware (step-down order-statistic test on log norms, "
+        "quarter of the median, or a small label the model favours on clean images; then the symmetric check), "
+        "k-aware (step-down order-statistic test on log norms, "
         "then the symmetric check), log-mad, or paper (the MAD index exactly); default k-aware-ratio, see "
         "docs/detection.md",
     )
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--score-threshold",
         type=float,
         metavar="SCORE",
-        help="the decision's threshold on its score (default: 1 for k-aware-ratio, both criteria at their defaults; "
+        help="the decision's threshold on its score (default: 1 for k-aware-ratio, every criterion at its default; "
         "3 for k-aware, i.e. p < 0.001; 2 for log-mad; --anomaly-threshold for paper)",
     )
     p.add_argument(

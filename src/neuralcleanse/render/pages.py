@@ -135,6 +135,8 @@ def scan_page(
             [
                 r.label,
                 f"{r.mask_l1:.2f}",
+                f"{r.score:.2f}",
+                "—" if r.clean_gap is None else f"{r.clean_gap:.2f}",
                 f"{r.attack_success:.1%}",
                 f"{r.anomaly_index:.2f}",
                 "yes" if r.found else "no",

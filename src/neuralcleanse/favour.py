@@ -1,0 +1,45 @@
+"""How far each label lies below the model's choice on clean images: the clean gap.
+
+A poisoned training set teaches the model its target more often than any natural label, and the model keeps a
+lean towards the target on clean inputs too: on the images it sends elsewhere, the target's score lies closer to
+the winning one than a natural label's does. :func:`clean_gaps` measures that distance per label; the default
+decision (:mod:`neuralcleanse.decision`) uses it for labels whose smallest trigger is small but not small
+enough on its own.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .metrics import stamped_batches
+
+__all__ = ["clean_gaps"]
+
+_TINY = 1e-30  # probabilities are clamped to this before the log: a softmax rounds far-off labels to 0
+
+
+@torch.no_grad()
+def clean_gaps(model: nn.Module, images: torch.Tensor, outputs_probabilities: bool = False) -> torch.Tensor:
+    """Per label, the median over the images the model gives to another label of (top log-score minus the
+    label's log-score): log-softmax of logits, or the log of probabilities, so either output gives the same gap.
+
+    Returns:
+        (K,) float64 gaps >= 0 for the model's K outputs; a label the model gives every image to gets 0.
+
+    Shape:
+        images: (N, C, H, W) clean images in [0, 1].
+    """
+    scores = []
+    for batch in stamped_batches(model, images):
+        out = model(batch).float().cpu()
+        scores.append(out.clamp_min(_TINY).log() if outputs_probabilities else out.log_softmax(dim=1))
+    log_scores = torch.cat(scores).double()
+    top, chosen = log_scores.max(dim=1)
+    gaps = top[:, None] - log_scores
+    result = torch.zeros(log_scores.shape[1], dtype=torch.float64)
+    for label in range(log_scores.shape[1]):
+        elsewhere = chosen != label
+        if elsewhere.any():
+            result[label] = gaps[elsewhere, label].median()
+    return result
