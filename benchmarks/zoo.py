@@ -3,6 +3,7 @@
     python benchmarks/zoo.py train [--only NAME,...] [--dataset D]
     python benchmarks/zoo.py scan [--seeds 0,1] [--only NAME,...] [--dataset D] [--half H] [--precision P]
         [--threads N]
+    python benchmarks/zoo.py gaps [--only NAME,...] [--dataset D] [--half H]
 
 ``train`` trains every recipe not yet saved under runs/zoo/models/<name>/ (not committed), cheap and required
 ones first: MNIST, CIFAR-10, GTSRB, the many-label task last. A model is written to a temporary folder and
@@ -15,8 +16,10 @@ trigger), the seconds and the machine (rows merged by name).
 ``scan`` runs ``NeuralCleanse(model).scan(images, labels, seed=s)`` with the library's defaults on every trained
 model whose attack took, with a stratified clean sample of the test split (for CIFAR-10, of the 10% held out of
 training), and appends one row per (model, seed) to benchmarks/results/zoo_scans.json with the per-label mask
-norms and attack success, so other decision rules can be tried on the stored norms without rescanning. Rows
-already there are kept; a rerun scans only what is missing.
+norms, attack success and clean gaps, so other decision rules can be tried on the stored norms without
+rescanning. Rows already there are kept; a rerun scans only what is missing. ``gaps`` adds the clean gaps
+(``favour.clean_gaps`` on the scan's images: they depend on the model and the scan seed only) to the rows scanned
+before the scan recorded them.
 
 Training data and poisoning. MNIST and GTSRB: the official splits. CIFAR-10 (test split only here): 90% for
 training, 10% held out, drawn from the recipe's seed as the library's ``training_split`` does. The many-label
@@ -68,6 +71,7 @@ from neuralcleanse import (
     save_model,
     trojan,
 )
+from neuralcleanse.favour import clean_gaps
 
 ROOT = Path(__file__).resolve().parent
 RECIPES = ROOT / "zoo_recipes.json"
@@ -392,6 +396,7 @@ def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int, preci
         "seconds": seconds,
         "norms": [r.mask_l1 for r in report.labels],
         "label_attack_success": [r["attack_success"] for r in d["labels"]],
+        "gaps": [r.clean_gap for r in report.labels],
         "found": [r.get("found") for r in d["labels"]],
         "outputs_probabilities": d.get("outputs_probabilities"),
         "image_passes_per_label": d.get("image_passes_per_label"),
@@ -555,9 +560,29 @@ def scan_all(chosen: list[dict[str, Any]], seeds: list[int], precision: str) -> 
             print({k: row.get(k) for k in keys}, flush=True)
 
 
+def add_gaps(chosen: list[dict[str, Any]]) -> None:
+    """Add the clean gaps to every scan row of the ``chosen`` recipes that lacks them, one model at a time."""
+    for recipe in chosen:
+        todo = [r for r in read_rows(SCANS_FILE) if r["model"] == recipe["name"] and "norms" in r and "gaps" not in r]
+        if not todo or not is_trained(recipe["name"]):
+            continue
+        loaded = load_model(model_path(recipe["name"]))
+        gaps = {}
+        for seed in sorted({r["seed"] for r in todo}):
+            probabilities = bool(next(r for r in todo if r["seed"] == seed).get("outputs_probabilities"))
+            gaps[seed] = clean_gaps(loaded.model, scan_images(recipe, seed).images, probabilities).tolist()
+        with locked(SCANS_FILE):
+            rows = read_rows(SCANS_FILE)
+            for r in rows:
+                if r["model"] == recipe["name"] and "norms" in r and "gaps" not in r and r["seed"] in gaps:
+                    r["gaps"] = gaps[r["seed"]]
+            write_rows(SCANS_FILE, rows, scans_table(rows))
+        print(recipe["name"], {seed: [round(g, 2) for g in v[:5]] for seed, v in gaps.items()}, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("train", "scan"))
+    parser.add_argument("command", choices=("train", "scan", "gaps"))
     parser.add_argument("--only", help="comma-separated recipe names")
     parser.add_argument("--dataset", choices=DATASET_ORDER, help="only this dataset (the many-label task excluded)")
     parser.add_argument("--seeds", default="0,1", help="scan seeds")
@@ -569,6 +594,8 @@ def main() -> None:
     chosen = [r for r in selected(args.only, args.dataset) if args.half in (None, half(r))]
     if args.command == "train":
         train_all(chosen)
+    elif args.command == "gaps":
+        add_gaps(chosen)
     else:
         scan_all(chosen, [int(s) for s in args.seeds.split(",")], args.precision)
 

@@ -5,7 +5,8 @@
 Reads the scans of benchmarks/zoo.py (benchmarks/results/zoo_scans.json: per model and scan seed the labels'
 mask norms) and decides each scan twice from the same norms: the paper's MAD index over raw norms (threshold 2)
 and the library's default (``neuralcleanse.decision``'s ``k-aware-ratio``: the step-down order-statistic test on
-log norms or a norm under a quarter of the median, then the symmetric check of each flagged label); the k-aware
+log norms, a norm under a quarter of the median, or a small label the model favours on clean images (the rows'
+clean gaps), then the symmetric check of each flagged label); the k-aware
 test alone (the previous default) is shown beside them. The symmetric check needs the model: ``--pairs`` runs it
 for every label the default flags at the lowest threshold of the sweep and caches the result in
 benchmarks/results/zoo_pairs.json (per model, seed and label), so the sweep can apply it at every threshold.
@@ -45,6 +46,9 @@ SWEEP = (0.875, 1.0, 1.25, 1.5, 2.0)  # thresholds of the default decision tried
 PAIR_SWEEP = (None, NATURAL_RATIO, 1.22, 1.5, 2.0)  # symmetric-check ratios tried on the tune half
 MUTUAL_SWEEP = (1.25, 1.5, 2.0, 3.0, 4.0, math.inf)  # and its mutual ratio (pairs.MUTUAL_RATIO; inf: not tested)
 PAIRS_FILE = RESULTS / "zoo_pairs.json"
+GAPS = True  # decide with the rows' clean gaps (the favour criterion); off in the sweep's "without" row
+FAVOUR_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.5)  # decision.FAVOUR_RATIO
+FAVOUR_GATE_SWEEP = (0.0, 0.3, 0.7, 1.0)  # decision.FAVOUR_GATE: -log10 of the block's p (0: no gate)
 DEFAULT_VARIANT = zoo.variant("auto", 1)  # the scans of the main tables: default arithmetic, one thread
 
 
@@ -66,7 +70,7 @@ def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
     """Symmetric checks for every label the default decision flags at the lowest swept threshold, cached."""
     recipes = {r["name"]: r for r in zoo.recipes()}
     for row in rows:
-        suspects = decide(torch.tensor(row["norms"]), DECISION, min(SWEEP)).flagged
+        suspects = scan_decision(row, DECISION, min(SWEEP)).flagged
         todo = [t for t in suspects if pair_key(row, t) not in cache]
         if not todo:
             continue
@@ -94,7 +98,7 @@ def new_decision(
     """(flagged, score, complete): the decision ``method``, then the cached symmetric checks judged by the
     library's current rule (``pairs.is_natural``); ``complete`` is false when a flagged label has no cached check
     (then it stays flagged). ``ratio``: the symmetric check's ratio (``None``: no check)."""
-    d = decide(torch.tensor(row["norms"]), method, threshold)
+    d = scan_decision(row, method, threshold)
     flagged, complete = [], True
     for t in d.flagged:
         check = cache.get(pair_key(row, t))
@@ -102,6 +106,12 @@ def new_decision(
         if ratio is None or check is None or not natural(row, check, ratio):
             flagged.append(t)
     return sorted(flagged), d.score, complete
+
+
+def scan_decision(row: dict[str, Any], method: str, threshold: float) -> decision.Decision:
+    """``decide`` on the row's norms, with its clean gaps when the row has them (and GAPS is on)."""
+    gaps = torch.tensor(row["gaps"]) if GAPS and "gaps" in row else None
+    return decide(torch.tensor(row["norms"]), method, threshold, gaps)  # type: ignore[arg-type]
 
 
 def natural(row: dict[str, Any], check: dict[str, Any], ratio: float) -> bool:
@@ -255,6 +265,25 @@ def size_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     return markdown_table(header, body)
 
 
+def favour_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
+    """The favour criterion's settings, one at a time, and the decision without it (required families)."""
+    header = ["setting", "tune TPR", "tune FPR", "test TPR", "test FPR"]
+    body = []
+    with patch(f"{__name__}.GAPS", False):
+        body.append(["without the favour criterion", *by_half(decided_required(scans, cache))])
+    settings = [("FAVOUR_RATIO", r) for r in FAVOUR_RATIO_SWEEP] + [("FAVOUR_GATE", g) for g in FAVOUR_GATE_SWEEP]
+    for name, value in settings:
+        default = getattr(decision, name)
+        with patch.object(decision, name, value):
+            rows = decided_required(scans, cache)
+        body.append([f"{name} = {value:g}" + (" (default)" if value == default else ""), *by_half(rows)])
+    return markdown_table(header, body)
+
+
+def decided_required(scans: list[dict[str, Any]], cache: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION]) if r["required"]]
+
+
 def pair_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     """The symmetric check's ratio at the default threshold, required families: exact TPR and FPR per ratio."""
     header = ["natural when back <= ratio x towards", "tune TPR", "tune FPR", "test TPR", "test FPR"]
@@ -340,8 +369,9 @@ def main() -> None:
         f"{len(rows)} scans of {len({r['model'] for r in rows})} models (two scan seeds each where done). "
         "*paper*: MAD index of raw norms > 2. *new*: the library's default, "
         f"{DECISION}: the step-down order-statistic test on log norms (p < 0.001), or the smallest one to three "
-        "labels under a quarter of the median whose block is unusual at p < 0.05 over the blocks tried, followed "
-        "by the symmetric check of each flagged label "
+        "labels under a quarter of the median whose block is unusual at p < 0.05 over the blocks tried, or the "
+        "smallest labels under 0.35 of the median whose clean gap lies unusually far below what their norm "
+        "predicts (the favour criterion), followed by the symmetric check of each flagged label "
         f"(score: the larger criterion over its own default, threshold {threshold:g}). TPR: infected scans "
         "flagging exactly their targets; FPR: clean scans flagging anything. "
         "Tune half: even training seeds (where the threshold was chosen); test half: odd.\n",
@@ -373,6 +403,11 @@ def main() -> None:
         "benchmarks/results/decision_null.md (docs/detection.md says how). Flags whose symmetric check is not "
         "cached stay flagged.\n\n",
         size_sweep(scans, cache),
+        "## The favour criterion's settings (required families, default threshold)\n",
+        "The smallest labels under FAVOUR_RATIO of the median, in a block whose norm p is under 10^-FAVOUR_GATE, "
+        "flagged when the model favours them on clean images beyond what their norm predicts (docs/detection.md). "
+        "Chosen on the tune columns; rows without clean gaps are decided without it.\n\n",
+        favour_sweep(scans, cache),
         "## Symmetric-check sweep (required families, default threshold)\n",
         "Every flagged label's check is cached with its two norms, so each ratio is applied to the same checks. "
         "The default was chosen on the tune columns.\n\n",
