@@ -13,6 +13,12 @@ which each decision flags anything:
   block rule, benchmarks/decision_variants.py);
 - ``size alone``: the default with the floor removed, to show what the floor is for.
 
+With clean gaps (the favour criterion, ``decision._favour``): each draw also gets log gaps that follow its log
+norms with correlation rho (0, 0.5 and 0.8; the zoo's clean models show rank correlations of -0.8 to 0.9 between
+the two), ``0.3 * (rho * z + sqrt(1 - rho^2) * N(0, 1))`` with z the norm's standard score, decided by the default;
+and, at rho = 0.5, the default with the favour criterion's line removed (the raw gaps judged against each other),
+to show what the line is for.
+
 The symmetric check is not applied (it needs a model). Writes benchmarks/results/decision_null.{json,md}.
 
     python benchmarks/decision_null.py [--draws 200]
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Iterator
+from contextlib import nullcontext
 from unittest.mock import patch
 
 import torch
@@ -34,6 +41,9 @@ LABELS = (10, 43, 100, 1000)
 SPREADS = (0.3, 0.5, 0.7, 1.0)
 RULES = ("paper", "k-aware", "k-aware-ratio", "floor p < 0.1", "size alone")
 FLOORS = {"floor p < 0.1": 1.0, "size alone": 0.0}  # -log10 p of the size criterion's floor
+CORRELATIONS = (0.0, 0.5, 0.8)  # of the simulated log gaps with the log norms
+GAP_SPREAD = 0.3  # log spread of the simulated gaps (the zoo's: 0.05 to 0.3); the criterion is scale-free
+GAP_RULES = (*(f"gaps rho={rho:g}" for rho in CORRELATIONS), "gaps rho=0.5, no line")
 
 
 def clean_draws(draws: int) -> Iterator[tuple[int, float, list[torch.Tensor]]]:
@@ -54,6 +64,24 @@ def flags(norms: torch.Tensor, rule: str) -> bool:
         return bool(decision.decide(norms, "k-aware-ratio").flagged)
 
 
+def gap_flags(models: list[torch.Tensor], sigma: float, seed: int) -> dict[str, float]:
+    """Share of the draws the default flags given simulated clean gaps, per rule of :data:`GAP_RULES`."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = [torch.randn(norms.numel(), generator=generator, dtype=torch.float64) for norms in models]
+    shares = {}
+    for rule in GAP_RULES:
+        rho = float(rule.split("=")[1].split(",")[0])
+        line = nullcontext() if "no line" not in rule else patch.object(decision, "_theil_sen", lambda x, y: 0.0)
+        hits = 0
+        with line:
+            for norms, e in zip(models, noise, strict=True):
+                z = (norms.log() - math.log(50)) / sigma
+                gaps = (GAP_SPREAD * (rho * z + math.sqrt(1 - rho**2) * e)).exp()
+                hits += bool(decision.decide(norms, gaps=gaps).flagged)
+        shares[rule] = hits / len(models)
+    return shares
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--draws", type=int, default=200, help="clean models drawn per (K, sigma)")
@@ -61,13 +89,21 @@ def main() -> None:
     rows = []
     for k, sigma, models in clean_draws(args.draws):
         rates = {rule: sum(flags(norms, rule) for norms in models) / args.draws for rule in RULES}
+        rates |= gap_flags(models, sigma, seed=len(rows))
         rows.append({"labels": k, "sigma": sigma, "draws": args.draws, **rates})
         print(rows[-1], flush=True)
     body = [[r["labels"], r["sigma"], *(f"{r[rule]:.3f}" for rule in RULES)] for r in rows]
+    gap_body = [
+        [r["labels"], r["sigma"], f"{r['k-aware-ratio']:.3f}", *(f"{r[g]:.3f}" for g in GAP_RULES)] for r in rows
+    ]
     table = (
         "# Decisions on clean log-normal norms (benchmarks/decision_null.py)\n\n"
         f"Share of {args.draws} simulated clean models flagged, per number of labels K and log-scale spread sigma "
-        "(no symmetric check).\n\n" + markdown_table(["K", "sigma", *RULES], body)
+        "(no symmetric check).\n\n" + markdown_table(["K", "sigma", *RULES], body) + "\n## With clean gaps\n\n"
+        "The default given simulated clean gaps that follow the norms with correlation rho (its favour "
+        "criterion), beside the default without gaps; *no line*: the gaps judged against each other, not "
+        "against what the norms predict.\n\n"
+        + markdown_table(["K", "sigma", "k-aware-ratio, no gaps", *GAP_RULES], gap_body)
     )
     write_results("decision_null", rows, table)
 
