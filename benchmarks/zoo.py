@@ -570,14 +570,19 @@ def add_gaps(chosen: list[dict[str, Any]]) -> None:
         gaps = {}
         for seed in sorted({r["seed"] for r in todo}):
             probabilities = bool(next(r for r in todo if r["seed"] == seed).get("outputs_probabilities"))
-            gaps[seed] = clean_gaps(loaded.model, scan_images(recipe, seed).images, probabilities).tolist()
+            found = clean_gaps(loaded.model, scan_images(recipe, seed).images, probabilities).tolist()
+            gaps[seed] = [None if math.isnan(g) else g for g in found]
         with locked(SCANS_FILE):
             rows = read_rows(SCANS_FILE)
             for r in rows:
                 if r["model"] == recipe["name"] and "norms" in r and "gaps" not in r and r["seed"] in gaps:
                     r["gaps"] = gaps[r["seed"]]
             write_rows(SCANS_FILE, rows, scans_table(rows))
-        print(recipe["name"], {seed: [round(g, 2) for g in v[:5]] for seed, v in gaps.items()}, flush=True)
+        print(
+            recipe["name"],
+            {seed: [g if g is None else round(g, 2) for g in v[:5]] for seed, v in gaps.items()},
+            flush=True,
+        )
 
 
 def main() -> None:

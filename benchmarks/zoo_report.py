@@ -110,7 +110,7 @@ def new_decision(
 
 def scan_decision(row: dict[str, Any], method: str, threshold: float) -> decision.Decision:
     """``decide`` on the row's norms, with its clean gaps when the row has them (and GAPS is on)."""
-    gaps = torch.tensor(row["gaps"]) if GAPS and "gaps" in row else None
+    gaps = torch.tensor([math.nan if g is None else g for g in row["gaps"]]) if GAPS and "gaps" in row else None
     return decide(torch.tensor(row["norms"]), method, threshold, gaps)  # type: ignore[arg-type]
 
 

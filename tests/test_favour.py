@@ -80,5 +80,19 @@ def test_favour_keeps_clean_models_clean_when_gaps_follow_norms():
 
 
 def test_gaps_must_match_the_norms():
-    with pytest.raises(ValueError, match="gaps must be 3 finite values, one per norm"):
+    with pytest.raises(ValueError, match="gaps must be 3 values >= 0 \\(NaN: unknown\\), one per norm"):
         decide(torch.tensor([1.0, 2.0, 3.0]), gaps=torch.tensor([1.0, 2.0]))
+
+
+def test_a_softmax_that_rounds_far_labels_to_zero_leaves_their_gaps_unknown_and_untested():
+    """Logits 1000 apart: the softmax gives the far labels a probability of exactly 0, so their gaps are unknown
+    (NaN), not the gap of a clamped log; the decision tests no label whose gap is unknown."""
+    images = torch.rand(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    softmax = torch.nn.Sequential(Linear(torch.zeros(4)), torch.nn.Softmax(dim=1))
+    softmax[0].weight.data *= 1000
+    gaps = clean_gaps(softmax, images, outputs_probabilities=True)
+    assert bool(gaps.isnan().all())
+    norms, known = _gtsrb_like(target_gap=0.5)
+    known[1] = math.nan
+    assert decide(norms, gaps=known).flagged == [0]
+    assert decide(norms, gaps=torch.full_like(norms, math.nan)).flagged == [0]

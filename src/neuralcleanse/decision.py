@@ -149,8 +149,8 @@ def decide(
             (step-down order-statistic test on log norms) or ``"k-aware-ratio"`` (that test, or a norm under
             :data:`SMALL_RATIO` of the median, or a small label the model favours on clean images).
         threshold: on ``score``; :data:`DEFAULT_THRESHOLDS` by default.
-        gaps: (K,) the labels' clean gaps (:func:`~neuralcleanse.favour.clean_gaps`), in the order of ``norms``;
-            ``"k-aware-ratio"`` applies its favour criterion only when they are given.
+        gaps: (K,) the labels' clean gaps (:func:`~neuralcleanse.favour.clean_gaps`; NaN where unknown), in the
+            order of ``norms``; ``"k-aware-ratio"`` applies its favour criterion only when they are given.
     """
     if method not in DECISIONS:
         raise ValueError(f"method must be one of {', '.join(DECISIONS)}, got {method!r}")
@@ -170,8 +170,8 @@ def decide(
     if gaps is None:
         return _k_aware_or_small(log_norms, limit)
     gaps = torch.as_tensor(gaps, dtype=torch.float64).flatten()
-    if gaps.shape != norms.shape or not torch.isfinite(gaps).all():
-        raise ValueError(f"gaps must be {norms.numel()} finite values, one per norm, got {gaps.tolist()}")
+    if gaps.shape != norms.shape or bool(gaps.isinf().any()) or bool((gaps < 0).any()):
+        raise ValueError(f"gaps must be {norms.numel()} values >= 0 (NaN: unknown), one per norm, got {gaps.tolist()}")
     return _k_aware_or_small(log_norms, limit, gaps.clamp_min(_FLOOR).log())
 
 
@@ -230,7 +230,7 @@ def _favour(log_norms: torch.Tensor, log_gaps: torch.Tensor, flagged: set[int]) 
     ``flagged`` already. Natural labels that are easy to reach are often close on clean images too, so a label's
     gap is judged against a robust line of log gap on log norm (Theil-Sen) fitted to the labels above the
     :data:`MAX_BLOCK` smallest, its residual against theirs (median, consistent MAD and :data:`GAP_NOISE` in
-    quadrature)."""
+    quadrature). Unknown gaps (NaN) are left out of both; with fewer than three known, nothing is tested."""
     k = log_norms.numel()
     ascending, order = log_norms.sort()
     cutoff = float(ascending.quantile(0.5)) + math.log(FAVOUR_RATIO)
@@ -239,10 +239,12 @@ def _favour(log_norms: torch.Tensor, log_gaps: torch.Tensor, flagged: set[int]) 
         for j in range(1, min(MAX_BLOCK, k - 2) + 1)
         if float(ascending[j - 1]) < cutoff and _block_surprise(ascending, j) > FAVOUR_GATE
     ]
-    tested = [label for label in order[: max(blocks, default=0)].tolist() if label not in flagged]
-    if not tested:
-        return {}
+    known = ~log_gaps.isnan()
+    tested = [label for label in order[: max(blocks, default=0)].tolist() if label not in flagged and known[label]]
     rest = order[min(MAX_BLOCK, k - 2) :]
+    rest = rest[known[rest]]
+    if not tested or rest.numel() < 3:
+        return {}
     rest = rest[torch.linspace(0, rest.numel() - 1, min(rest.numel(), _FIT_LABELS)).round().long()]
     slope = _theil_sen(log_norms[rest], log_gaps[rest])
     residuals = log_gaps - slope * log_norms

@@ -8,6 +8,7 @@ reversed mask and pattern of that label).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -245,7 +246,7 @@ class NeuralCleanse:
                 int(result.epochs[i]),
                 int(result.image_passes[i]),
                 float(verdict.per_label[i]),
-                float(gaps[i]),
+                None if math.isnan(gaps[i]) else float(gaps[i]),
             )
             for i, t in enumerate(result.labels.tolist())
         ]
