@@ -96,8 +96,8 @@ SEARCH_NOISE = 0.07
 FAVOUR_RATIO = 0.35
 #: ... up to the largest block of them whose :func:`_block_surprise` exceeds this (p < 0.2; ours: the tune half is
 #: indifferent from 0.2 to no gate at all, and the gate keeps the criterion off clean models whose smallest
-#: labels are ordinary by norm, halving its false positives on simulated clean models:
-#: benchmarks/results/decision_null.md) ...
+#: labels are ordinary by norm, about halving what it adds to the false positives of simulated clean models:
+#: docs/detection.md) ...
 FAVOUR_GATE = 0.7
 #: ... and each is flagged when its gap residual's one-sided p is under 0.05 (-log10 p > 1.3; the usual level, as
 #: :data:`RATIO_FLOOR`) divided by the labels tested.
