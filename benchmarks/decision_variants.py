@@ -19,9 +19,10 @@ thing:
 - ``ratio 0.3 for blocks of 2-3``: a looser size guard for blocks of several labels (several targets), a single
   label still under a quarter of the median.
 
-Each is decided from the same cached norms and symmetric checks as benchmarks/zoo_report.py (required families,
-default arithmetic; a flag without a cached check stays flagged) and on the clean log-normal norms of
-benchmarks/decision_null.py. Writes benchmarks/results/decision_variants.{json,md}.
+Each is decided from the same cached norms, clean gaps (the favour criterion, as in the default) and symmetric
+checks as benchmarks/zoo_report.py (required families, default arithmetic; a flag without a cached check stays
+flagged) and on the clean log-normal norms of benchmarks/decision_null.py (no gaps). Writes
+benchmarks/results/decision_variants.{json,md}.
 """
 
 from __future__ import annotations
@@ -81,8 +82,11 @@ def block_ratio(j: int) -> float:
     return decision.SMALL_RATIO if j == 1 else BLOCK_RATIO
 
 
-def looser_block_ratio(log_norms: torch.Tensor, threshold: float) -> decision.Decision:
-    """decision._k_aware_or_small with :func:`block_ratio` as the size guard of a block of j labels."""
+def looser_block_ratio(
+    log_norms: torch.Tensor, threshold: float, log_gaps: torch.Tensor | None = None
+) -> decision.Decision:
+    """decision._k_aware_or_small with :func:`block_ratio` as the size guard of a block of j labels (the favour
+    criterion as in the default)."""
     ascending, order = log_norms.sort()
     median = float(ascending.quantile(0.5))
     under = [
@@ -95,10 +99,13 @@ def looser_block_ratio(log_norms: torch.Tensor, threshold: float) -> decision.De
     k_aware = decision._step_down(log_norms, threshold * decision.DEFAULT_THRESHOLDS["k-aware"])
     halvings = (median - log_norms) / math.log(2) / math.log2(1 / block_ratio(len(block)))
     size = [float(h) if i in block else 0.0 for i, h in enumerate(halvings)]
-    per_label = [
-        max(p / decision.DEFAULT_THRESHOLDS["k-aware"], z) for p, z in zip(k_aware.per_label, size, strict=True)
-    ]
     flagged = k_aware.flagged + [i for i in block if size[i] > threshold and i not in k_aware.flagged]
+    favour = {} if log_gaps is None else decision._favour(log_norms, log_gaps, set(flagged))
+    per_label = [
+        max(p / decision.DEFAULT_THRESHOLDS["k-aware"], z, favour.get(i, 0.0))
+        for i, (p, z) in enumerate(zip(k_aware.per_label, size, strict=True))
+    ]
+    flagged += [i for i, score in favour.items() if score > threshold]
     return decision.Decision("k-aware-ratio", flagged, max(per_label), threshold, per_label)
 
 
@@ -106,12 +113,25 @@ def replaced(name: str, function: Callable[..., Any]) -> Callable[[], Any]:
     return lambda: patch.object(decision, name, function)
 
 
+_UNUSUAL_BLOCK = decision._unusual_block
+
+
+def blocks_up_to(limit: int) -> Callable[[], Any]:
+    """The size criterion with another limit on its blocks (decision.MAX_BLOCK), the favour criterion unchanged."""
+
+    def unusual(log_norms: torch.Tensor) -> list[int]:
+        with patch.object(decision, "MAX_BLOCK", limit):
+            return _UNUSUAL_BLOCK(log_norms)
+
+    return replaced("_unusual_block", unusual)
+
+
 VARIANTS: dict[str, Callable[[], Any]] = {
     "default (largest of up to 3 blocks)": nullcontext,
     "first blocks, null above": replaced("_unusual_block", first_blocks_null_above),
     "step-down p < 0.05": replaced("_unusual_block", step_down_block),
-    "blocks of up to 2": lambda: patch.object(decision, "MAX_BLOCK", 2),
-    "every block": lambda: patch.object(decision, "MAX_BLOCK", 10**6),
+    "blocks of up to 2": blocks_up_to(2),
+    "every block": blocks_up_to(10**6),
     "lower-half spread": replaced("_null_cdf", lower_half_cdf),
     f"ratio {BLOCK_RATIO} for blocks of 2-3": replaced("_k_aware_or_small", looser_block_ratio),
 }
