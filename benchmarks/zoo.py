@@ -18,8 +18,8 @@ model whose attack took, with a stratified clean sample of the test split (for C
 training), and appends one row per (model, seed) to benchmarks/results/zoo_scans.json with the per-label mask
 norms, attack success and clean gaps, so other decision rules can be tried on the stored norms without
 rescanning. Rows already there are kept; a rerun scans only what is missing. ``gaps`` adds the clean gaps
-(``favour.clean_gaps`` on the scan's images: they depend on the model and the scan seed only) to the rows scanned
-before the scan recorded them.
+(``favour.clean_gaps`` of the model's outputs for the scan's images: they depend on the model and the scan seed
+only) to the rows scanned before the scan recorded them.
 
 Training data and poisoning. MNIST and GTSRB: the official splits. CIFAR-10 (test split only here): 90% for
 training, 10% held out, drawn from the recipe's seed as the library's ``training_split`` does. The many-label
@@ -72,6 +72,7 @@ from neuralcleanse import (
     trojan,
 )
 from neuralcleanse.favour import clean_gaps
+from neuralcleanse.metrics import outputs_of
 
 ROOT = Path(__file__).resolve().parent
 RECIPES = ROOT / "zoo_recipes.json"
@@ -570,7 +571,7 @@ def add_gaps(chosen: list[dict[str, Any]]) -> None:
         gaps = {}
         for seed in sorted({r["seed"] for r in todo}):
             probabilities = bool(next(r for r in todo if r["seed"] == seed).get("outputs_probabilities"))
-            found = clean_gaps(loaded.model, scan_images(recipe, seed).images, probabilities).tolist()
+            found = clean_gaps(outputs_of(loaded.model, scan_images(recipe, seed).images), probabilities).tolist()
             gaps[seed] = [None if math.isnan(g) else g for g in found]
         with locked(SCANS_FILE):
             rows = read_rows(SCANS_FILE)

@@ -9,6 +9,7 @@ import torch
 
 from neuralcleanse.decision import FAVOUR_RATIO, decide
 from neuralcleanse.favour import clean_gaps
+from neuralcleanse.metrics import outputs_of
 
 
 class Linear(torch.nn.Module):
@@ -24,11 +25,11 @@ class Linear(torch.nn.Module):
 def test_a_label_the_model_leans_towards_has_the_smallest_gap_and_a_softmax_gives_the_same_gaps():
     images = torch.rand(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     model = Linear(torch.tensor([0.0, 0.0, 3.0, 0.0]))
-    gaps = clean_gaps(model, images)
+    gaps = clean_gaps(outputs_of(model, images))
     assert gaps.shape == (4,) and gaps.dtype == torch.float64 and bool((gaps >= 0).all())
     assert int(gaps.argmin()) == 2 and gaps[2] < 0.7 * gaps[[0, 1, 3]].min()
     softmax = torch.nn.Sequential(model, torch.nn.Softmax(dim=1))
-    assert torch.allclose(clean_gaps(softmax, images, outputs_probabilities=True), gaps, atol=1e-4)
+    assert torch.allclose(clean_gaps(outputs_of(softmax, images), outputs_probabilities=True), gaps, atol=1e-4)
 
 
 def _gtsrb_like(target_gap: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +91,7 @@ def test_a_softmax_that_rounds_far_labels_to_zero_leaves_their_gaps_unknown_and_
     images = torch.rand(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     softmax = torch.nn.Sequential(Linear(torch.zeros(4)), torch.nn.Softmax(dim=1))
     softmax[0].weight.data *= 1000
-    gaps = clean_gaps(softmax, images, outputs_probabilities=True)
+    gaps = clean_gaps(outputs_of(softmax, images), outputs_probabilities=True)
     assert bool(gaps.isnan().all())
     norms, known = _gtsrb_like(target_gap=0.5)
     known[1] = math.nan

@@ -12,32 +12,25 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
-
-from .metrics import stamped_batches
 
 __all__ = ["clean_gaps"]
 
 
-@torch.no_grad()
-def clean_gaps(model: nn.Module, images: torch.Tensor, outputs_probabilities: bool = False) -> torch.Tensor:
+def clean_gaps(outputs: torch.Tensor, outputs_probabilities: bool = False) -> torch.Tensor:
     """Per label, the median over the images the model gives to another label of (top log-score minus the
     label's log-score): log-softmax of logits, or the log of probabilities, so either output gives the same gap.
 
     A softmax rounds the probability of a far-off label to 0, and its gap is then unknown, only large: a label
     whose probability is 0 on at least half of those images gets NaN (the decision leaves it out).
 
-    Returns:
-        (K,) float64 gaps >= 0 (or NaN) for the model's K outputs; a label the model gives every image to gets 0.
+    Args:
+        outputs: (N, K) the model's outputs for clean images (:func:`~neuralcleanse.metrics.outputs_of`).
 
-    Shape:
-        images: (N, C, H, W) clean images in [0, 1].
+    Returns:
+        (K,) float64 gaps >= 0 (or NaN); a label the model gives every image to gets 0.
     """
-    scores = []
-    for batch in stamped_batches(model, images):
-        out = model(batch).float().cpu()
-        scores.append(out.log() if outputs_probabilities else out.log_softmax(dim=1))
-    log_scores = torch.cat(scores).double()
+    outputs = outputs.double()
+    log_scores = outputs.log() if outputs_probabilities else outputs.log_softmax(dim=1)
     top, chosen = log_scores.max(dim=1)
     gaps = top[:, None] - log_scores  # +inf where a probability rounded to 0
     result = torch.zeros(log_scores.shape[1], dtype=torch.float64)

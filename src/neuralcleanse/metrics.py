@@ -10,7 +10,7 @@ from torch import nn
 from ._torch import eval_mode, model_device
 from .triggers import Trigger
 
-__all__ = ["accuracy", "attack_success_rate", "predict", "true_trigger_overlap"]
+__all__ = ["accuracy", "attack_success_rate", "outputs_of", "predict", "true_trigger_overlap"]
 
 _BATCH = 512  # ours: images per forward pass; a few hundred MB for the reference models
 
@@ -25,6 +25,13 @@ def stamped_batches(
         for start in range(0, images.shape[0], batch_size):
             batch = images[start : start + batch_size].to(device)
             yield batch if trigger is None else trigger.stamp(batch)
+
+
+@torch.no_grad()
+def outputs_of(model: nn.Module, images: torch.Tensor, batch_size: int = _BATCH) -> torch.Tensor:
+    """The model's outputs (N, K) for ``images`` (N, C, H, W), float32 on the CPU: one pass that the scan's
+    accuracy check, clean gaps and symmetric check all read."""
+    return torch.cat([model(batch).float().cpu() for batch in stamped_batches(model, images, batch_size)])
 
 
 @torch.no_grad()

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._torch import eval_mode, model_device
 from .decision import SEARCH_NOISE
+from .metrics import outputs_of
 from .preprocess import log_probabilities
 from .reverse import ReverseConfig, reverse_engineer
 
@@ -83,19 +83,24 @@ def symmetric_check(
     generator: torch.Generator,
     outputs_probabilities: bool = False,
     ratio: float = NATURAL_RATIO,
+    outputs: torch.Tensor | None = None,
 ) -> list[PairCheck]:
     """Check each suspect label against its most confused source label.
 
     Args:
         norms: the scan's universal trigger norm per label it searched, the suspects at least; a source label
             missing from it gets its universal trigger searched here.
+        outputs: the model's outputs for ``images`` (:func:`~neuralcleanse.metrics.outputs_of`), when the caller
+            has them already; computed here otherwise.
 
     Shape:
         images: (N, C, H, W) clean images in [0, 1]; labels: (N,) their true labels.
     """
     if not ratio >= 1:
         raise ValueError(f"ratio must be >= 1, got {ratio}")
-    probabilities = _probabilities(model, images, outputs_probabilities)
+    if outputs is None:
+        outputs = outputs_of(model, images)
+    probabilities = log_probabilities(outputs, outputs_probabilities).exp()
     universal = dict(norms)  # the caller's dict stays as given
     checks = []
     for t in suspects:
@@ -126,16 +131,6 @@ def is_natural(
     there, the two confused on clean images, and the source's universal trigger at most :data:`MUTUAL_RATIO`
     times the suspect's."""
     return back <= ratio * towards and confusion >= MIN_CONFUSION and source_norm <= MUTUAL_RATIO * label_norm
-
-
-def _probabilities(model: nn.Module, images: torch.Tensor, outputs_probabilities: bool) -> torch.Tensor:
-    """(N, K) the model's probabilities for the clean images, in eval mode without gradients."""
-    rows = []
-    with torch.no_grad(), eval_mode(model):
-        for batch in images.split(512):
-            out = model(batch.to(model_device(model))).float()
-            rows.append(log_probabilities(out, outputs_probabilities).exp().cpu())
-    return torch.cat(rows)
 
 
 def _most_confused(labels: torch.Tensor, probabilities: torch.Tensor, t: int) -> tuple[int, float] | None:

@@ -22,7 +22,7 @@ from ._torch import autocast, input_memory_format, model_device
 from .config import ANOMALY_THRESHOLD, MIN_IMAGES_PER_LABEL, ScanConfig
 from .decision import Decision, decide
 from .favour import clean_gaps
-from .metrics import accuracy, predict
+from .metrics import outputs_of, predict
 from .outliers import anomaly_index
 from .pairs import PairCheck, symmetric_check
 from .probe import ModelOutputs, probe_outputs
@@ -213,7 +213,10 @@ class NeuralCleanse:
         _check_images(images)
         outputs = self.outputs or probe_outputs(self.model, images[:32].to(model_device(self.model)))
         num_classes = outputs.num_outputs
-        clean_acc = None if labels is None else self._check_accuracy(images, labels, num_classes)
+        if labels is not None:
+            report(self.progress, "check", 0, 1)
+        clean_outputs = outputs_of(self.model, images)  # read by the accuracy check, the gaps and the pair checks
+        clean_acc = None if labels is None else self._check_accuracy(clean_outputs, labels, num_classes)
         warnings = [] if labels is None else self._check_counts(labels, num_classes)
         targets = list(range(num_classes)) if targets is None else [int(t) for t in targets]
         if len(targets) < 2 or min(targets) < 0 or max(targets) >= num_classes:
@@ -223,7 +226,7 @@ class NeuralCleanse:
         result = self._reverse(images, targets, generator, outputs.probabilities)
         success = trigger_success(self.model, images, result, self.progress)
         outliers = anomaly_index(result.norms, self.config.anomaly_threshold)
-        gaps = clean_gaps(self.model, images, outputs.probabilities)[result.labels]
+        gaps = clean_gaps(clean_outputs, outputs.probabilities)[result.labels]
         verdict = decide(result.norms, self.config.decision, self.config.decision_threshold, gaps)
         suspects = [targets[i] for i in verdict.flagged]
         pairs = []
@@ -232,7 +235,15 @@ class NeuralCleanse:
             search = self.config.reverse
             norms = dict(zip(result.labels.tolist(), result.norms.tolist(), strict=True))
             pairs = symmetric_check(
-                self.model, images, labels, suspects, norms, search, generator, outputs.probabilities
+                self.model,
+                images,
+                labels,
+                suspects,
+                norms,
+                search,
+                generator,
+                outputs.probabilities,
+                outputs=clean_outputs,
             )
             report(self.progress, "pairs", len(suspects), len(suspects))
         natural = {p.label for p in pairs if p.natural}
@@ -291,17 +302,17 @@ class NeuralCleanse:
         logger.info(message)
         return [message]
 
-    def _check_accuracy(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-        """The model's accuracy on the labelled clean images; refuse a scan the model and data disagree on."""
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+    def _check_accuracy(self, outputs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+        """The model's accuracy on the labelled clean images, from its ``outputs`` for them; refuse a scan the model
+        and data disagree on."""
+        if labels.shape != outputs.shape[:1]:
+            raise ValueError(f"labels must have shape ({outputs.shape[0]},), got {tuple(labels.shape)}")
         if int(labels.max()) >= num_classes or int(labels.min()) < 0:
             raise ValueError(
                 f"the labels go up to {int(labels.max())} but the model has {num_classes} outputs "
                 f"(labels 0..{num_classes - 1})"
             )
-        report(self.progress, "check", 0, 1)
-        clean_acc = accuracy(self.model, images, labels)
+        clean_acc = float((outputs.argmax(dim=1) == labels.cpu()).float().mean())
         report(self.progress, "check", 1, 1, accuracy=clean_acc)
         floor = self.config.min_clean_accuracy
         if floor is not None and clean_acc < floor:
