@@ -299,15 +299,10 @@ def third_round_table(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str
         groups[(r["dataset"], r["family"], r["half"])].append(r)
     body = []
     for key, rs in sorted(groups.items()):
-        old = [before[(r["model"], r["seed"])] for r in rs]
-        right = "flags nothing" if not rs[0]["infected"] else "exact targets"
-        count = (
-            (lambda group: sum(not g["flagged"] for g in group))
-            if right == "flags nothing"
-            else (lambda group: sum(g["correct"] for g in group))
-        )
-        body.append([*key, right, f"{count(rs)}/{len(rs)}", f"{count(old)}/{len(old)}"])
-    return markdown_table(["dataset", "family", "half", "right when", "default", "without favour"], body)
+        now, without = figures(rs), figures([before[(r["model"], r["seed"])] for r in rs])
+        body.append([*key, now["new TPR"], now["new FPR"], without["new TPR"], without["new FPR"]])
+    header = ["dataset", "family", "half", "TPR", "FPR", "without favour: TPR", "without favour: FPR"]
+    return markdown_table(header, body)
 
 
 def decided_required(scans: list[dict[str, Any]], cache: dict[str, Any]) -> list[dict[str, Any]]:
