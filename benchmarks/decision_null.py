@@ -35,7 +35,7 @@ from unittest.mock import patch
 import torch
 from common import markdown_table, write_results
 
-from neuralcleanse import decision
+from neuralcleanse import decision, favour
 
 LABELS = (10, 43, 100, 1000)
 SPREADS = (0.3, 0.5, 0.7, 1.0)
@@ -71,7 +71,7 @@ def gap_flags(models: list[torch.Tensor], sigma: float, seed: int) -> dict[str, 
     shares = {}
     for rule in GAP_RULES:
         rho = float(rule.split("=")[1].split(",")[0])
-        line = nullcontext() if "no line" not in rule else patch.object(decision, "_theil_sen", lambda x, y: 0.0)
+        line = nullcontext() if "no line" not in rule else patch.object(favour, "_theil_sen", lambda x, y: 0.0)
         hits = 0
         with line:
             for norms, e in zip(models, noise, strict=True):

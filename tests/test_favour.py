@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from neuralcleanse.decision import FAVOUR_RATIO, decide
-from neuralcleanse.favour import clean_gaps
+from neuralcleanse.favour import clean_gaps, gap_residual_p
 from neuralcleanse.metrics import outputs_of
 
 
@@ -30,6 +30,18 @@ def test_a_label_the_model_leans_towards_has_the_smallest_gap_and_a_softmax_give
     assert int(gaps.argmin()) == 2 and gaps[2] < 0.7 * gaps[[0, 1, 3]].min()
     softmax = torch.nn.Sequential(model, torch.nn.Softmax(dim=1))
     assert torch.allclose(clean_gaps(outputs_of(softmax, images), outputs_probabilities=True), gaps, atol=1e-4)
+
+
+def test_a_gap_is_judged_against_the_line_of_the_other_labels_not_against_their_gaps():
+    """The reference labels' log gaps follow their log norms exactly (slope 0.5): a small label whose gap is what
+    its norm predicts is ordinary although its gap is the smallest; one at half that gap is not."""
+    log_norms = torch.linspace(math.log(20), math.log(80), 40, dtype=torch.float64)
+    log_norms[:2] = math.log(5)
+    log_gaps = 0.5 * log_norms + 0.02 * torch.sin(torch.arange(40, dtype=torch.float64))
+    log_gaps[1] -= math.log(2)
+    p = gap_residual_p(log_norms, log_gaps, [0, 1], torch.arange(3, 40))
+    assert p[0] > 0.05 and p[1] < 1e-6
+    assert int(log_gaps[:2].argmax()) == 0 and float(log_gaps[0]) < float(log_gaps[3:].min())
 
 
 def _gtsrb_like(target_gap: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

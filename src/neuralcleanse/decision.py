@@ -42,6 +42,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from .favour import gap_residual_p
 from .outliers import CONSISTENCY, anomaly_index
 
 __all__ = [
@@ -99,14 +100,9 @@ FAVOUR_RATIO = 0.35
 #: labels are ordinary by norm, about halving what it adds to the false positives of simulated clean models:
 #: docs/detection.md) ...
 FAVOUR_GATE = 0.7
-#: ... and each is flagged when its gap residual's one-sided p is under 0.05 (-log10 p > 1.3; the usual level, as
-#: :data:`RATIO_FLOOR`) divided by the labels tested.
+#: ... and each is flagged when its gap residual's one-sided p (:func:`~neuralcleanse.favour.gap_residual_p`) is
+#: under 0.05 (-log10 p > 1.3; the usual level, as :data:`RATIO_FLOOR`) divided by the labels tested.
 FAVOUR_FLOOR = 1.3
-#: The repeatability of one label's log clean gap between two samples of clean images, added in quadrature to
-#: the spread of the residuals (ours: 0.008 between the two scan seeds' images on the tune half of the benchmark
-#: zoo, rounded up).
-GAP_NOISE = 0.01
-_FIT_LABELS = 500  # the line is fitted to at most this many labels (evenly spaced by norm): its cost is quadratic
 
 
 @dataclass(frozen=True)
@@ -222,15 +218,14 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch
 
 
 def _favour(log_norms: torch.Tensor, log_gaps: torch.Tensor, flagged: set[int]) -> dict[int, float]:
-    """Per label tested, its favour score: ``-log10`` of (the one-sided p of its clean gap's residual times the
-    labels tested), over :data:`FAVOUR_FLOOR` (above 1: p < 0.05 / tested).
+    """Per label tested, its favour score: ``-log10`` of (the one-sided p of its clean gap's residual,
+    :func:`~neuralcleanse.favour.gap_residual_p`, times the labels tested), over :data:`FAVOUR_FLOOR` (above 1:
+    p < 0.05 / tested).
 
     The labels tested are the smallest ones under :data:`FAVOUR_RATIO` of the median norm, up to the largest
     block of them whose norms are not ordinary (:data:`FAVOUR_GATE`), but for those the norm criteria have
-    ``flagged`` already. Natural labels that are easy to reach are often close on clean images too, so a label's
-    gap is judged against a robust line of log gap on log norm (Theil-Sen) fitted to the labels above the
-    :data:`MAX_BLOCK` smallest, its residual against theirs (median, consistent MAD and :data:`GAP_NOISE` in
-    quadrature). Unknown gaps (NaN) are left out of both; with fewer than three known, nothing is tested."""
+    ``flagged`` already; each is judged against the labels above the :data:`MAX_BLOCK` smallest. Unknown gaps
+    (NaN) are left out of both; with fewer than three known above, nothing is tested."""
     k = log_norms.numel()
     ascending, order = log_norms.sort()
     cutoff = float(ascending.quantile(0.5)) + math.log(FAVOUR_RATIO)
@@ -241,28 +236,17 @@ def _favour(log_norms: torch.Tensor, log_gaps: torch.Tensor, flagged: set[int]) 
     ]
     known = ~log_gaps.isnan()
     tested = [label for label in order[: max(blocks, default=0)].tolist() if label not in flagged and known[label]]
-    rest = order[min(MAX_BLOCK, k - 2) :]
-    rest = rest[known[rest]]
-    if not tested or rest.numel() < 3:
+    reference = order[min(MAX_BLOCK, k - 2) :]
+    reference = reference[known[reference]]
+    if not tested or reference.numel() < 3:
         return {}
-    rest = rest[torch.linspace(0, rest.numel() - 1, min(rest.numel(), _FIT_LABELS)).round().long()]
-    slope = _theil_sen(log_norms[rest], log_gaps[rest])
-    residuals = log_gaps - slope * log_norms
-    centre = float(residuals[rest].median())
-    scale = math.hypot(CONSISTENCY * float((residuals[rest] - centre).abs().median()), GAP_NOISE)
-    scores = {}
-    for label in tested:
-        p = 0.5 * math.erfc(-(float(residuals[label]) - centre) / scale / math.sqrt(2)) * len(tested)
-        scores[label] = min(_MAX_SURPRISE, max(0.0, -math.log10(max(p, 10**-_MAX_SURPRISE)))) / FAVOUR_FLOOR
-    return scores
+    p_values = gap_residual_p(log_norms, log_gaps, tested, reference)
+    return {label: _surprise(p * len(tested)) / FAVOUR_FLOOR for label, p in p_values.items()}
 
 
-def _theil_sen(x: torch.Tensor, y: torch.Tensor) -> float:
-    """The median slope over all pairs of points with distinct ``x`` (0 when there are none)."""
-    i, j = torch.triu_indices(x.numel(), x.numel(), 1)
-    dx, dy = x[j] - x[i], y[j] - y[i]
-    distinct = dx.abs() > 1e-12
-    return float((dy[distinct] / dx[distinct]).median()) if distinct.any() else 0.0
+def _surprise(p: float) -> float:
+    """``-log10 p``, from 0 (p >= 1) to :data:`_MAX_SURPRISE`."""
+    return min(_MAX_SURPRISE, max(0.0, -math.log10(max(p, 10**-_MAX_SURPRISE))))
 
 
 def _unusual_block(log_norms: torch.Tensor) -> list[int]:
