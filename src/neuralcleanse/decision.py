@@ -297,5 +297,4 @@ def _min_surprise(x: float, values: torch.Tensor) -> float:
     as low as ``x``, under a normal null with the values' median and a spread of their consistent MAD and the
     search's noise (:data:`SEARCH_NOISE`) in quadrature."""
     tail = _null_cdf(x, values)
-    p = -math.expm1(values.numel() * math.log1p(-min(tail, 1 - 1e-16)))
-    return min(_MAX_SURPRISE, -math.log10(max(p, 10**-_MAX_SURPRISE)))
+    return _surprise(-math.expm1(values.numel() * math.log1p(-min(tail, 1 - 1e-16))))
