@@ -281,16 +281,15 @@ def favour_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     return markdown_table(header, body)
 
 
-def third_round() -> set[str]:
-    """The names of the third round's recipes (zoo_make_recipes.THIRD), the last ones made."""
-    count = sum(len(archs) for _, _, archs in zoo_make_recipes.THIRD)
-    return {r["name"] for r in zoo_make_recipes.make()[-count:]}
+def round_names(index: int) -> set[str]:
+    """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH)."""
+    return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
-def third_round_table(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
-    """The third round's scans per dataset, family and half, decided by the default, and by it without the favour
-    criterion (``without favour``), both halves: it was trained after every setting was fixed."""
-    names = third_round()
+def round_table(scans: list[dict[str, Any]], cache: dict[str, Any], index: int) -> str:
+    """A later round's scans per dataset, family and half, decided by the default, and by it without the favour
+    criterion (``without favour``), both halves."""
+    names = round_names(index)
     rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION]) if r["model"] in names]
     with patch(f"{__name__}.GAPS", False):
         before = {(r["model"], r["seed"]): r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION])}
@@ -415,7 +414,7 @@ def main() -> None:
         "Models trained and scanned after every setting of the default was fixed, the favour criterion included "
         "(zoo_make_recipes.THIRD), both halves, two scan seeds per model; they are in every table above and below "
         "as well.\n\n",
-        third_round_table(scans, cache),
+        round_table(scans, cache, 1),
         "## Test half, per dataset and family\n",
         table([r for r in rows if r["half"] == "test"], ("dataset", "family")),
         "## Tune half, per dataset and family\n",
