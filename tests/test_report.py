@@ -192,7 +192,7 @@ def test_the_page_gives_each_symmetric_check_with_the_universal_triggers_it_comp
     report = make_report()
     checks = [
         PairCheck(FLAGGED, 1, 0.028, 6.8, 34.7, 7.7, 103.9, False),
-        PairCheck(2, 4, 0.2, 5.0, 5.1, 6.0, 7.0, True),
+        PairCheck(2, 4, 0.2, 5.0, 5.1, 6.0, 7.0, True, source_suspect=True),
     ]
     write_scan_report(replace(report, pairs=checks), tmp_path)
     page = re.sub(r"\s+", " ", (tmp_path / HTML_FILE).read_text())
@@ -200,6 +200,7 @@ def test_the_page_gives_each_symmetric_check_with_the_universal_triggers_it_comp
         f"Label {FLAGGED} against its closest label 1: trigger there 6.8, back 34.7, confusion 0.028, universal "
         "triggers 7.7 and 103.9 (not natural neighbours: flagged)."
     ) in page
+    assert "confusion 0.028, universal" in page and "confusion 0.200 (both flagged), universal" in page
     assert "universal triggers 6.0 and 7.0 (natural neighbours: not flagged). See docs/detection.md." in page
     assert json.loads((tmp_path / REPORT_FILE).read_text())["pairs"][0]["source_norm"] == 103.9
 
