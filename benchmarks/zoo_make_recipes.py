@@ -137,6 +137,17 @@ FOURTH: list[tuple[str, str, list[str]]] = [
     ("gtsrb", "clean", ["bn-cnn", "bn-cnn"]),
 ]
 FOURTH_EPOCHS = {**EXTRA_EPOCHS, ("cifar10", "clean", "gtsrb"): 20}
+#: A fifth round, planned before any of it was trained, to test the symmetric check's condition on flagged sources
+#: (pairs.SUSPECT_CONFUSION, chosen on the fourth round's tune half) on models it was not chosen on: the families it
+#: acts on, MNIST and CIFAR-10 models with several targets, and clean controls of the same networks. Epochs as the
+#: first round's; every MNIST network has a model in each half.
+FIFTH: list[tuple[str, str, list[str]]] = [
+    ("mnist", "two-targets", ["mnist", "mnist", "bn-cnn", "bn-cnn", "mlp", "mlp", "resnet", "resnet"]),
+    ("mnist", "three-targets", ["mnist", "mnist", "bn-cnn", "bn-cnn", "mlp", "mlp", "resnet", "resnet"]),
+    ("mnist", "clean", ["mnist", "bn-cnn", "mlp", "resnet"]),
+    ("cifar10", "two-targets", ["bn-cnn"] * 4),
+    ("cifar10", "clean", ["bn-cnn", "bn-cnn"]),
+]
 
 
 def between(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
@@ -269,7 +280,8 @@ def make() -> list[dict[str, Any]]:
     victims(third, pool_from=first_round)
     fourth = later_round(FOURTH, PLAN + EXTRA + THIRD, FOURTH_EPOCHS, third[-1]["seed"] + 1)
     victims(fourth)
-    return recipes + third + fourth
+    fifth = later_round(FIFTH, PLAN + EXTRA + THIRD + FOURTH, {}, fourth[-1]["seed"] + 1)
+    return recipes + third + fourth + fifth
 
 
 def later_round(
@@ -290,12 +302,13 @@ def later_round(
 
 
 def rounds() -> list[list[dict[str, Any]]]:
-    """``make()``'s recipes split by round: the first (with the second, trained beside it), the third, the fourth."""
+    """``make()``'s recipes split by round: the first (with the second, trained beside it), then the third, the
+    fourth and the fifth."""
     made = make()
-    sizes = [sum(len(a) for _, _, a in plan) for plan in (THIRD, FOURTH)]
-    fourth_start = len(made) - sizes[1]
-    third_start = fourth_start - sizes[0]
-    return [made[:third_start], made[third_start:fourth_start], made[fourth_start:]]
+    later = [sum(len(a) for _, _, a in plan) for plan in (THIRD, FOURTH, FIFTH)]
+    starts = [len(made) - sum(later[i:]) for i in range(len(later))]
+    bounds = [0, *starts, len(made)]
+    return [made[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def main() -> None:
