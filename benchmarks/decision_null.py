@@ -30,6 +30,7 @@ import argparse
 import math
 from collections.abc import Iterator
 from contextlib import nullcontext
+from typing import Any
 from unittest.mock import patch
 
 import torch
@@ -43,7 +44,13 @@ RULES = ("paper", "k-aware", "k-aware-ratio", "floor p < 0.1", "size alone")
 FLOORS = {"floor p < 0.1": 1.0, "size alone": 0.0}  # -log10 p of the size criterion's floor
 CORRELATIONS = (0.0, 0.5, 0.8)  # of the simulated log gaps with the log norms
 GAP_SPREAD = 0.3  # log spread of the simulated gaps (the zoo's: 0.05 to 0.3); the criterion is scale-free
-GAP_RULES = (*(f"gaps rho={rho:g}" for rho in CORRELATIONS), "gaps rho=0.5, no line")
+#: the favour criterion's ratio tried beside the default (decision.FAVOUR_RATIO)
+OTHER_FAVOUR_RATIO = 0.4
+GAP_RULES = (
+    *(f"gaps rho={rho:g}" for rho in CORRELATIONS),
+    "gaps rho=0.5, no line",
+    f"gaps rho=0.5, FAVOUR_RATIO={OTHER_FAVOUR_RATIO:g}",
+)
 
 
 def clean_draws(draws: int) -> Iterator[tuple[int, float, list[torch.Tensor]]]:
@@ -71,9 +78,14 @@ def gap_flags(models: list[torch.Tensor], sigma: float, seed: int) -> dict[str, 
     shares = {}
     for rule in GAP_RULES:
         rho = float(rule.split("=")[1].split(",")[0])
-        line = nullcontext() if "no line" not in rule else patch.object(favour, "_theil_sen", lambda x, y: 0.0)
+        if "no line" in rule:
+            setting: Any = patch.object(favour, "_theil_sen", lambda x, y: 0.0)
+        elif "FAVOUR_RATIO" in rule:
+            setting = patch.object(decision, "FAVOUR_RATIO", OTHER_FAVOUR_RATIO)
+        else:
+            setting = nullcontext()
         hits = 0
-        with line:
+        with setting:
             for norms, e in zip(models, noise, strict=True):
                 z = (norms.log() - math.log(50)) / sigma
                 gaps = (GAP_SPREAD * (rho * z + math.sqrt(1 - rho**2) * e)).exp()
@@ -102,7 +114,8 @@ def main() -> None:
         "(no symmetric check).\n\n" + markdown_table(["K", "sigma", *RULES], body) + "\n## With clean gaps\n\n"
         "The default given simulated clean gaps that follow the norms with correlation rho (its favour "
         "criterion), beside the default without gaps; *no line*: the gaps judged against each other, not "
-        "against what the norms predict.\n\n"
+        f"against what the norms predict; *FAVOUR_RATIO={OTHER_FAVOUR_RATIO:g}*: the criterion testing labels up to "
+        "that share of the median instead of the default's.\n\n"
         + markdown_table(["K", "sigma", "k-aware-ratio, no gaps", *GAP_RULES], gap_body)
     )
     write_results("decision_null", rows, table)
