@@ -254,34 +254,18 @@ def victims(recipes: list[dict[str, Any]], pool_from: list[dict[str, Any]] | Non
         r["victim"] = pool[(r["seed"] // 2) % len(pool)]
 
 
-def make() -> list[dict[str, Any]]:
-    def rows() -> Iterator[dict[str, Any]]:
-        seed = 0
-        for dataset, family, archs in PLAN:
-            for index, arch in enumerate(archs):
-                yield recipe(dataset, family, arch, seed, index)
-                seed += 1
-        counts: dict[tuple[int, str], int] = {}
-        for digits, family in NUMBERS:
-            index = counts[digits, family] = counts.get((digits, family), -1) + 1
-            yield recipe("mnist", family, "bn-cnn", seed, index, digits)
+def first_rows() -> Iterator[dict[str, Any]]:
+    """The first round's recipes before EXTRA: PLAN, then the many-label task, seeds from 0."""
+    seed = 0
+    for dataset, family, archs in PLAN:
+        for index, arch in enumerate(archs):
+            yield recipe(dataset, family, arch, seed, index)
             seed += 1
-
-    recipes = list(rows())
-    victims(recipes)
-    seed = recipes[-1]["seed"] + 1
-    for dataset, family, archs in EXTRA:  # no Trojan among them: the victims above stay as they were
-        first = sum(len(a) for d, f, a in PLAN if (d, f) == (dataset, family))
-        for index, arch in enumerate(archs, first):
-            recipes.append(recipe(dataset, family, arch, seed, index, epochs=EXTRA_EPOCHS.get((dataset, family, arch))))
-            seed += 1
-    first_round = list(recipes)
-    third = later_round(THIRD, PLAN + EXTRA, EXTRA_EPOCHS, seed)
-    victims(third, pool_from=first_round)
-    fourth = later_round(FOURTH, PLAN + EXTRA + THIRD, FOURTH_EPOCHS, third[-1]["seed"] + 1)
-    victims(fourth)
-    fifth = later_round(FIFTH, PLAN + EXTRA + THIRD + FOURTH, {}, fourth[-1]["seed"] + 1)
-    return recipes + third + fourth + fifth
+    counts: dict[tuple[int, str], int] = {}
+    for digits, family in NUMBERS:
+        index = counts[digits, family] = counts.get((digits, family), -1) + 1
+        yield recipe("mnist", family, "bn-cnn", seed, index, digits)
+        seed += 1
 
 
 def later_round(
@@ -290,8 +274,8 @@ def later_round(
     epochs: dict[tuple[str, str, str], int],
     seed: int,
 ) -> list[dict[str, Any]]:
-    """The recipes of a round after the first, seeds from ``seed`` on; names continue each family's numbering
-    after the rounds ``before`` it."""
+    """The recipes of ``plan``, seeds from ``seed`` on; names continue each family's numbering after the rounds
+    ``before`` it."""
     out = []
     for dataset, family, archs in plan:
         first = sum(len(a) for d, f, a in before if (d, f) == (dataset, family))
@@ -302,13 +286,23 @@ def later_round(
 
 
 def rounds() -> list[list[dict[str, Any]]]:
-    """``make()``'s recipes split by round: the first (with the second, trained beside it), then the third, the
-    fourth and the fifth."""
-    made = make()
-    later = [sum(len(a) for _, _, a in plan) for plan in (THIRD, FOURTH, FIFTH)]
-    starts = [len(made) - sum(later[i:]) for i in range(len(later))]
-    bounds = [0, *starts, len(made)]
-    return [made[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    """The recipes by round: the first (with the second, EXTRA, trained beside it), the third, the fourth and the
+    fifth."""
+    first = list(first_rows())
+    victims(first)
+    # no Trojan in EXTRA: the victims above stay as they were
+    first += later_round(EXTRA, PLAN, EXTRA_EPOCHS, first[-1]["seed"] + 1)
+    third = later_round(THIRD, PLAN + EXTRA, EXTRA_EPOCHS, first[-1]["seed"] + 1)
+    victims(third, pool_from=first)
+    fourth = later_round(FOURTH, PLAN + EXTRA + THIRD, FOURTH_EPOCHS, third[-1]["seed"] + 1)
+    victims(fourth)
+    fifth = later_round(FIFTH, PLAN + EXTRA + THIRD + FOURTH, {}, fourth[-1]["seed"] + 1)
+    return [first, third, fourth, fifth]
+
+
+def make() -> list[dict[str, Any]]:
+    """Every recipe, in training-seed order."""
+    return [r for one in rounds() for r in one]
 
 
 def main() -> None:
