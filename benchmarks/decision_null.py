@@ -44,8 +44,8 @@ RULES = ("paper", "k-aware", "k-aware-ratio", "floor p < 0.1", "size alone")
 FLOORS = {"floor p < 0.1": 1.0, "size alone": 0.0}  # -log10 p of the size criterion's floor
 CORRELATIONS = (0.0, 0.5, 0.8)  # of the simulated log gaps with the log norms
 GAP_SPREAD = 0.3  # log spread of the simulated gaps (the zoo's: 0.05 to 0.3); the criterion is scale-free
-#: the favour criterion's ratio tried beside the default (decision.FAVOUR_RATIO)
-OTHER_FAVOUR_RATIO = 0.4
+#: the favour criterion's ratio tried beside the default (decision.FAVOUR_RATIO): the one it replaced
+OTHER_FAVOUR_RATIO = 0.35
 GAP_RULES = (
     *(f"gaps rho={rho:g}" for rho in CORRELATIONS),
     "gaps rho=0.5, no line",
