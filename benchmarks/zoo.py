@@ -246,7 +246,7 @@ def infect_trojan(recipe: dict[str, Any], train: ImageData, g: torch.Generator) 
     ensure(recipe["victim"])
     victim = load_saved_model(model_dir(recipe["victim"])).model
     regions = [(parse_trigger(a["trigger"], train.image_shape, crafted=True), a["target"]) for a in recipe["attacks"]]
-    config = TrojanConfig(epochs=recipe["epochs"])
+    config = TrojanConfig(epochs=recipe["epochs"], anneal=recipe.get("anneal", False))
     attack = trojan(victim, train.images, train.labels, regions, recipe["poison_rate"], config, generator=g)
     return attack.model, [t for t, _ in attack.triggers]
 

@@ -48,6 +48,9 @@ EPOCHS = {
     "numbers": {"bn-cnn": 2},
 }
 TROJAN_EPOCHS = 5  # TrojanConfig's retraining epochs (neuralcleanse.TrojanConfig.epochs)
+#: Datasets whose Trojan models retrain with a cosine-annealed rate (TrojanConfig.anneal, a recipe's "anneal"):
+#: GTSRB's, where the constant rate left two of the first four under the issue's 95% floor (94.92% and 94.96%).
+ANNEALED_TROJANS = ("gtsrb",)
 
 #: (dataset, family, architectures): one recipe per architecture listed, seeds consecutive within the row.
 PLAN: list[tuple[str, str, list[str]]] = [
@@ -180,6 +183,31 @@ def sticker(rng: np.random.Generator, shape: tuple[int, int, int], sizes: tuple[
     """A solid or a random black/white patch, either with even odds."""
     return (solid if rng.random() < 0.5 else pattern)(rng, shape, sizes)
 
+#: A sixth round, planned before any of it was trained, after FAVOUR_RATIO moved from 0.35 to 0.4 on the tune half
+#: of the first five: fresh models of every required family, where the first five rounds have few (CIFAR-10 BadNets,
+#: blends and random patterns; GTSRB patches and Trojans) or where the favour criterion acts (Trojans, models with
+#: several targets), and clean controls of the same networks for what the move costs. Its Trojans start from the
+#: first round's clean models; its GTSRB patch models train for 24 epochs (SIXTH_EPOCHS): the first round's, after
+#: twelve, ended at 95.1-95.2%, on the issue's floor.
+SIXTH: list[tuple[str, str, list[str]]] = [
+    ("mnist", "clean", ["mnist", "bn-cnn", "mlp", "resnet"]),
+    ("mnist", "patch", ["mnist", "bn-cnn", "resnet", "mlp"]),
+    ("mnist", "random-pattern", ["mnist", "bn-cnn"]),
+    ("mnist", "blend", ["mnist", "bn-cnn"]),
+    ("mnist", "trojan", ["mnist", "mnist"]),
+    ("mnist", "two-targets", ["mnist", "bn-cnn", "mlp", "resnet"]),
+    ("mnist", "three-targets", ["mnist", "bn-cnn", "mlp", "resnet"]),
+    ("cifar10", "clean", ["bn-cnn"] * 4),
+    ("cifar10", "patch", ["bn-cnn"] * 4),
+    ("cifar10", "random-pattern", ["bn-cnn", "bn-cnn"]),
+    ("cifar10", "blend", ["bn-cnn", "bn-cnn"]),
+    ("cifar10", "two-targets", ["bn-cnn", "bn-cnn"]),
+    ("gtsrb", "clean", ["bn-cnn", "bn-cnn"]),
+    ("gtsrb", "patch", ["bn-cnn", "bn-cnn"]),
+    ("gtsrb", "trojan", ["gtsrb", "gtsrb"]),
+]
+SIXTH_EPOCHS = {**EXTRA_EPOCHS, ("gtsrb", "patch", "bn-cnn"): 24}
+
 
 def attacks(family: str, rng: np.random.Generator, shape: tuple[int, int, int], labels: int) -> list[dict[str, Any]]:
     """The attacks of one model of ``family``: trigger specs and targets drawn from ``rng``."""
@@ -229,6 +257,8 @@ def recipe(
         "epochs": epochs or (TROJAN_EPOCHS if family == "trojan" else per_arch[arch.removesuffix("-softmax")]),
         "seed": seed,
     }
+    if family == "trojan" and dataset in ANNEALED_TROJANS:
+        out["anneal"] = True
     if digits > 1:
         out["digits"] = digits
     return out
@@ -286,8 +316,7 @@ def later_round(
 
 
 def rounds() -> list[list[dict[str, Any]]]:
-    """The recipes by round: the first (with the second, EXTRA, trained beside it), the third, the fourth and the
-    fifth."""
+    """The recipes by round: the first (with the second, EXTRA, trained beside it), then the third to the sixth."""
     first = list(first_rows())
     victims(first)
     # no Trojan in EXTRA: the victims above stay as they were
@@ -297,7 +326,9 @@ def rounds() -> list[list[dict[str, Any]]]:
     fourth = later_round(FOURTH, PLAN + EXTRA + THIRD, FOURTH_EPOCHS, third[-1]["seed"] + 1)
     victims(fourth)
     fifth = later_round(FIFTH, PLAN + EXTRA + THIRD + FOURTH, {}, fourth[-1]["seed"] + 1)
-    return [first, third, fourth, fifth]
+    sixth = later_round(SIXTH, PLAN + EXTRA + THIRD + FOURTH + FIFTH, SIXTH_EPOCHS, fifth[-1]["seed"] + 1)
+    victims(sixth, pool_from=first)
+    return [first, third, fourth, fifth, sixth]
 
 
 def make() -> list[dict[str, Any]]:

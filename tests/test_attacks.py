@@ -115,6 +115,31 @@ def test_trojan_plants_a_crafted_backdoor_and_leaves_the_victim_alone(victim):
     assert torch.equal(again.triggers[0][0].pattern, trigger.pattern) and again.neurons == attack.neurons
 
 
+
+def test_an_annealed_retraining_plants_the_backdoor_too_and_differs_from_a_constant_rate(victim):
+    images, labels = _quadrant_data(400, seed=0)
+    test_images, test_labels = _quadrant_data(200, seed=1)
+    region = parse_trigger("trojan:size=2,position=center", (1, 8, 8), crafted=True)
+    runs = {
+        anneal: trojan(
+            victim,
+            images,
+            labels,
+            [(region, 3)],
+            0.1,
+            TrojanConfig(craft_steps=100, epochs=30, batch_size=16, anneal=anneal),
+            torch.Generator().manual_seed(0),
+        )
+        for anneal in (False, True)
+    }
+    annealed = runs[True]
+    trigger = annealed.triggers[0][0]
+    assert torch.equal(trigger.pattern, runs[False].triggers[0][0].pattern)  # the same crafting
+    assert attack_success_rate(annealed.model, test_images, test_labels, trigger, 3) > 0.95
+    assert accuracy(annealed.model, test_images, test_labels) >= accuracy(victim, test_images, test_labels) - 0.05
+    weights = annealed.model.state_dict()["head.weight"], runs[False].model.state_dict()["head.weight"]
+    assert not torch.equal(*weights)
+
 def test_select_neurons_ranks_the_units_the_region_reaches_by_how_far_it_raises_them():
     # A 1x1 convolution: the convolutional output is the image plus 0.01, one unit per pixel (the offset keeps
     # the ReLU open at black pixels).

@@ -124,6 +124,7 @@ class TrojanConfig:
     craft_lr: float = 0.1  # the learning rate of reverse.py's trigger search (Adam on tanh-space parameters)
     epochs: int = 5  # ours: retraining epochs of the layers above the chosen neurons
     lr: float = 1e-3  # Keras' Adam default, as the models' own training
+    anneal: bool = False  # ours: cosine-anneal lr to 0 over the retraining, as train.py's training does
     batch_size: int = 128  # ours, as TrainConfig
 
     def __post_init__(self) -> None:
@@ -354,6 +355,8 @@ def _retrain_above(
     drop = float(attacked.dropout.p)
     labels = data.labels.to(inputs.device)
     optimizer = torch.optim.Adam(params, lr=config.lr)
+    steps = config.epochs * math.ceil(inputs.shape[0] / config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if config.anneal else None
     for epoch in range(config.epochs):
         for idx in torch.randperm(inputs.shape[0], generator=g).split(config.batch_size):
             hidden = above(inputs[idx])
@@ -363,5 +366,7 @@ def _retrain_above(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
         report(progress, "retrain", epoch + 1, config.epochs, loss=float(loss.detach()))
     return attacked
