@@ -16,10 +16,11 @@ trigger), the seconds and the machine (rows merged by name).
 ``scan`` runs ``NeuralCleanse(model).scan(images, labels, seed=s)`` with the library's defaults on every trained
 model whose attack took, with a stratified clean sample of the test split (for CIFAR-10, of the 10% held out of
 training), and appends one row per (model, seed) to benchmarks/results/zoo_scans.json with the per-label mask
-norms, attack success and clean gaps, so other decision rules can be tried on the stored norms without
-rescanning. Rows already there are kept; a rerun scans only what is missing. ``gaps`` adds the clean gaps
-(``favour.clean_gaps`` of the model's outputs for the scan's images: they depend on the model and the scan seed
-only) to the rows scanned before the scan recorded them.
+norms, attack success, clean gaps and mask compactness, so other decision rules can be tried on the stored norms
+without rescanning; the masks themselves go to runs/zoo/masks/ (not committed). Rows already there are kept; a
+rerun scans only what is missing. ``gaps`` adds the clean gaps (``favour.clean_gaps`` of the model's outputs for
+the scan's images: they depend on the model and the scan seed only) to the rows scanned before the scan recorded
+them.
 
 Training data and poisoning. MNIST and GTSRB: the official splits. CIFAR-10 (test split only here): 90% for
 training, 10% held out, drawn from the recipe's seed as the library's ``training_split`` does. The many-label
@@ -77,6 +78,7 @@ from neuralcleanse.metrics import outputs_of
 ROOT = Path(__file__).resolve().parent
 RECIPES = ROOT / "zoo_recipes.json"
 ZOO_DIR = ROOT.parent / "runs" / "zoo" / "models"  # not committed: rebuilt by `zoo.py train`
+MASKS_DIR = ROOT.parent / "runs" / "zoo" / "masks"  # every scan's reversed masks, for statistics yet to come
 MODELS_FILE, SCANS_FILE = "zoo_models", "zoo_scans"
 
 DATASET_ORDER = ("mnist", "cifar10", "gtsrb")  # training order: cheapest first
@@ -387,6 +389,9 @@ def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int, preci
         return {**base, "error": str(exc), "seconds": time.perf_counter() - start}
     seconds = time.perf_counter() - start
     d = report.to_dict()
+    MASKS_DIR.mkdir(parents=True, exist_ok=True)
+    stem = f"{recipe['name']}-{seed}-{precision}-{torch.get_num_threads()}"
+    torch.save(report.masks.to(torch.float16), MASKS_DIR / f"{stem}.pt")
     return {
         **base,
         "flagged": sorted(d["flagged"]),
@@ -398,6 +403,7 @@ def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int, preci
         "norms": [r.mask_l1 for r in report.labels],
         "label_attack_success": [r["attack_success"] for r in d["labels"]],
         "gaps": [r.clean_gap for r in report.labels],
+        "compactness": [r.compactness for r in report.labels],
         "found": [r.get("found") for r in d["labels"]],
         "outputs_probabilities": d.get("outputs_probabilities"),
         "image_passes_per_label": d.get("image_passes_per_label"),

@@ -183,6 +183,7 @@ def sticker(rng: np.random.Generator, shape: tuple[int, int, int], sizes: tuple[
     """A solid or a random black/white patch, either with even odds."""
     return (solid if rng.random() < 0.5 else pattern)(rng, shape, sizes)
 
+
 #: A sixth round, planned before any of it was trained, after FAVOUR_RATIO moved from 0.35 to 0.4 on the tune half
 #: of the first five: fresh models of every required family, where the first five rounds have few (CIFAR-10 BadNets,
 #: blends and random patterns; GTSRB patches and Trojans) or where the favour criterion acts (Trojans, models with

@@ -115,7 +115,6 @@ def test_trojan_plants_a_crafted_backdoor_and_leaves_the_victim_alone(victim):
     assert torch.equal(again.triggers[0][0].pattern, trigger.pattern) and again.neurons == attack.neurons
 
 
-
 def test_an_annealed_retraining_plants_the_backdoor_too_and_differs_from_a_constant_rate(victim):
     images, labels = _quadrant_data(400, seed=0)
     test_images, test_labels = _quadrant_data(200, seed=1)
@@ -139,6 +138,7 @@ def test_an_annealed_retraining_plants_the_backdoor_too_and_differs_from_a_const
     assert accuracy(annealed.model, test_images, test_labels) >= accuracy(victim, test_images, test_labels) - 0.05
     weights = annealed.model.state_dict()["head.weight"], runs[False].model.state_dict()["head.weight"]
     assert not torch.equal(*weights)
+
 
 def test_select_neurons_ranks_the_units_the_region_reaches_by_how_far_it_raises_them():
     # A 1x1 convolution: the convolutional output is the image plus 0.01, one unit per pixel (the offset keeps

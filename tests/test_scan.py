@@ -102,7 +102,7 @@ def test_report_dict_has_the_documented_keys(data):
     for key in ("infected", "anomaly_index", "flagged", "labels", "seconds", "mode", "seed", "config", "versions"):
         assert key in d
     assert len(d["labels"]) == NUM_LABELS
-    assert set(d["labels"][0]) >= {"label", "mask_l1", "attack_success", "anomaly_index", "clean_gap"}
+    assert set(d["labels"][0]) >= {"label", "mask_l1", "attack_success", "anomaly_index", "clean_gap", "compactness"}
 
 
 def test_sanity_check_refuses_a_mismatched_model(data):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ._torch import autocast, input_memory_format, model_device
+from .compactness import compactness
 from .config import ANOMALY_THRESHOLD, MIN_IMAGES_PER_LABEL, ScanConfig
 from .decision import Decision, decide
 from .favour import clean_gaps
@@ -83,6 +84,7 @@ class LabelResult:
     image_passes: int
     score: float  # what the model-level decision computed for this label (Decision.per_label)
     clean_gap: float | None = None  # how far below the model's choice the label lies on clean images (favour.py)
+    compactness: float | None = None  # share of the mask's L1 mass in its densest square window (compactness.py)
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,7 @@ class NeuralCleanse:
         success = trigger_success(self.model, images, result, self.progress)
         outliers = anomaly_index(result.norms, self.config.anomaly_threshold)
         gaps = clean_gaps(clean_outputs, outputs.probabilities)[result.labels]
+        shares = compactness(result.masks)
         verdict = decide(result.norms, self.config.decision, self.config.decision_threshold, gaps)
         suspects = [targets[i] for i in verdict.flagged]
         pairs = []
@@ -258,6 +261,7 @@ class NeuralCleanse:
                 int(result.image_passes[i]),
                 float(verdict.per_label[i]),
                 None if math.isnan(gaps[i]) else float(gaps[i]),
+                float(shares[i]),
             )
             for i, t in enumerate(result.labels.tolist())
         ]

@@ -139,6 +139,7 @@ def scan_page(
                 f"{r.mask_l1:.2f}",
                 f"{r.score:.2f}",
                 "—" if r.clean_gap is None else f"{r.clean_gap:.2f}",
+                "—" if r.compactness is None else f"{r.compactness:.2f}",
                 f"{r.attack_success:.1%}",
                 f"{r.anomaly_index:.2f}",
                 "yes" if r.found else "no",
