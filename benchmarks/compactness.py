@@ -1,0 +1,146 @@
+"""How compact the reversed masks of targets and of natural labels are, on the zoo scans that recorded it.
+
+Reads benchmarks/results/zoo_scans.json (rows with ``"compactness"``, the share of each label's mask in its
+densest window a quarter of the image wide: neuralcleanse.compactness) and writes
+benchmarks/results/compactness.{json,md}:
+
+- per dataset, the compactness of targets and of natural labels (every natural label, and those whose norm is
+  under SMALL of the median, the ones a norm criterion could mistake for targets);
+- the targets the default verdict left unflagged, with their norm's share of the median and their compactness;
+- a trial rule beside the verdict: also flag an unflagged label under RATIO of the median norm whose compactness
+  reaches LEVEL. LEVEL and RATIO are chosen on the tune half (most exact scans, then fewest clean ones flagged)
+  and reported on the test half. The rule is a measurement, not the library's verdict.
+
+Usage: python benchmarks/compactness.py
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+import zoo
+from common import markdown_table, write_results
+
+SMALL = 0.7  # natural labels under this share of the median norm: the ones a norm criterion weighs
+LEVELS = (0.6, 0.7, 0.8, 0.9, 0.95)  # compactness a trial-rule label must reach
+RATIOS = (0.5, 0.6, 0.7)  # share of the median norm a trial-rule label must lie under
+
+
+def labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per label of every scan: its norm's share of the median, its compactness, target or not."""
+    out = []
+    for r in rows:
+        median = statistics.median(r["norms"])
+        for label, (norm, share) in enumerate(zip(r["norms"], r["compactness"], strict=True)):
+            out.append(
+                {
+                    "model": r["model"],
+                    "seed": r["seed"],
+                    "dataset": r["dataset"],
+                    "half": r["half"],
+                    "label": label,
+                    "ratio": norm / median,
+                    "compactness": share,
+                    "target": label in r["targets"],
+                    "flagged": label in r["flagged"],
+                }
+            )
+    return out
+
+
+def quantiles(values: list[float]) -> list[Any]:
+    if not values:
+        return [0, None, None, None, None]
+    q = sorted(values)
+    return [len(q), q[0], q[len(q) // 10], statistics.median(q), q[-1]]
+
+
+def trial(rows: list[dict[str, Any]], level: float, ratio: float) -> list[bool]:
+    """Per scan, whether the verdict plus the trial rule flags exactly its targets (nothing, for clean models)."""
+    exact = []
+    for r in rows:
+        median = statistics.median(r["norms"])
+        added = {
+            label
+            for label, (norm, share) in enumerate(zip(r["norms"], r["compactness"], strict=True))
+            if norm < ratio * median and share >= level
+        }
+        exact.append(sorted(set(r["flagged"]) | added) == sorted(r["targets"]))
+    return exact
+
+
+def score(rows: list[dict[str, Any]], exact: list[bool]) -> tuple[str, str]:
+    infected = [e for r, e in zip(rows, exact, strict=True) if r["infected"]]
+    clean = [not e for r, e in zip(rows, exact, strict=True) if not r["infected"]]
+    return f"{sum(infected)}/{len(infected)}", f"{sum(clean)}/{len(clean)}"
+
+
+def main() -> None:
+    rows = [
+        r
+        for r in zoo.read_rows(zoo.SCANS_FILE)
+        if r["required"] and "compactness" in r and "norms" in r and zoo.row_variant(r) == zoo.variant("auto", 1)
+    ]
+    labels = labelled(rows)
+    by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in labels:
+        by_dataset[entry["dataset"]].append(entry)
+    body = []
+    for name, entries in sorted(by_dataset.items()):
+        groups = {
+            "targets": [e["compactness"] for e in entries if e["target"]],
+            "targets left unflagged": [e["compactness"] for e in entries if e["target"] and not e["flagged"]],
+            "natural labels": [e["compactness"] for e in entries if not e["target"]],
+            f"natural labels under {SMALL:g} of the median": [
+                e["compactness"] for e in entries if not e["target"] and e["ratio"] < SMALL
+            ],
+        }
+        body += [[name, group, *quantiles(values)] for group, values in groups.items()]
+    missed = [
+        [e["model"], e["seed"], e["label"], e["ratio"], e["compactness"]]
+        for e in labels
+        if e["target"] and not e["flagged"]
+    ]
+    halves = {h: [r for r in rows if r["half"] == h] for h in ("tune", "test")}
+    sweep = []
+    for level in LEVELS:
+        for ratio in RATIOS:
+            sweep.append(
+                [
+                    level,
+                    ratio,
+                    *score(halves["tune"], trial(halves["tune"], level, ratio)),
+                    *score(halves["test"], trial(halves["test"], level, ratio)),
+                ]
+            )
+    verdict = [
+        "verdict alone",
+        "—",
+        *score(halves["tune"], [sorted(r["flagged"]) == sorted(r["targets"]) for r in halves["tune"]]),
+        *score(halves["test"], [sorted(r["flagged"]) == sorted(r["targets"]) for r in halves["test"]]),
+    ]
+    scans = sorted({(r["model"], r["seed"]) for r in rows})
+    table = (
+        "# Compactness of reversed masks (benchmarks/compactness.py)\n\n"
+        f"{len(scans)} zoo scans of required families that recorded the compactness of every label's mask (the "
+        "share of its L1 mass in its densest window a quarter of the image wide), default arithmetic.\n\n"
+        "## Per dataset\n\n"
+        + markdown_table(["dataset", "labels", "count", "min", "10th percentile", "median", "max"], body)
+        + "\n## Targets the verdict left unflagged\n\n"
+        + markdown_table(["model", "seed", "label", "norm / median", "compactness"], missed)
+        + "\n## A trial rule beside the verdict\n\n"
+        "Also flag an unflagged label under *ratio* of the median norm whose compactness reaches *level*. Exact: "
+        "infected scans flagging exactly their targets; clean flagged: clean scans flagging anything.\n\n"
+        + markdown_table(
+            ["level", "ratio", "tune exact", "tune clean flagged", "test exact", "test clean flagged"],
+            [verdict, *sweep],
+        )
+    )
+    write_results("compactness", [{"scans": len(scans), "by_dataset": body, "missed": missed, "sweep": sweep}], table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
