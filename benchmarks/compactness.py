@@ -6,7 +6,8 @@ benchmarks/results/compactness.{json,md}:
 
 - per dataset, the compactness of targets and of natural labels (every natural label, and those whose norm is
   under SMALL of the median, the ones a norm criterion could mistake for targets);
-- the targets the default verdict left unflagged, with their norm's share of the median and their compactness;
+- the targets the default verdict (as zoo_report.py decides it) left unflagged, with their norm's share of the
+  median and their compactness;
 - a trial rule beside the verdict: also flag an unflagged label under RATIO of the median norm whose compactness
   reaches LEVEL. LEVEL and RATIO are chosen on the tune half (most exact scans, then fewest clean ones flagged)
   and reported on the test half. The rule is a measurement, not the library's verdict.
@@ -16,12 +17,16 @@ Usage: python benchmarks/compactness.py
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from typing import Any
 
 import zoo
+import zoo_report
 from common import markdown_table, write_results
+
+from neuralcleanse.decision import DEFAULT_THRESHOLDS
 
 SMALL = 0.7  # natural labels under this share of the median norm: the ones a norm criterion weighs
 LEVELS = (0.6, 0.7, 0.8, 0.9, 0.95)  # compactness a trial-rule label must reach
@@ -78,11 +83,15 @@ def score(rows: list[dict[str, Any]], exact: list[bool]) -> tuple[str, str]:
 
 
 def main() -> None:
-    rows = [
+    scans = [
         r
         for r in zoo.read_rows(zoo.SCANS_FILE)
         if r["required"] and "compactness" in r and "norms" in r and zoo.row_variant(r) == zoo.variant("auto", 1)
     ]
+    # the verdict as zoo_report.py decides it: the current default, with the cached symmetric checks
+    cache = json.loads(zoo_report.PAIRS_FILE.read_text()) if zoo_report.PAIRS_FILE.exists() else {}
+    decided = zoo_report.zoo_rows(scans, cache, DEFAULT_THRESHOLDS[zoo_report.DECISION])
+    rows = [{**r, "flagged": d["flagged"]} for r, d in zip(scans, decided, strict=True)]
     labels = labelled(rows)
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for entry in labels:
@@ -121,10 +130,10 @@ def main() -> None:
         *score(halves["tune"], [sorted(r["flagged"]) == sorted(r["targets"]) for r in halves["tune"]]),
         *score(halves["test"], [sorted(r["flagged"]) == sorted(r["targets"]) for r in halves["test"]]),
     ]
-    scans = sorted({(r["model"], r["seed"]) for r in rows})
+    scanned = sorted({(r["model"], r["seed"]) for r in rows})
     table = (
         "# Compactness of reversed masks (benchmarks/compactness.py)\n\n"
-        f"{len(scans)} zoo scans of required families that recorded the compactness of every label's mask (the "
+        f"{len(scanned)} zoo scans of required families that recorded the compactness of every label's mask (the "
         "share of its L1 mass in its densest window a quarter of the image wide), default arithmetic.\n\n"
         "## Per dataset\n\n"
         + markdown_table(["dataset", "labels", "count", "min", "10th percentile", "median", "max"], body)
@@ -138,7 +147,7 @@ def main() -> None:
             [verdict, *sweep],
         )
     )
-    write_results("compactness", [{"scans": len(scans), "by_dataset": body, "missed": missed, "sweep": sweep}], table)
+    write_results("compactness", [{"scans": len(scanned), "by_dataset": body, "missed": missed, "sweep": sweep}], table)
     print(table)
 
 
