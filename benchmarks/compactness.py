@@ -147,7 +147,12 @@ def main() -> None:
             [verdict, *sweep],
         )
     )
-    write_results("compactness", [{"scans": len(scanned), "by_dataset": body, "missed": missed, "sweep": sweep}], table)
+    keys = ["level", "ratio", "tune exact", "tune clean flagged", "test exact", "test clean flagged"]
+    write_results(
+        "compactness",
+        [{**dict(zip(keys, row, strict=True)), "scans": len(scanned)} for row in [verdict, *sweep]],
+        table,
+    )
     print(table)
 
 

@@ -326,6 +326,25 @@ SECTIONS["zoo_scale"] = Section(
     "The machine was shared with other jobs during the run (load average above 10 on 2 cores).",
 )
 
+SECTIONS["compactness"] = Section(
+    "Compactness of reversed masks, and a trial rule",
+    "The zoo scans that recorded every label's mask compactness (the share of its L1 mass in its densest window a "
+    "quarter of the image wide), default arithmetic: the verdict as zoo_report.py decides it, and beside it a trial "
+    "rule that also flags an unflagged label under a share of the median norm whose compactness reaches a level "
+    "(exact: infected scans flagging exactly their targets; clean flagged: clean scans flagging anything). The "
+    'per-dataset table is in benchmarks/results/compactness.md (docs/detection.md, "Signals tried beyond the norm").',
+    "python benchmarks/compactness.py",
+    [
+        ("level", lambda r: r["level"]),
+        ("ratio", lambda r: r["ratio"]),
+        ("tune exact", lambda r: r["tune exact"]),
+        ("tune clean flagged", lambda r: r["tune clean flagged"]),
+        ("test exact", lambda r: r["test exact"]),
+        ("test clean flagged", lambda r: r["test clean flagged"]),
+        ("scans", lambda r: r["scans"]),
+    ],
+)
+
 SECTIONS["decision_null"] = Section(
     "The decisions on clean models, simulated",
     "No model: clean label norms drawn from a log-normal (median 50, log spread sigma 0.3 to 1) for 10, 43, 100 "
