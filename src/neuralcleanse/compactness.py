@@ -1,11 +1,13 @@
 """How concentrated a reversed mask is: the share of its L1 mass in its densest square window.
 
 A backdoor's trigger is a sticker, a few pixels or a small pattern in one place, and the smallest trigger the
-search finds for its target is that sticker. A natural label's smallest trigger traces the features that tell
-the label apart, strokes or shapes spread over the object. TABOR (Guo et al., 2019) penalises scattered masks
-during the search for this reason, and NeuronInspect (Huang et al., 2019) scores how sparse and how smooth a
-label's explanation map is; here the shape is measured after the search, so the search and its norms stay the
-paper's. A whole-image blend has no compact trigger, but its norm is small on its own.
+search finds for its target is that sticker. On digits a natural label's smallest trigger traces strokes spread
+over the image; on traffic signs and photographs it can be as compact (a sign's symbol, a car's wheel), so the
+verdict does not use the measure: it is reported as a reading of each reversed trigger (docs/detection.md,
+"Signals tried beyond the norm"). TABOR (Guo et al., 2019) penalises scattered masks during the search, and
+NeuronInspect (Huang et al., 2019) scores how sparse and how smooth a label's explanation map is; here the shape is
+measured after the search, so the search and its norms stay the paper's. A whole-image blend has no compact
+trigger.
 """
 
 from __future__ import annotations
