@@ -547,6 +547,11 @@ def row_variant(row: dict[str, Any]) -> dict[str, Any]:
     return variant(row.get("precision", "auto"), row.get("threads", 1))
 
 
+def is_scan(row: dict[str, Any], name: str, seed: int, wanted: dict[str, Any]) -> bool:
+    """Whether ``row`` is the scan of model ``name`` with scan seed ``seed`` and arithmetic ``wanted``."""
+    return row["model"] == name and row["seed"] == seed and row_variant(row) == wanted
+
+
 def scan_all(chosen: list[dict[str, Any]], seeds: list[int], precision: str) -> None:
     trained = {r["name"]: r for r in read_rows(MODELS_FILE)}
     wanted = variant(precision, torch.get_num_threads())
@@ -555,10 +560,7 @@ def scan_all(chosen: list[dict[str, Any]], seeds: list[int], precision: str) -> 
         if model_row is None or model_row["took"] is False or not is_trained(recipe["name"]):
             continue
         for seed in seeds:
-
-            def same(r: dict[str, Any], name: str = recipe["name"], seed: int = seed) -> bool:
-                return r["model"] == name and r["seed"] == seed and row_variant(r) == wanted
-
+            same = functools.partial(is_scan, name=recipe["name"], seed=seed, wanted=wanted)
             if any(same(r) and "norms" in r for r in read_rows(SCANS_FILE)):  # an error row is scanned again
                 continue
             row = {**scan_row(recipe, model_row, seed, precision), "machine": machine()}
@@ -599,11 +601,8 @@ def add_compactness(chosen: list[dict[str, Any]], seeds: list[int], precision: s
     wanted = variant(precision, torch.get_num_threads())
     for recipe in chosen:
         for seed in seeds:
-
-            def same(r: dict[str, Any], name: str = recipe["name"], seed: int = seed) -> bool:
-                return r["model"] == name and r["seed"] == seed and row_variant(r) == wanted and "norms" in r
-
-            old = next((r for r in read_rows(SCANS_FILE) if same(r)), None)
+            same = functools.partial(is_scan, name=recipe["name"], seed=seed, wanted=wanted)
+            old = next((r for r in read_rows(SCANS_FILE) if same(r) and "norms" in r), None)
             if old is None or "compactness" in old or not is_trained(recipe["name"]):
                 continue
             new = scan_row(recipe, trained[recipe["name"]], seed, precision)
@@ -613,7 +612,7 @@ def add_compactness(chosen: list[dict[str, Any]], seeds: list[int], precision: s
             with locked(SCANS_FILE):
                 rows = read_rows(SCANS_FILE)
                 for r in rows:
-                    if same(r):
+                    if same(r) and "norms" in r:
                         r["compactness"] = new["compactness"]
                 write_rows(SCANS_FILE, rows, scans_table(rows))
             print(recipe["name"], seed, [round(c, 2) for c in new["compactness"][:10]], flush=True)
@@ -631,14 +630,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     chosen = [r for r in selected(args.only, args.dataset) if args.half in (None, half(r))]
+    seeds = [int(s) for s in args.seeds.split(",")]
     if args.command == "train":
         train_all(chosen)
     elif args.command == "gaps":
         add_gaps(chosen)
     elif args.command == "compactness":
-        add_compactness(chosen, [int(s) for s in args.seeds.split(",")], args.precision)
+        add_compactness(chosen, seeds, args.precision)
     else:
-        scan_all(chosen, [int(s) for s in args.seeds.split(",")], args.precision)
+        scan_all(chosen, seeds, args.precision)
 
 
 if __name__ == "__main__":

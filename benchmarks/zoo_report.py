@@ -411,6 +411,10 @@ def main() -> None:
     if args.pairs:
         run_pairs(scans, cache)
     threshold = DEFAULT_THRESHOLDS[DECISION]
+
+    def condition_off() -> Any:  # the fourth and fifth rounds' tables: a flagged source needs only MIN_CONFUSION
+        return patch.object(pairs, "SUSPECT_CONFUSION", MIN_CONFUSION)
+
     every = zoo_rows(scans, cache, threshold)
     rows = [r for r in every if zoo.row_variant(r) == DEFAULT_VARIANT]
     scans = [s for s in scans if zoo.row_variant(s) == DEFAULT_VARIANT]
@@ -450,13 +454,13 @@ def main() -> None:
         "per model; in every table above and below as well. The symmetric check's condition on flagged sources "
         "(pairs.SUSPECT_CONFUSION) was chosen after this round was scanned, on the tune half; *without it*: a "
         "flagged source needs only MIN_CONFUSION, as any source.\n\n",
-        round_table(scans, cache, 2, "it", lambda: patch.object(pairs, "SUSPECT_CONFUSION", MIN_CONFUSION)),
+        round_table(scans, cache, 2, "it", condition_off),
         "## The fifth round\n",
         "Models planned and trained after the condition on flagged sources was fixed (zoo_make_recipes.FIFTH): MNIST "
         "and CIFAR-10 models with several targets, the families it acts on, and clean controls of the same "
         "networks; both halves, two scan seeds per model; in every table above and below as well. *Without it*: as "
         "in the fourth round's table.\n\n",
-        round_table(scans, cache, 3, "it", lambda: patch.object(pairs, "SUSPECT_CONFUSION", MIN_CONFUSION)),
+        round_table(scans, cache, 3, "it", condition_off),
         "## The sixth round\n",
         "Models planned and trained after FAVOUR_RATIO moved from 0.35 to 0.4 on the tune half of the first five "
         "rounds (zoo_make_recipes.SIXTH): every required family on each dataset, where the earlier rounds have few "
