@@ -345,9 +345,7 @@ def rounds() -> list[list[dict[str, Any]]]:
     fifth = later_round(FIFTH, PLAN + EXTRA + THIRD + FOURTH, {}, fourth[-1]["seed"] + 1)
     sixth = later_round(SIXTH, PLAN + EXTRA + THIRD + FOURTH + FIFTH, SIXTH_EPOCHS, fifth[-1]["seed"] + 1)
     victims(sixth, pool_from=first)
-    seventh = later_round(
-        SEVENTH, PLAN + EXTRA + THIRD + FOURTH + FIFTH + SIXTH, SIXTH_EPOCHS, sixth[-1]["seed"] + 1
-    )
+    seventh = later_round(SEVENTH, PLAN + EXTRA + THIRD + FOURTH + FIFTH + SIXTH, SIXTH_EPOCHS, sixth[-1]["seed"] + 1)
     return [first, third, fourth, fifth, sixth, seventh]
 
 
