@@ -60,6 +60,7 @@ GAPS = True  # decide with the rows' clean gaps (the favour criterion); off in t
 FAVOUR_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.5)  # decision.FAVOUR_RATIO
 PREVIOUS_FAVOUR_RATIO = 0.35  # decision.FAVOUR_RATIO before the sixth round
 FAVOUR_GATE_SWEEP = (0.0, 0.3, 0.7, 1.0)  # decision.FAVOUR_GATE: -log10 of the block's p (0: no gate)
+COMPANION_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.45)  # decision.COMPANION_RATIO
 DEFAULT_VARIANT = zoo.variant("auto", 1)  # the scans of the main tables: default arithmetic, one thread
 
 
@@ -78,12 +79,13 @@ def cache_scan_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
 
 
 def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
-    """Symmetric checks for every label the default decision flags at the lowest swept threshold, cached."""
+    """Symmetric checks for every label the default decision flags at the lowest swept threshold, cached; scans
+    of models not on disk are left as they are (their flags stay unchecked)."""
     recipes = {r["name"]: r for r in zoo.recipes()}
     for row in rows:
         suspects = scan_decision(row, DECISION, min(SWEEP)).flagged
         todo = [t for t in suspects if pair_key(row, t) not in cache]
-        if not todo:
+        if not todo or not zoo.model_path(row["model"]).exists():
             continue
         recipe = recipes[row["model"]]
         model = load_model(zoo.model_path(row["model"])).model
@@ -293,9 +295,27 @@ def favour_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     return markdown_table(header, body)
 
 
+def without_companions() -> Any:
+    """The default decision with no companion criterion (a context manager)."""
+    return patch.object(decision, "_companions", lambda *args: {})
+
+
+def companion_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
+    """The companion criterion's ratio, and the decision without it (required families)."""
+    header = ["setting", "tune TPR", "tune FPR", "test TPR", "test FPR"]
+    with without_companions():
+        body = [["without the companion criterion", *by_half(decided_required(scans, cache))]]
+    for value in COMPANION_RATIO_SWEEP:
+        with patch.object(decision, "COMPANION_RATIO", value):
+            rows = decided_required(scans, cache)
+        default = " (default)" if value == decision.COMPANION_RATIO else ""
+        body.append([f"COMPANION_RATIO = {value:g}{default}", *by_half(rows)])
+    return markdown_table(header, body)
+
+
 def round_names(index: int) -> set[str]:
     """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH), 3 the fifth
-    (FIFTH), 4 the sixth (SIXTH)."""
+    (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH)."""
     return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
@@ -428,7 +448,9 @@ def main() -> None:
         f"{DECISION}: the step-down order-statistic test on log norms (p < 0.001), or the smallest one to three "
         "labels under a quarter of the median whose block is unusual at p < 0.05 over the blocks tried, or the "
         f"smallest labels under {decision.FAVOUR_RATIO:g} of the median whose clean gap lies unusually far below "
-        "what their norm predicts (the favour criterion), followed by the symmetric check of each flagged label "
+        "what their norm predicts (the favour criterion); on a flagged model, the next smallest labels under "
+        f"{decision.COMPANION_RATIO:g} of the median that lie nearer to the flagged ones than to the labels above "
+        "join them (the companion criterion); then the symmetric check of each flagged label "
         f"(score: the larger criterion over its own default, threshold {threshold:g}). TPR: infected scans "
         "flagging exactly their targets; FPR: clean scans flagging anything. "
         "Tune half: even training seeds (where the threshold was chosen); test half: odd.\n",
@@ -467,6 +489,13 @@ def main() -> None:
         "models or where the favour criterion acts, and clean controls of the same networks; both halves, two scan "
         "seeds per model; in every table above and below as well. *Without it*: FAVOUR_RATIO at 0.35.\n\n",
         round_table(scans, cache, 4, "it", lambda: patch.object(decision, "FAVOUR_RATIO", PREVIOUS_FAVOUR_RATIO)),
+        "## The seventh round\n",
+        "Models planned and trained after the companion criterion was chosen on the tune half of the first six "
+        "rounds (zoo_make_recipes.SEVENTH): models with two and three targets on each dataset, single-target "
+        "patches and blends where a natural label could join the target, and clean controls of the same networks; "
+        "both halves, two scan seeds per model; in every table above and below as well. *Without it*: no companion "
+        "criterion.\n\n",
+        round_table(scans, cache, 5, "it", without_companions),
         "## Test half, per dataset and family\n",
         table([r for r in rows if r["half"] == "test"], ("dataset", "family")),
         "## Tune half, per dataset and family\n",
@@ -489,6 +518,11 @@ def main() -> None:
         "flagged when the model favours them on clean images beyond what their norm predicts (docs/detection.md). "
         "Chosen on the tune columns; rows without clean gaps are decided without it.\n\n",
         favour_sweep(scans, cache),
+        "## The companion criterion's settings (required families, default threshold)\n",
+        "On a model already flagged, the next smallest labels under COMPANION_RATIO of the median join the "
+        "flagged ones when they lie nearer to them (in log norm) than to the label above (docs/detection.md). "
+        "Chosen on the tune columns; flags whose symmetric check is not cached stay flagged.\n\n",
+        companion_sweep(scans, cache),
         "## Symmetric-check sweep (required families, default threshold)\n",
         "Every flagged label's check is cached with its two norms, so each ratio is applied to the same checks. "
         "The default was chosen on the tune columns.\n\n",

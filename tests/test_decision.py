@@ -9,7 +9,7 @@ import torch
 from _tiny import SIZE, ReaderNet, backdoored_reader, pair_reader, reader_images
 
 from neuralcleanse.config import ScanConfig
-from neuralcleanse.decision import DECISIONS, SMALL_RATIO, decide
+from neuralcleanse.decision import COMPANION_RATIO, DECISIONS, SMALL_RATIO, decide
 from neuralcleanse.outliers import anomaly_index
 from neuralcleanse.pairs import MUTUAL_RATIO, SUSPECT_CONFUSION, is_natural
 from neuralcleanse.scan import NeuralCleanse
@@ -80,6 +80,35 @@ def test_size_alone_does_not_flag_a_natural_tail():
     spread natural norms (log-normal, spread 1) where the smallest is below the ratio."""
     norms = torch.tensor([5.0, 8.0, 14.0, 20.0, 30.0, 45.0, 60.0, 90.0, 150.0, 300.0])
     assert norms.min() / norms.median() < SMALL_RATIO
+    d = decide(norms, "k-aware-ratio")
+    assert d.flagged == [] and d.score < d.threshold
+
+
+def test_a_third_target_between_the_flagged_and_the_natural_labels_joins_them():
+    """Two targets at 0.17-0.19 of the median are flagged by size; a third at 0.29 is not under a quarter of it,
+    but lies nearer (in log norm) to the second target than to the smallest natural label, at 0.9. Moved over
+    COMPANION_RATIO of the median, it stays out."""
+    norms = torch.tensor([40.0, 7.5, 45.0, 50.0, 8.5, 62.0, 13.0, 80.0, 95.0, 120.0])
+    assert SMALL_RATIO < norms[6] / norms.median() < COMPANION_RATIO
+    d = decide(norms, "k-aware-ratio")
+    assert sorted(d.flagged) == [1, 4, 6] and d.flagged[-1] == 6
+    assert 1.0 < d.per_label[6] <= d.score  # a companion is never more suspicious than the labels it joins
+    norms[6] = 20.0
+    assert sorted(decide(norms, "k-aware-ratio").flagged) == [1, 4]
+
+
+def test_a_small_label_nearer_the_natural_ones_than_the_target_does_not_join_it():
+    """A target at a tenth of the median and a label at 0.36 of it, nearer to the label above (0.44) than to the
+    target: the target alone is flagged."""
+    norms = torch.tensor([5.0, 18.0, 22.0, 45.0, 50.0, 62.0, 80.0, 95.0, 120.0, 60.0])
+    assert norms[1] / norms.median() < COMPANION_RATIO
+    assert decide(norms, "k-aware-ratio").flagged == [0]
+
+
+def test_companions_cannot_flag_a_model_nothing_else_flags():
+    """Two labels at a third of the median, far below the rest: not flagged by size, order statistic or favour,
+    so they have nothing to join."""
+    norms = torch.tensor([17.0, 18.0, 30.0, 45.0, 50.0, 62.0, 80.0, 95.0, 120.0, 60.0])
     d = decide(norms, "k-aware-ratio")
     assert d.flagged == [] and d.score < d.threshold
 

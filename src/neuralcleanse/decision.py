@@ -25,13 +25,20 @@ there are. The decisions here differ in five ways:
   the median that the other criteria leave, in a block not ordinary by norm (p < 0.2), are also flagged when
   their clean gap lies unusually far below what their norm predicts from the other labels (a robust line of log
   gap on log norm; p < 0.05 divided by the labels tested), so natural labels that are both easy to reach and
-  close on clean images, as many are, stay clean.
+  close on clean images, as many are, stay clean;
+- **companions** (``"k-aware-ratio"``): once the smallest labels are flagged, the next smallest joins them when
+  it lies under :data:`COMPANION_RATIO` of the median and nearer, in log norm, to the largest flagged label than
+  to the next label above it: a second or third target whose trigger is larger than the first's (a bigger or
+  fainter sticker) sits in the gap between the flagged labels and the natural ones, where neither the size nor
+  the order statistic can call it on its own. It acts only on a model already flagged, so it cannot flag a clean
+  one.
 
 ``score`` is higher for more suspicious models: the paper's index for ``"paper"`` and ``"log-mad"``,
 ``-log10(p)`` of the smallest label for ``"k-aware"``, and for ``"k-aware-ratio"`` the largest of its
 criteria, each over its own default: the k-aware score over 3, the halvings from the median to the smallest
 norm over 2 (counted only for the labels of the unusual block) and the favour criterion's ``-log10`` p over 1.3
-(counted only for the labels it tests); a threshold of 1 is every default.
+(counted only for the labels it tests); a companion's score is its gap above over its gap below, capped at the
+score of the labels it joins; a threshold of 1 is every default.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from .favour import gap_residual_p
 from .outliers import CONSISTENCY, anomaly_index
 
 __all__ = [
+    "COMPANION_RATIO",
     "DECISIONS",
     "DEFAULT_THRESHOLDS",
     "FAVOUR_FLOOR",
@@ -104,6 +112,12 @@ FAVOUR_GATE = 0.7
 #: under 0.05 (-log10 p > 1.3; the usual level, as :data:`RATIO_FLOOR`) divided by the labels tested.
 FAVOUR_FLOOR = 1.3
 
+#: A companion of the flagged labels lies under this share of the median norm (ours, chosen on the tune half of the
+#: benchmark zoo's first six rounds, where 0.3 to 0.4 are alike and 0.45 adds a natural label beside a Trojan's
+#: target: docs/detection.md; the favour criterion's region, :data:`FAVOUR_RATIO`, of labels small but not small
+#: enough to be flagged by size alone).
+COMPANION_RATIO = 0.4
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -116,8 +130,8 @@ class Decision:
         threshold: the threshold on ``score``.
         per_label: (K,) what the method computed per label: the anomaly index (``paper``, ``log-mad``),
             ``-log10`` of the label's step-down p-value (``k-aware``; 0 for labels the step-down never reached), or
-            the larger of that over 3 and the label's halvings below the median over 2, the latter only for the
-            labels of the unusual block (``k-aware-ratio``).
+            the largest of that over 3, the label's halvings below the median over 2 (only for the labels of
+            the unusual block), its favour score and its companion score (``k-aware-ratio``).
     """
 
     method: str
@@ -214,7 +228,34 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch
         for i, surprise in enumerate(k_aware.per_label)
     ]
     flagged += [i for i, score in favour.items() if score > threshold]
-    return Decision("k-aware-ratio", flagged, max(per_label), threshold, per_label)
+    score = max(per_label)
+    for label, joins in _companions(log_norms, flagged, score, threshold).items():
+        per_label[label] = max(per_label[label], joins)
+        if joins > threshold:
+            flagged.append(label)
+    return Decision("k-aware-ratio", flagged, score, threshold, per_label)
+
+
+def _companions(log_norms: torch.Tensor, flagged: list[int], score: float, threshold: float) -> dict[int, float]:
+    """The labels tried as companions of ``flagged``, the smallest labels of a model with ``score``, with their
+    scores: from the next smallest up (to :data:`MAX_BLOCK` labels in all, and while each scores over
+    ``threshold``), a label under :data:`COMPANION_RATIO` of the median scores its log-norm gap to the label
+    above over its gap to the label below, capped at ``score`` (a companion is never more suspicious than the
+    labels it joins). Nothing joins labels that are not the smallest ones."""
+    ascending, order = log_norms.sort()
+    if not flagged or sorted(flagged) != sorted(order[: len(flagged)].tolist()):
+        return {}
+    cutoff = float(ascending.quantile(0.5)) + math.log(COMPANION_RATIO)
+    out: dict[int, float] = {}
+    for j in range(len(flagged), min(MAX_BLOCK, log_norms.numel() - 2)):
+        x = float(ascending[j])
+        if x >= cutoff:
+            break
+        below, above = x - float(ascending[j - 1]), float(ascending[j + 1]) - x
+        out[int(order[j])] = joins = min(score, above / max(below, _FLOOR))
+        if joins <= threshold:
+            break
+    return out
 
 
 def _favour(log_norms: torch.Tensor, log_gaps: torch.Tensor, flagged: set[int]) -> dict[int, float]:
