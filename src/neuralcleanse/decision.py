@@ -210,7 +210,7 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch
     the clean gaps, by favour. Size counts for the labels of the unusual block (:func:`_unusual_block`); among
     them, a label is flagged, from the smallest up, while it lies more than ``threshold * log2(1 / SMALL_RATIO)``
     halvings below the median norm (under a quarter of it at threshold 1). Favour (:func:`_favour`) flags a
-    label whose score exceeds ``threshold``."""
+    label whose score exceeds ``threshold``; then the flagged labels' companions (:func:`_companions`) join."""
     k_aware = _step_down(log_norms, threshold * DEFAULT_THRESHOLDS["k-aware"])
     size_scale = math.log2(1 / SMALL_RATIO)
     size = ((float(log_norms.quantile(0.5)) - log_norms) / math.log(2) / size_scale).tolist()  # halvings / 2
