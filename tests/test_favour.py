@@ -47,9 +47,11 @@ def test_a_gap_is_judged_against_the_line_of_the_other_labels_not_against_their_
 def _gtsrb_like(target_gap: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """43 labels: natural norms log-normal about 30 (log spread 0.3), their log gaps loosely following their log
     norms; label 0 a backdoor far below (0.15 of the median), label 1 a second target at 0.3 of it whose gap is
-    ``target_gap`` times the median gap (its norm predicts 0.7: the natural gaps follow the norms to the power 0.3)."""
+    ``target_gap`` times the median gap (its norm predicts 0.7: the natural gaps follow the norms to the power 0.3).
+    No natural norm lies under half of 30, so that none is a companion of the targets (decision.COMPANION_RATIO)
+    and the favour criterion is tested alone."""
     g = torch.Generator().manual_seed(seed)
-    log_norms = math.log(30) + 0.3 * torch.randn(43, generator=g, dtype=torch.float64)
+    log_norms = (math.log(30) + 0.3 * torch.randn(43, generator=g, dtype=torch.float64)).clamp_min(math.log(15))
     log_gaps = (
         math.log(22) + 0.3 * (log_norms - math.log(30)) + 0.05 * torch.randn(43, generator=g, dtype=torch.float64)
     )
