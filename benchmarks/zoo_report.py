@@ -267,50 +267,32 @@ def sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     return markdown_table(header, body)
 
 
-def size_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
-    """The size criterion's two settings, one at a time, the other at its default (required families)."""
+def settings_sweep(
+    scans: list[dict[str, Any]],
+    cache: dict[str, Any],
+    settings: list[tuple[str, float]],
+    off: tuple[str, Callable[[], Any]] | None = None,
+) -> str:
+    """The default decision with each of ``settings`` (a ``decision`` constant and a value) in turn, the others at
+    their defaults, and first, when ``off`` is given, with a criterion undone (its row's name and a context
+    manager), required families."""
     header = ["setting", "tune TPR", "tune FPR", "test TPR", "test FPR"]
     body = []
-    settings = [("SMALL_RATIO", r) for r in RATIO_SWEEP] + [("RATIO_FLOOR", f) for f in FLOOR_SWEEP]
+    if off is not None:
+        name, undo = off
+        with undo():
+            body.append([name, *by_half(decided_required(scans, cache))])
     for name, value in settings:
-        default = getattr(decision, name)
-        with patch.object(decision, name, value):
-            rows = [r for r in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION]) if r["required"]]
-        body.append([f"{name} = {value:g}" + (" (default)" if value == default else ""), *by_half(rows)])
-    return markdown_table(header, body)
-
-
-def favour_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
-    """The favour criterion's settings, one at a time, and the decision without it (required families)."""
-    header = ["setting", "tune TPR", "tune FPR", "test TPR", "test FPR"]
-    body = []
-    with patch(f"{__name__}.GAPS", False):
-        body.append(["without the favour criterion", *by_half(decided_required(scans, cache))])
-    settings = [("FAVOUR_RATIO", r) for r in FAVOUR_RATIO_SWEEP] + [("FAVOUR_GATE", g) for g in FAVOUR_GATE_SWEEP]
-    for name, value in settings:
-        default = getattr(decision, name)
+        default = " (default)" if value == getattr(decision, name) else ""
         with patch.object(decision, name, value):
             rows = decided_required(scans, cache)
-        body.append([f"{name} = {value:g}" + (" (default)" if value == default else ""), *by_half(rows)])
+        body.append([f"{name} = {value:g}{default}", *by_half(rows)])
     return markdown_table(header, body)
 
 
 def without_companions() -> Any:
     """The default decision with no companion criterion (a context manager)."""
     return patch.object(decision, "_companions", lambda *args: {})
-
-
-def companion_sweep(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
-    """The companion criterion's ratio, and the decision without it (required families)."""
-    header = ["setting", "tune TPR", "tune FPR", "test TPR", "test FPR"]
-    with without_companions():
-        body = [["without the companion criterion", *by_half(decided_required(scans, cache))]]
-    for value in COMPANION_RATIO_SWEEP:
-        with patch.object(decision, "COMPANION_RATIO", value):
-            rows = decided_required(scans, cache)
-        default = " (default)" if value == decision.COMPANION_RATIO else ""
-        body.append([f"COMPANION_RATIO = {value:g}{default}", *by_half(rows)])
-    return markdown_table(header, body)
 
 
 def round_names(index: int) -> set[str]:
@@ -512,17 +494,29 @@ def main() -> None:
         "at a time. The ratio was chosen on the tune columns, the floor by the simulation of "
         "benchmarks/results/decision_null.md (docs/detection.md says how). Flags whose symmetric check is not "
         "cached stay flagged.\n\n",
-        size_sweep(scans, cache),
+        settings_sweep(
+            scans, cache, [("SMALL_RATIO", r) for r in RATIO_SWEEP] + [("RATIO_FLOOR", f) for f in FLOOR_SWEEP]
+        ),
         "## The favour criterion's settings (required families, default threshold)\n",
         "The smallest labels under FAVOUR_RATIO of the median, in a block whose norm p is under 10^-FAVOUR_GATE, "
         "flagged when the model favours them on clean images beyond what their norm predicts (docs/detection.md). "
         "Chosen on the tune columns; rows without clean gaps are decided without it.\n\n",
-        favour_sweep(scans, cache),
+        settings_sweep(
+            scans,
+            cache,
+            [("FAVOUR_RATIO", r) for r in FAVOUR_RATIO_SWEEP] + [("FAVOUR_GATE", g) for g in FAVOUR_GATE_SWEEP],
+            ("without the favour criterion", lambda: patch(f"{__name__}.GAPS", False)),
+        ),
         "## The companion criterion's settings (required families, default threshold)\n",
         "On a model already flagged, the next smallest labels under COMPANION_RATIO of the median join the "
         "flagged ones when they lie nearer to them (in log norm) than to the label above (docs/detection.md). "
         "Chosen on the tune columns; flags whose symmetric check is not cached stay flagged.\n\n",
-        companion_sweep(scans, cache),
+        settings_sweep(
+            scans,
+            cache,
+            [("COMPANION_RATIO", r) for r in COMPANION_RATIO_SWEEP],
+            ("without the companion criterion", without_companions),
+        ),
         "## Symmetric-check sweep (required families, default threshold)\n",
         "Every flagged label's check is cached with its two norms, so each ratio is applied to the same checks. "
         "The default was chosen on the tune columns.\n\n",
