@@ -8,6 +8,9 @@ benchmarks/results/compactness.{json,md}:
   under SMALL of the median, the ones a norm criterion could mistake for targets);
 - the targets the default verdict (as zoo_report.py decides it) left unflagged, with their norm's share of the
   median and their compactness;
+- per dataset, the same measured against each model's own natural labels: a label's compactness less the largest
+  among the labels at or above the median norm (its *excess*), for the unflagged labels under BASE_RATIO of the
+  median, targets and natural labels apart;
 - a trial rule beside the verdict: also flag an unflagged label under RATIO of the median norm whose compactness
   reaches LEVEL. LEVEL and RATIO are chosen on the tune half (most exact scans, then fewest clean ones flagged)
   and reported on the test half. The rule is a measurement, not the library's verdict.
@@ -31,13 +34,17 @@ from neuralcleanse.decision import DEFAULT_THRESHOLDS
 SMALL = 0.7  # natural labels under this share of the median norm: the ones a norm criterion weighs
 LEVELS = (0.6, 0.7, 0.8, 0.9, 0.95)  # compactness a trial-rule label must reach
 RATIOS = (0.5, 0.6, 0.7)  # share of the median norm a trial-rule label must lie under
+BASE_RATIO = 0.6  # unflagged labels under this share of the median norm are measured against their model's baseline
+EXCESS = 0.2  # an excess over the baseline counted as standing out
 
 
 def labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per label of every scan: its norm's share of the median, its compactness, target or not."""
+    """One entry per label of every scan: its norm's share of the median, its compactness and its excess over the
+    largest compactness among the labels at or above the median norm, target or not."""
     out = []
     for r in rows:
         median = statistics.median(r["norms"])
+        baseline = max(c for n, c in zip(r["norms"], r["compactness"], strict=True) if n >= median)
         for label, (norm, share) in enumerate(zip(r["norms"], r["compactness"], strict=True)):
             out.append(
                 {
@@ -48,6 +55,7 @@ def labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "label": label,
                     "ratio": norm / median,
                     "compactness": share,
+                    "excess": share - baseline,
                     "target": label in r["targets"],
                     "flagged": label in r["flagged"],
                 }
@@ -107,6 +115,14 @@ def main() -> None:
             ],
         }
         body += [[name, group, *quantiles(values)] for group, values in groups.items()]
+    baseline = []
+    for name, entries in sorted(by_dataset.items()):
+        near = [e for e in entries if not e["flagged"] and e["ratio"] < BASE_RATIO]
+        for group, excess in (
+            ("targets", [e["excess"] for e in near if e["target"]]),
+            ("natural labels", [e["excess"] for e in near if not e["target"]]),
+        ):
+            baseline.append([name, group, *quantiles(excess), sum(x > EXCESS for x in excess)])
     missed = [
         [e["model"], e["seed"], e["label"], e["ratio"], e["compactness"]]
         for e in labels
@@ -137,6 +153,12 @@ def main() -> None:
         "share of its L1 mass in its densest window a quarter of the image wide), default arithmetic.\n\n"
         "## Per dataset\n\n"
         + markdown_table(["dataset", "labels", "count", "min", "10th percentile", "median", "max"], body)
+        + "\n## Against the model's own natural labels\n\n"
+        f"Unflagged labels under {BASE_RATIO:g} of the median norm: compactness less the largest among the labels at "
+        "or above the median norm of the same scan.\n\n"
+        + markdown_table(
+            ["dataset", "labels", "count", "min", "10th percentile", "median", "max", f"over {EXCESS:g}"], baseline
+        )
         + "\n## Targets the verdict left unflagged\n\n"
         + markdown_table(["model", "seed", "label", "norm / median", "compactness"], missed)
         + "\n## A trial rule beside the verdict\n\n"
