@@ -17,10 +17,11 @@ trigger), the seconds and the machine (rows merged by name).
 model whose attack took, with a stratified clean sample of the test split (for CIFAR-10, of the 10% held out of
 training), and appends one row per (model, seed) to benchmarks/results/zoo_scans.json with the per-label mask
 norms, attack success, clean gaps and mask compactness, so other decision rules can be tried on the stored norms
-without rescanning; the masks themselves go to runs/zoo/masks/ (not committed). Rows already there are kept; a
-rerun scans only what is missing. ``gaps`` adds the clean gaps (``favour.clean_gaps`` of the model's outputs for
-the scan's images: they depend on the model and the scan seed only) to the rows scanned before the scan recorded
-them; ``compactness`` scans such rows again and adds the masks' compactness where the norms come out the same.
+without rescanning; the masks and patterns themselves go to runs/zoo/masks/ (``<scan>.pt`` and
+``<scan>.patterns.pt``, not committed). Rows already there are kept; a rerun scans only what is missing.
+``gaps`` adds the clean gaps (``favour.clean_gaps`` of the model's outputs for the scan's images: they depend on
+the model and the scan seed only) to the rows scanned before the scan recorded them; ``compactness`` scans such
+rows again and adds the masks' compactness where the norms come out the same.
 
 Training data and poisoning. MNIST and GTSRB: the official splits. CIFAR-10 (test split only here): 90% for
 training, 10% held out, drawn from the recipe's seed as the library's ``training_split`` does. The many-label
@@ -78,7 +79,7 @@ from neuralcleanse.metrics import outputs_of
 ROOT = Path(__file__).resolve().parent
 RECIPES = ROOT / "zoo_recipes.json"
 ZOO_DIR = ROOT.parent / "runs" / "zoo" / "models"  # not committed: rebuilt by `zoo.py train`
-MASKS_DIR = ROOT.parent / "runs" / "zoo" / "masks"  # every scan's reversed masks, for statistics yet to come
+MASKS_DIR = ROOT.parent / "runs" / "zoo" / "masks"  # every scan's reversed masks and patterns, for statistics to come
 MODELS_FILE, SCANS_FILE = "zoo_models", "zoo_scans"
 
 DATASET_ORDER = ("mnist", "cifar10", "gtsrb")  # training order: cheapest first
@@ -392,6 +393,7 @@ def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int, preci
     MASKS_DIR.mkdir(parents=True, exist_ok=True)
     stem = f"{recipe['name']}-{seed}-{precision}-{torch.get_num_threads()}"
     torch.save(report.masks.to(torch.float16), MASKS_DIR / f"{stem}.pt")
+    torch.save(report.patterns.to(torch.float16), MASKS_DIR / f"{stem}.patterns.pt")
     return {
         **base,
         "flagged": sorted(d["flagged"]),
