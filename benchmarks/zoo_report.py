@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -234,6 +235,26 @@ def table(rows: list[dict[str, Any]], by: tuple[str, ...], total: bool = False) 
     if total:
         body.append(["all", *[""] * (len(by) - 1), len(rows), *figures(rows).values()])
     return markdown_table(header, body)
+
+
+#: Side lengths of the sticker-like triggers (square, random pattern, Trojan) per size class of the table below.
+SIZE_CLASSES = {"1x1-3x3": range(1, 4), "4x4-5x5": range(4, 6), "6x6-7x7": range(6, 8)}
+
+
+def trigger_class(recipe: dict[str, Any]) -> str:
+    """A recipe's size class by its largest trigger (a blend covers the whole image)."""
+    specs = [a["trigger"] for a in recipe["attacks"]]
+    if any(spec.startswith("blend") for spec in specs):
+        return "blend (whole image)"
+    side = max(int(re.search(r"size=(\d+)", spec).group(1)) for spec in specs)  # type: ignore[union-attr]
+    return next(name for name, sides in SIZE_CLASSES.items() if side in sides)
+
+
+def by_trigger(rows: list[dict[str, Any]]) -> str:
+    """The infected scans' figures per dataset and size class of the largest trigger."""
+    recipes = {r["name"]: r for r in zoo.recipes()}
+    infected = [{**r, "largest trigger": trigger_class(recipes[r["model"]])} for r in rows if r["infected"]]
+    return table(infected, ("dataset", "largest trigger"))
 
 
 def compare(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
@@ -478,6 +499,11 @@ def main() -> None:
         "both halves, two scan seeds per model; in every table above and below as well. *Without it*: no companion "
         "criterion.\n\n",
         round_table(scans, cache, 5, "it", without_companions),
+        "## Test half, infected models by the size of their largest trigger (required families)\n",
+        "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), or a blend "
+        "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
+        "what they need (docs/detection.md).\n\n",
+        by_trigger([r for r in rows if r["half"] == "test" and r["required"]]),
         "## Test half, per dataset and family\n",
         table([r for r in rows if r["half"] == "test"], ("dataset", "family")),
         "## Tune half, per dataset and family\n",
