@@ -19,9 +19,9 @@ thing:
 - ``ratio 0.3 for blocks of 2-3``: a looser size guard for blocks of several labels (several targets), a single
   label still under a quarter of the median.
 
-Each is decided from the same cached norms, clean gaps (the favour criterion, as in the default) and symmetric
-checks as benchmarks/zoo_report.py (required families, default arithmetic; a flag without a cached check stays
-flagged) and on the clean log-normal norms of benchmarks/decision_null.py (no gaps). Writes
+Each is decided from the same cached norms, clean gaps (the favour and companion criteria, as in the default) and
+symmetric checks as benchmarks/zoo_report.py (required families, default arithmetic; a flag without a cached check
+stays flagged) and on the clean log-normal norms of benchmarks/decision_null.py (no gaps). Writes
 benchmarks/results/decision_variants.{json,md}.
 """
 
@@ -82,11 +82,9 @@ def block_ratio(j: int) -> float:
     return decision.SMALL_RATIO if j == 1 else BLOCK_RATIO
 
 
-def looser_block_ratio(
-    log_norms: torch.Tensor, threshold: float, log_gaps: torch.Tensor | None = None
-) -> decision.Decision:
-    """decision._k_aware_or_small with :func:`block_ratio` as the size guard of a block of j labels (the favour
-    criterion as in the default)."""
+def looser_block_ratio(log_norms: torch.Tensor) -> tuple[list[int], list[float]]:
+    """decision._by_size with :func:`block_ratio` as the size guard of a block of j labels, and the halvings of the
+    block's labels scaled by its guard (the rest of the default unchanged)."""
     ascending, order = log_norms.sort()
     median = float(ascending.quantile(0.5))
     under = [
@@ -96,17 +94,8 @@ def looser_block_ratio(
     ]
     floor = decision.RATIO_FLOOR + math.log10(max(len(under), 1))
     block = order[: max((j for j in under if decision._block_surprise(ascending, j) > floor), default=0)].tolist()
-    k_aware = decision._step_down(log_norms, threshold * decision.DEFAULT_THRESHOLDS["k-aware"])
     halvings = (median - log_norms) / math.log(2) / math.log2(1 / block_ratio(len(block)))
-    size = [float(h) if i in block else 0.0 for i, h in enumerate(halvings)]
-    flagged = k_aware.flagged + [i for i in block if size[i] > threshold and i not in k_aware.flagged]
-    favour = {} if log_gaps is None else decision._favour(log_norms, log_gaps, set(flagged))
-    per_label = [
-        max(p / decision.DEFAULT_THRESHOLDS["k-aware"], z, favour.get(i, 0.0))
-        for i, (p, z) in enumerate(zip(k_aware.per_label, size, strict=True))
-    ]
-    flagged += [i for i, score in favour.items() if score > threshold]
-    return decision.Decision("k-aware-ratio", flagged, max(per_label), threshold, per_label)
+    return block, halvings.tolist()
 
 
 def replaced(name: str, function: Callable[..., Any]) -> Callable[[], Any]:
@@ -133,7 +122,7 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "blocks of up to 2": blocks_up_to(2),
     "every block": blocks_up_to(10**6),
     "lower-half spread": replaced("_null_cdf", lower_half_cdf),
-    f"ratio {BLOCK_RATIO} for blocks of 2-3": replaced("_k_aware_or_small", looser_block_ratio),
+    f"ratio {BLOCK_RATIO} for blocks of 2-3": replaced("_by_size", looser_block_ratio),
 }
 
 

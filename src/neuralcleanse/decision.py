@@ -212,9 +212,7 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch
     halvings below the median norm (under a quarter of it at threshold 1). Favour (:func:`_favour`) flags a
     label whose score exceeds ``threshold``; then the flagged labels' companions (:func:`_companions`) join."""
     k_aware = _step_down(log_norms, threshold * DEFAULT_THRESHOLDS["k-aware"])
-    size_scale = math.log2(1 / SMALL_RATIO)
-    size = ((float(log_norms.quantile(0.5)) - log_norms) / math.log(2) / size_scale).tolist()  # halvings / 2
-    unusual = _unusual_block(log_norms)
+    unusual, size = _by_size(log_norms)
     small = []
     for label in unusual:
         if size[label] <= threshold:
@@ -234,6 +232,14 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch
         if joins > threshold:
             flagged.append(label)
     return Decision("k-aware-ratio", flagged, score, threshold, per_label)
+
+
+def _by_size(log_norms: torch.Tensor) -> tuple[list[int], list[float]]:
+    """The size criterion's evidence: the labels of the unusual block (:func:`_unusual_block`), and every label's
+    size score, its halvings below the median norm over ``log2(1 / SMALL_RATIO)`` (over 1: under a quarter of the
+    median)."""
+    halvings = (float(log_norms.quantile(0.5)) - log_norms) / math.log(2)
+    return _unusual_block(log_norms), (halvings / math.log2(1 / SMALL_RATIO)).tolist()
 
 
 def _companions(log_norms: torch.Tensor, flagged: list[int], score: float, threshold: float) -> dict[int, float]:
