@@ -2,11 +2,14 @@
 
     python benchmarks/decision_variants.py [--draws 200]
 
-The default (``k-aware-ratio``) flags a label by size when it lies in the unusual block
-(``decision._unusual_block``): of the blocks of the one, two or three smallest labels that are all under a quarter
-of the median norm, the largest for which P(at least j of K natural draws lie this low) is under 0.05 divided by
-the number of blocks tried, the null fitted to the labels from the block's largest up. Each variant changes one
-thing:
+The default (``k-aware-ratio``) flags a label by size when it lies under a quarter of the median norm in the
+unusual block (``decision._unusual_block``): of the blocks of the one, two or three smallest labels, the smallest
+under a quarter of the median and all under ``decision.BLOCK_REACH`` of it, the largest for which P(at least j of
+K natural draws lie this low) is under 0.05 divided by the number of labels under a quarter, the null fitted to
+the labels from the block's largest up. Each variant changes one thing:
+
+- ``blocks under a quarter``: the rule before the block's reach (every label of a block under a quarter of the
+  median);
 
 - ``first blocks, null above``: the rule this one replaced: from the smallest up, while the block is unusual at
   p < 0.05 (stopping at the first ordinary one, so two targets of the same norm hide each other), the null
@@ -16,8 +19,8 @@ thing:
 - ``blocks of up to 2`` and ``every block``: other limits on the blocks tried (``decision.MAX_BLOCK``);
 - ``lower-half spread``: the null's spread from the labels below its median only (backdoors only shrink norms;
   natural norms of some models have a long upper tail);
-- ``ratio 0.3 for blocks of 2-3``: a looser size guard for blocks of several labels (several targets), a single
-  label still under a quarter of the median.
+- ``ratio 0.3 for blocks of 2-3``: a looser size guard for the labels of a block of several (several targets), a
+  single label still under a quarter of the median.
 
 Each is decided from the same cached norms, clean gaps (the favour and companion criteria, as in the default) and
 symmetric checks as benchmarks/zoo_report.py (required families, default arithmetic; a flag without a cached check
@@ -83,18 +86,10 @@ def block_ratio(j: int) -> float:
 
 
 def looser_block_ratio(log_norms: torch.Tensor) -> tuple[list[int], list[float]]:
-    """decision._by_size with :func:`block_ratio` as the size guard of a block of j labels, and the halvings of the
-    block's labels scaled by its guard (the rest of the default unchanged)."""
-    ascending, order = log_norms.sort()
-    median = float(ascending.quantile(0.5))
-    under = [
-        j
-        for j in range(1, min(decision.MAX_BLOCK, log_norms.numel() - 2) + 1)
-        if float(ascending[j - 1]) < median + math.log(block_ratio(j))
-    ]
-    floor = decision.RATIO_FLOOR + math.log10(max(len(under), 1))
-    block = order[: max((j for j in under if decision._block_surprise(ascending, j) > floor), default=0)].tolist()
-    halvings = (median - log_norms) / math.log(2) / math.log2(1 / block_ratio(len(block)))
+    """decision._by_size with the halvings scaled by :func:`block_ratio` of the unusual block's size (the rest of
+    the default unchanged)."""
+    block = decision._unusual_block(log_norms)
+    halvings = (float(log_norms.quantile(0.5)) - log_norms) / math.log(2) / math.log2(1 / block_ratio(len(block)))
     return block, halvings.tolist()
 
 
@@ -117,6 +112,7 @@ def blocks_up_to(limit: int) -> Callable[[], Any]:
 
 VARIANTS: dict[str, Callable[[], Any]] = {
     "default (largest of up to 3 blocks)": nullcontext,
+    "blocks under a quarter": lambda: patch.object(decision, "BLOCK_REACH", decision.SMALL_RATIO),
     "first blocks, null above": replaced("_unusual_block", first_blocks_null_above),
     "step-down p < 0.05": replaced("_unusual_block", step_down_block),
     "blocks of up to 2": blocks_up_to(2),

@@ -62,6 +62,8 @@ FAVOUR_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.5)  # decision.FAVOUR_RATIO
 PREVIOUS_FAVOUR_RATIO = 0.35  # decision.FAVOUR_RATIO before the sixth round
 FAVOUR_GATE_SWEEP = (0.0, 0.3, 0.7, 1.0)  # decision.FAVOUR_GATE: -log10 of the block's p (0: no gate)
 COMPANION_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.45)  # decision.COMPANION_RATIO
+BLOCK_REACH_SWEEP = (0.25, 0.35, 0.4, 0.5)  # decision.BLOCK_REACH (0.25, SMALL_RATIO: the rule before it)
+STEP_DOWN_SWEEP = (0.5, 0.55, 0.6, 0.65, 0.7)  # decision.STEP_DOWN_RATIO
 DEFAULT_VARIANT = zoo.variant("auto", 1)  # the scans of the main tables: default arithmetic, one thread
 
 
@@ -316,9 +318,15 @@ def without_companions() -> Any:
     return patch.object(decision, "_companions", lambda *args: {})
 
 
+def earlier_size_rules() -> Any:
+    """The default decision as it was before the eighth round: blocks all under SMALL_RATIO, the step-down flagging
+    at any norm (a context manager)."""
+    return patch.multiple(decision, BLOCK_REACH=decision.SMALL_RATIO, STEP_DOWN_RATIO=math.inf)
+
+
 def round_names(index: int) -> set[str]:
     """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH), 3 the fifth
-    (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH)."""
+    (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH)."""
     return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
@@ -448,8 +456,10 @@ def main() -> None:
         "# Detection on the zoo (benchmarks/zoo_report.py)\n",
         f"{len(rows)} scans of {len({r['model'] for r in rows})} models (two scan seeds each where done). "
         "*paper*: MAD index of raw norms > 2. *new*: the library's default, "
-        f"{DECISION}: the step-down order-statistic test on log norms (p < 0.001), or the smallest one to three "
-        "labels under a quarter of the median whose block is unusual at p < 0.05 over the blocks tried, or the "
+        f"{DECISION}: the step-down order-statistic test on log norms (p < 0.001; no label over "
+        f"{decision.STEP_DOWN_RATIO:g} of the median), or the smallest one to three labels under a quarter of the "
+        f"median whose block (reaching up to {decision.BLOCK_REACH:g} of it) is unusual at p < 0.05 over the labels "
+        "under a quarter, or the "
         f"smallest labels under {decision.FAVOUR_RATIO:g} of the median whose clean gap lies unusually far below "
         "what their norm predicts (the favour criterion); on a flagged model, the next smallest labels under "
         f"{decision.COMPANION_RATIO:g} of the median that lie nearer to the flagged ones than to the labels above "
@@ -499,6 +509,13 @@ def main() -> None:
         "both halves, two scan seeds per model; in every table above and below as well. *Without it*: no companion "
         "criterion.\n\n",
         round_table(scans, cache, 5, "it", without_companions),
+        "## The eighth round\n",
+        "Models planned before training (zoo_make_recipes.EIGHTH), after the size criterion's block was let reach "
+        "up to BLOCK_REACH of the median and the step-down was kept under STEP_DOWN_RATIO of it, both chosen on the "
+        "tune half of the first seven rounds: models with two and three targets (MNIST, CIFAR-10), Trojans and "
+        "patches of the paper's MNIST network, clean controls of the widest-spread networks; both halves, two scan "
+        "seeds per model; in every table above and below as well. *Without them*: the decision before them.\n\n",
+        round_table(scans, cache, 6, "them", earlier_size_rules),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
         "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), or a blend "
         "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
@@ -542,6 +559,17 @@ def main() -> None:
             cache,
             [("COMPANION_RATIO", r) for r in COMPANION_RATIO_SWEEP],
             ("without the companion criterion", without_companions),
+        ),
+        "## The size block's reach and the step-down's ceiling (required families, default threshold)\n",
+        "BLOCK_REACH: how far above a quarter of the median the size criterion's block may reach (its smallest "
+        "label under a quarter); STEP_DOWN_RATIO: the share of the median over which the step-down flags nothing "
+        "(docs/detection.md). Chosen on the tune columns of the first seven rounds; flags whose symmetric check "
+        "is not cached stay flagged.\n\n",
+        settings_sweep(
+            scans,
+            cache,
+            [("BLOCK_REACH", r) for r in BLOCK_REACH_SWEEP] + [("STEP_DOWN_RATIO", r) for r in STEP_DOWN_SWEEP],
+            ("as before the eighth round", earlier_size_rules),
         ),
         "## Symmetric-check sweep (required families, default threshold)\n",
         "Every flagged label's check is cached with its two norms, so each ratio is applied to the same checks. "

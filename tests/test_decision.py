@@ -9,7 +9,7 @@ import torch
 from _tiny import SIZE, ReaderNet, backdoored_reader, pair_reader, reader_images
 
 from neuralcleanse.config import ScanConfig
-from neuralcleanse.decision import COMPANION_RATIO, DECISIONS, SMALL_RATIO, decide
+from neuralcleanse.decision import COMPANION_RATIO, DECISIONS, SMALL_RATIO, STEP_DOWN_RATIO, decide
 from neuralcleanse.outliers import anomaly_index
 from neuralcleanse.pairs import MUTUAL_RATIO, SUSPECT_CONFUSION, is_natural
 from neuralcleanse.scan import NeuralCleanse
@@ -103,6 +103,29 @@ def test_a_small_label_nearer_the_natural_ones_than_the_target_does_not_join_it(
     norms = torch.tensor([5.0, 18.0, 22.0, 45.0, 50.0, 62.0, 80.0, 95.0, 120.0, 60.0])
     assert norms[1] / norms.median() < COMPANION_RATIO
     assert decide(norms, "k-aware-ratio").flagged == [0]
+
+
+def test_a_target_under_the_ratio_is_judged_with_a_second_one_just_over_it():
+    """Natural norms spread over a factor of six, a target at 0.18 of the median and a second at 0.30: the first
+    alone is within the spread that the two of them widen, but the pair is unusual; the first is flagged by
+    size and the second joins it. With the second target natural (at the median), the first is flagged alone."""
+    norms = torch.tensor([9.0, 15.0, 40.5, 41.0, 43.5, 56.5, 64.0, 101.0, 111.0, 242.0])
+    assert norms[0] / norms.median() < SMALL_RATIO < norms[1] / norms.median() < COMPANION_RATIO
+    d = decide(norms, "k-aware-ratio")
+    assert sorted(d.flagged) == [0, 1] and d.per_label[0] > 1
+    norms[1] = 50.0
+    assert decide(norms, "k-aware-ratio").flagged == [0]
+
+
+def test_a_natural_label_well_above_the_targets_is_not_flagged_however_alike_the_rest():
+    """A target at a sixteenth of the median beside natural norms within 10% of each other but one at 0.65 of the
+    median: the step-down's null, fitted to the tight natural labels, finds that one significant, but no label
+    over STEP_DOWN_RATIO of the median is flagged; its score stays at the threshold."""
+    norms = torch.tensor([3.0, 30.0, 42.0, 45.0, 46.0, 47.0, 48.0, 49.0, 50.0, 52.0])
+    assert norms[1] / norms.median() > STEP_DOWN_RATIO
+    assert sorted(decide(norms, "k-aware").flagged) == [0, 1]
+    d = decide(norms, "k-aware-ratio")
+    assert d.flagged == [0] and d.per_label[1] == pytest.approx(d.threshold)
 
 
 def test_companions_cannot_flag_a_model_nothing_else_flags():

@@ -16,10 +16,12 @@ there are. The decisions here differ in five ways:
   found no longer drags the median and the MAD;
 - **size** (``"k-aware-ratio"``, the default): with ten labels the null's spread comes from nine natural norms,
   which can span a factor of ten, and a target whose trigger is a tenth of the median's then looks ordinary. The
-  default also flags the smallest one, two or three labels when their norms are all under :data:`SMALL_RATIO` of
-  the median norm and the block of them is unusual for K natural labels (``P(at least j of K draws lie this
-  low) < 0.05``, divided by the number of blocks tried), which keeps many-label models, whose smallest natural
-  label lies far below the median, from being flagged by size alone;
+  default also flags the smallest one, two or three labels under :data:`SMALL_RATIO` of the median norm when
+  the block of them (which may reach up to :data:`BLOCK_REACH`, for a second target a little larger than the
+  first) is unusual for K natural labels (``P(at least j of K draws lie this low) < 0.05``, divided by the
+  number of labels under the ratio), which keeps many-label models, whose smallest natural label lies far below
+  the median, from being flagged by size alone; the step-down, whose null is as narrow as the natural norms are
+  alike, flags no label over :data:`STEP_DOWN_RATIO` of the median;
 - **favour** (``"k-aware-ratio"`` given the clean gaps of :mod:`neuralcleanse.favour`): a poisoned training set
   leaves the model leaning towards its target on clean images. The smallest labels under :data:`FAVOUR_RATIO` of
   the median that the other criteria leave, in a block not ordinary by norm (p < 0.2), are also flagged when
@@ -53,6 +55,7 @@ from .favour import gap_residual_p
 from .outliers import CONSISTENCY, anomaly_index
 
 __all__ = [
+    "BLOCK_REACH",
     "COMPANION_RATIO",
     "DECISIONS",
     "DEFAULT_THRESHOLDS",
@@ -62,6 +65,7 @@ __all__ = [
     "MAX_BLOCK",
     "RATIO_FLOOR",
     "SMALL_RATIO",
+    "STEP_DOWN_RATIO",
     "Decision",
     "DecisionMethod",
     "decide",
@@ -80,9 +84,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {"paper": 2.0, "log-mad": 2.0, "k-aware":
 #: docs/detection.md).
 SMALL_RATIO = 0.25
 #: ... provided the block of labels up to it is unusual among K natural ones at p < 0.05 (-log10 p > 1.3; the
-#: usual level), divided by the number of blocks tried. It keeps the size criterion off the natural tail of models
-#: with many labels or widely spread norms, where size alone flags up to all clean models
-#: (benchmarks/results/decision_null.md).
+#: usual level), divided by the number of labels under the ratio (among the MAX_BLOCK smallest). It keeps the size
+#: criterion off the natural tail of models with many labels or widely spread norms, where size alone flags up to
+#: all clean models (benchmarks/results/decision_null.md).
 RATIO_FLOOR = 1.3
 #: The blocks tried are the smallest one, two or three labels (ours, for backdoors with up to three targets; more
 #: targets are left to the step-down): larger blocks reach into the natural tail of many-label models, whose
@@ -117,6 +121,19 @@ FAVOUR_FLOOR = 1.3
 #: target: docs/detection.md; the favour criterion's region, :data:`FAVOUR_RATIO`, of labels small but not small
 #: enough to be flagged by size alone).
 COMPANION_RATIO = 0.4
+
+#: The step-down flags no label over this share of the median norm (ours, chosen on the tune half of the benchmark
+#: zoo's first seven rounds, where 0.5 to 0.6 are alike and best: docs/detection.md). Its null is fitted to the
+#: labels left, whose spread may be no more than the search's noise: beside a target a tenth of the median, a
+#: natural label at two thirds of it can then look significant, though no trigger that large tells a backdoor.
+STEP_DOWN_RATIO = 0.6
+
+#: The size criterion's blocks may reach up to this share of the median norm, the smallest label under
+#: :data:`SMALL_RATIO` (ours: the companions' region, chosen with :data:`STEP_DOWN_RATIO` on the tune half of the
+#: benchmark zoo's first seven rounds, where 0.35 to 0.5 are alike: docs/detection.md). A first target under a
+#: quarter of the median beside a second one a little over it widens the null that judges the first alone; the
+#: pair is judged together. At :data:`SMALL_RATIO`, every label of a block is under it.
+BLOCK_REACH = COMPANION_RATIO
 
 
 @dataclass(frozen=True)
@@ -206,12 +223,17 @@ def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
 
 
 def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch.Tensor | None = None) -> Decision:
-    """The k-aware step-down at ``threshold`` times its default, joined by the labels flagged by size and, with
+    """The k-aware step-down at ``threshold`` times its default (its score capped there over
+    :data:`STEP_DOWN_RATIO` of the median, so that no label is flagged there), joined by the labels flagged by size
+    and, with
     the clean gaps, by favour. Size counts for the labels of the unusual block (:func:`_unusual_block`); among
     them, a label is flagged, from the smallest up, while it lies more than ``threshold * log2(1 / SMALL_RATIO)``
     halvings below the median norm (under a quarter of it at threshold 1). Favour (:func:`_favour`) flags a
     label whose score exceeds ``threshold``; then the flagged labels' companions (:func:`_companions`) join."""
     k_aware = _step_down(log_norms, threshold * DEFAULT_THRESHOLDS["k-aware"])
+    ceiling = float(log_norms.quantile(0.5)) + math.log(STEP_DOWN_RATIO)
+    over = {i for i in range(log_norms.numel()) if float(log_norms[i]) >= ceiling}
+    surprises = [min(s, k_aware.threshold) if i in over else s for i, s in enumerate(k_aware.per_label)]
     unusual, size = _by_size(log_norms)
     small = []
     for label in unusual:
@@ -219,11 +241,11 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch
             break
         small.append(label)
     counted = set(unusual)
-    flagged = k_aware.flagged + [i for i in small if i not in k_aware.flagged]
+    flagged = [i for i in k_aware.flagged if i not in over] + [i for i in small if i not in k_aware.flagged]
     favour = {} if log_gaps is None else _favour(log_norms, log_gaps, set(flagged))
     per_label = [
         max(surprise / DEFAULT_THRESHOLDS["k-aware"], size[i] if i in counted else 0.0, favour.get(i, 0.0))
-        for i, surprise in enumerate(k_aware.per_label)
+        for i, surprise in enumerate(surprises)
     ]
     flagged += [i for i, score in favour.items() if score > threshold]
     score = max(per_label)
@@ -298,15 +320,20 @@ def _surprise(p: float) -> float:
 
 def _unusual_block(log_norms: torch.Tensor) -> list[int]:
     """The labels of the largest unusual block among the smallest: of the blocks of the j = 1 .. :data:`MAX_BLOCK`
-    smallest labels that all lie under :data:`SMALL_RATIO` of the median, the largest whose
-    :func:`_block_surprise` exceeds :data:`RATIO_FLOOR` plus ``log10`` of the number of blocks tried (Bonferroni).
-    A block is judged on its own, so two targets of the same norm, each ordinary beside the other, are found
-    together."""
+    smallest labels, the smallest of them under :data:`SMALL_RATIO` of the median and all under
+    :data:`BLOCK_REACH`, the largest whose :func:`_block_surprise` exceeds :data:`RATIO_FLOOR` plus ``log10`` of
+    the number of labels under :data:`SMALL_RATIO` among them (Bonferroni). A block is judged on its own, so two
+    targets of the same norm, each ordinary beside the other, are found together; and a target under the ratio
+    beside a second one a little over it is judged with it, not against it."""
     ascending, order = log_norms.sort()
-    cutoff = float(ascending.quantile(0.5)) + math.log(SMALL_RATIO)
-    tried = sum(x < cutoff for x in ascending[: min(MAX_BLOCK, log_norms.numel() - 2)].tolist())
-    floor = RATIO_FLOOR + math.log10(max(tried, 1))
-    unusual = [j for j in range(1, tried + 1) if _block_surprise(ascending, j) > floor]
+    median = float(ascending.quantile(0.5))
+    smallest = ascending[: min(MAX_BLOCK, log_norms.numel() - 2)].tolist()
+    small = sum(x < median + math.log(SMALL_RATIO) for x in smallest)
+    if not small:
+        return []
+    reach = sum(x < median + math.log(BLOCK_REACH) for x in smallest)
+    floor = RATIO_FLOOR + math.log10(small)
+    unusual = [j for j in range(1, reach + 1) if _block_surprise(ascending, j) > floor]
     return order[: max(unusual, default=0)].tolist()
 
 

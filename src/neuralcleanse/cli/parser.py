@@ -263,9 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--decision",
         choices=["k-aware-ratio", "k-aware", "log-mad", "paper"],
         default="k-aware-ratio",
-        help="how the verdict is decided from the labels' norms: k-aware-ratio (the k-aware test, or a norm under a "
-        "quarter of the median, or a small label the model favours on clean images, joined by the next small labels "
-        "nearer to them than to the rest; then the symmetric check), "
+        help="how the verdict is decided from the labels' norms: k-aware-ratio (the k-aware test under 0.6 of the "
+        "median, or a norm under a quarter of it, or a small label the model favours on clean images, joined by "
+        "the next small labels nearer to them than to the rest; then the symmetric check), "
         "k-aware (step-down order-statistic test on log norms, "
         "then the symmetric check), log-mad, or paper (the MAD index exactly); default k-aware-ratio, see "
         "docs/detection.md",
