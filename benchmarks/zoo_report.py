@@ -62,6 +62,7 @@ FAVOUR_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.5)  # decision.FAVOUR_RATIO
 PREVIOUS_FAVOUR_RATIO = 0.35  # decision.FAVOUR_RATIO before the sixth round
 FAVOUR_GATE_SWEEP = (0.0, 0.3, 0.7, 1.0)  # decision.FAVOUR_GATE: -log10 of the block's p (0: no gate)
 COMPANION_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.45)  # decision.COMPANION_RATIO
+COMPANION_GAP_SWEEP = (1.5, 1.75, 2.0, 2.5, 3.0, math.inf)  # decision.COMPANION_GAP (inf: the gap below uncapped)
 BLOCK_REACH_SWEEP = (0.25, 0.35, 0.4, 0.5)  # decision.BLOCK_REACH (0.25, SMALL_RATIO: the rule before it)
 STEP_DOWN_SWEEP = (0.5, 0.55, 0.6, 0.65, 0.7)  # decision.STEP_DOWN_RATIO
 DEFAULT_VARIANT = zoo.variant("auto", 1)  # the scans of the main tables: default arithmetic, one thread
@@ -326,7 +327,7 @@ def earlier_size_rules() -> Any:
 
 def round_names(index: int) -> set[str]:
     """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH), 3 the fifth
-    (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH)."""
+    (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH), 7 the ninth (NINTH)."""
     return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
@@ -463,7 +464,8 @@ def main() -> None:
         f"smallest labels under {decision.FAVOUR_RATIO:g} of the median whose clean gap lies unusually far below "
         "what their norm predicts (the favour criterion); on a flagged model, the next smallest labels under "
         f"{decision.COMPANION_RATIO:g} of the median that lie nearer to the flagged ones than to the labels above "
-        "join them (the companion criterion); then the symmetric check of each flagged label "
+        f"(the gap below counted as at most a factor {decision.COMPANION_GAP:g}) join them (the companion "
+        "criterion); then the symmetric check of each flagged label "
         f"(score: the larger criterion over its own default, threshold {threshold:g}). TPR: infected scans "
         "flagging exactly their targets; FPR: clean scans flagging anything. "
         "Tune half: even training seeds (where the threshold was chosen); test half: odd.\n",
@@ -516,6 +518,12 @@ def main() -> None:
         "patches of the paper's MNIST network, clean controls of the widest-spread networks; both halves, two scan "
         "seeds per model; in every table above and below as well. *Without them*: the decision before them.\n\n",
         round_table(scans, cache, 6, "them", earlier_size_rules),
+        "## The ninth round\n",
+        "Models planned before training (zoo_make_recipes.NINTH), after the companion criterion's gap below was "
+        "capped at one halving (COMPANION_GAP) on the tune half of the first eight rounds: models with two and three "
+        "targets (MNIST, CIFAR-10), single-target patches, clean controls of the same networks; both halves, two "
+        "scan seeds per model; in every table above and below as well. *Without it*: the gap below uncapped.\n\n",
+        round_table(scans, cache, 7, "it", lambda: patch.object(decision, "COMPANION_GAP", math.inf)),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
         "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), or a blend "
         "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
@@ -552,12 +560,14 @@ def main() -> None:
         ),
         "## The companion criterion's settings (required families, default threshold)\n",
         "On a model already flagged, the next smallest labels under COMPANION_RATIO of the median join the "
-        "flagged ones when they lie nearer to them (in log norm) than to the label above (docs/detection.md). "
-        "Chosen on the tune columns; flags whose symmetric check is not cached stay flagged.\n\n",
+        "flagged ones when they lie nearer to them (in log norm) than to the label above, the gap below counted as "
+        "at most a factor COMPANION_GAP (docs/detection.md). The ratio was chosen on the tune columns of six "
+        "rounds, the gap on those of eight; flags whose symmetric check is not cached stay flagged.\n\n",
         settings_sweep(
             scans,
             cache,
-            [("COMPANION_RATIO", r) for r in COMPANION_RATIO_SWEEP],
+            [("COMPANION_RATIO", r) for r in COMPANION_RATIO_SWEEP]
+            + [("COMPANION_GAP", g) for g in COMPANION_GAP_SWEEP],
             ("without the companion criterion", without_companions),
         ),
         "## The size block's reach and the step-down's ceiling (required families, default threshold)\n",

@@ -9,7 +9,7 @@ import torch
 from _tiny import SIZE, ReaderNet, backdoored_reader, pair_reader, reader_images
 
 from neuralcleanse.config import ScanConfig
-from neuralcleanse.decision import COMPANION_RATIO, DECISIONS, SMALL_RATIO, STEP_DOWN_RATIO, decide
+from neuralcleanse.decision import COMPANION_GAP, COMPANION_RATIO, DECISIONS, SMALL_RATIO, STEP_DOWN_RATIO, decide
 from neuralcleanse.outliers import anomaly_index
 from neuralcleanse.pairs import MUTUAL_RATIO, SUSPECT_CONFUSION, is_natural
 from neuralcleanse.scan import NeuralCleanse
@@ -95,6 +95,18 @@ def test_a_third_target_between_the_flagged_and_the_natural_labels_joins_them():
     assert 1.0 < d.per_label[6] <= d.score  # a companion is never more suspicious than the labels it joins
     norms[6] = 20.0
     assert sorted(decide(norms, "k-aware-ratio").flagged) == [1, 4]
+
+
+def test_a_second_target_far_above_a_pixel_sized_first_joins_it_when_a_halving_below_the_rest():
+    """A first target at 0.02 of the median (a pixel) and a second at 0.30: the second is nearer, in log norm, to the
+    natural labels (from 0.76) than to the first, but more than a halving (COMPANION_GAP) below them, and joins.
+    With the natural labels starting at 0.46, within a halving, it stays out."""
+    norms = torch.tensor([1.0, 16.0, 40.0, 45.0, 50.0, 55.0, 62.0, 80.0, 95.0, 120.0])
+    assert math.log(norms[2] / norms[1]) < math.log(norms[1] / norms[0])
+    assert norms[2] / norms[1] > COMPANION_GAP and norms[1] / norms.median() < COMPANION_RATIO
+    assert sorted(decide(norms, "k-aware-ratio").flagged) == [0, 1]
+    norms[2] = 24.0
+    assert decide(norms, "k-aware-ratio").flagged == [0]
 
 
 def test_a_small_label_nearer_the_natural_ones_than_the_target_does_not_join_it():

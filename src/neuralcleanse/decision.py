@@ -30,10 +30,11 @@ there are. The decisions here differ in five ways:
   close on clean images, as many are, stay clean;
 - **companions** (``"k-aware-ratio"``): once the smallest labels are flagged, the next smallest joins them when
   it lies under :data:`COMPANION_RATIO` of the median and nearer, in log norm, to the largest flagged label than
-  to the next label above it: a second or third target whose trigger is larger than the first's (a bigger or
-  fainter sticker) sits in the gap between the flagged labels and the natural ones, where neither the size nor
-  the order statistic can call it on its own. It acts only on a model already flagged, so it cannot flag a clean
-  one.
+  to the next label above it, the gap below counted as at most :data:`COMPANION_GAP` (a pixel-sized first
+  target leaves any second one far above it): a second or third target whose trigger is larger than the
+  first's (a bigger or fainter sticker) sits in the gap between the flagged labels and the natural ones, where
+  neither the size nor the order statistic can call it on its own. It acts only on a model already flagged, so
+  it cannot flag a clean one.
 
 ``score`` is higher for more suspicious models: the paper's index for ``"paper"`` and ``"log-mad"``,
 ``-log10(p)`` of the smallest label for ``"k-aware"``, and for ``"k-aware-ratio"`` the largest of its
@@ -56,6 +57,7 @@ from .outliers import CONSISTENCY, anomaly_index
 
 __all__ = [
     "BLOCK_REACH",
+    "COMPANION_GAP",
     "COMPANION_RATIO",
     "DECISIONS",
     "DEFAULT_THRESHOLDS",
@@ -121,6 +123,11 @@ FAVOUR_FLOOR = 1.3
 #: target: docs/detection.md; the favour criterion's region, :data:`FAVOUR_RATIO`, of labels small but not small
 #: enough to be flagged by size alone).
 COMPANION_RATIO = 0.4
+#: ... and its log-norm gap to the label below counts as at most this factor, one halving (ours, chosen on the tune
+#: half of the benchmark zoo's first eight rounds, where 1.5 to 3 make one to four more scans exact and 2 the most:
+#: docs/detection.md): beside a first target of a few pixels, a second needing a fifth of the median's trigger is
+#: nearer to the natural labels than to the first, yet a halving below them.
+COMPANION_GAP = 2.0
 
 #: The step-down flags no label over this share of the median norm (ours, chosen on the tune half of the benchmark
 #: zoo's first seven rounds, where 0.5 to 0.6 are alike and best: docs/detection.md). Its null is fitted to the
@@ -268,8 +275,9 @@ def _companions(log_norms: torch.Tensor, flagged: list[int], score: float, thres
     """The labels tried as companions of ``flagged``, the smallest labels of a model with ``score``, with their
     scores: from the next smallest up (to :data:`MAX_BLOCK` labels in all, and while each scores over
     ``threshold``), a label under :data:`COMPANION_RATIO` of the median scores its log-norm gap to the label
-    above over its gap to the label below, capped at ``score`` (a companion is never more suspicious than the
-    labels it joins). Nothing joins labels that are not the smallest ones."""
+    above over its gap to the label below (counted as at most ``log(COMPANION_GAP)``), capped at ``score`` (a
+    companion is never more suspicious than the labels it joins). Nothing joins labels that are not the smallest
+    ones."""
     ascending, order = log_norms.sort()
     if not flagged or sorted(flagged) != sorted(order[: len(flagged)].tolist()):
         return {}
@@ -280,7 +288,7 @@ def _companions(log_norms: torch.Tensor, flagged: list[int], score: float, thres
         if x >= cutoff:
             break
         below, above = x - float(ascending[j - 1]), float(ascending[j + 1]) - x
-        out[int(order[j])] = joins = min(score, above / max(below, _FLOOR))
+        out[int(order[j])] = joins = min(score, above / max(min(below, math.log(COMPANION_GAP)), _FLOOR))
         if joins <= threshold:
             break
     return out
