@@ -230,13 +230,12 @@ def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
 
 
 def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch.Tensor | None = None) -> Decision:
-    """The k-aware step-down at ``threshold`` times its default (its score capped there over
-    :data:`STEP_DOWN_RATIO` of the median, so that no label is flagged there), joined by the labels flagged by size
-    and, with
-    the clean gaps, by favour. Size counts for the labels of the unusual block (:func:`_unusual_block`); among
-    them, a label is flagged, from the smallest up, while it lies more than ``threshold * log2(1 / SMALL_RATIO)``
-    halvings below the median norm (under a quarter of it at threshold 1). Favour (:func:`_favour`) flags a
-    label whose score exceeds ``threshold``; then the flagged labels' companions (:func:`_companions`) join."""
+    """The k-aware step-down at ``threshold`` times its default (over :data:`STEP_DOWN_RATIO` of the median its
+    score is capped there, so that it flags no label), joined by the labels flagged by size and, with the clean
+    gaps, by favour. Size counts for the labels of the unusual block (:func:`_unusual_block`); among them, a label
+    is flagged, from the smallest up, while it lies more than ``threshold * log2(1 / SMALL_RATIO)`` halvings below
+    the median norm (under a quarter of it at threshold 1). Favour (:func:`_favour`) flags a label whose score
+    exceeds ``threshold``; then the flagged labels' companions (:func:`_companions`) join."""
     k_aware = _step_down(log_norms, threshold * DEFAULT_THRESHOLDS["k-aware"])
     ceiling = float(log_norms.quantile(0.5)) + math.log(STEP_DOWN_RATIO)
     over = {i for i in range(log_norms.numel()) if float(log_norms[i]) >= ceiling}
