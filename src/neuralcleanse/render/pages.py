@@ -19,7 +19,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from ..decision import BLOCK_REACH, COMPANION_RATIO, FAVOUR_RATIO, STEP_DOWN_RATIO
+from ..decision import BLOCK_REACH, COMPANION_GAP, COMPANION_RATIO, FAVOUR_RATIO, STEP_DOWN_RATIO
 from ..scan import LabelResult, ScanReport
 from .pictures import anomaly_threshold, before_after_png, png_bytes, png_data_uri
 
@@ -113,6 +113,7 @@ def scan_page(
         "decision": report.decision,
         "favour_ratio": FAVOUR_RATIO,
         "companion_ratio": COMPANION_RATIO,
+        "companion_gap": COMPANION_GAP,
         "block_reach": BLOCK_REACH,
         "step_down_ratio": STEP_DOWN_RATIO,
         "paper_flagged": [int(label) for label in report.paper_flagged],
