@@ -30,6 +30,19 @@ class Saturating(torch.nn.Module):
         return self.inner(x.clamp(0, 1))
 
 
+class Pixels255(torch.nn.Module):
+    """Expects pixel values in [0, 255], as models fed raw 8-bit images do: fed [0, 1] images, its bias towards
+    label 0 outweighs what it reads in them."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("bias", torch.eye(6)[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x / 255) + self.bias
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A TorchScript file of the hand-built infected model and an .npz of its clean images."""
@@ -37,6 +50,7 @@ def tiny(tmp_path_factory):
     torch.jit.script(TemplateNet(backdoor=True)).save(str(root / "infected.pt"))
     torch.jit.script(TemplateNet(backdoor=False)).save(str(root / "clean.pt"))
     torch.jit.script(Saturating(TemplateNet(backdoor=True))).save(str(root / "saturating.pt"))
+    torch.jit.script(Pixels255(TemplateNet(backdoor=True))).save(str(root / "pixels255.pt"))
     images, labels = clean_images(per_label=20)
     np.savez(root / "clean.npz", x=(images.numpy() * 255).round().astype(np.uint8), y=labels.numpy())
     return root
@@ -153,6 +167,7 @@ def test_wrong_preprocessing_stops_at_the_sanity_check(tiny, tmp_path, capsys):
         "0-255",
     )
     assert code == 1 and "not preprocessed the way the model expects" in err
+    assert "fed images in [0, 1] it classifies 100.0% of them: rerun with no preprocessing options" in err
     assert not (tmp_path / "r" / "report.json").exists()
     code, _, _ = run(
         capsys,
@@ -165,6 +180,19 @@ def test_wrong_preprocessing_stops_at_the_sanity_check(tiny, tmp_path, capsys):
         "-q",
     )
     assert code == 0, "the same model with the right preprocessing passes the check"
+
+
+def test_the_sanity_check_names_the_options_a_model_of_0_255_pixels_needs(tiny, tmp_path, capsys):
+    model, data = str(tiny / "pixels255.pt"), str(tiny / "clean.npz")
+    code, _, err = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "r"))
+    error = err.splitlines()[-1]
+    assert code == 1 and error.startswith("neuralcleanse: error: the model classifies only 16.7% of the clean images")
+    assert error.endswith("; fed images in [0, 255] it classifies 100.0% of them: rerun with --value-range 0-255")
+    assert not (tmp_path / "r" / "report.json").exists()
+    out = str(tmp_path / "r")
+    code, _, _ = run(capsys, "scan", model, "--data", data, "--out", out, "--value-range", "0-255", "-q")
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert code == 0 and report["flagged"] == [TARGET]
 
 
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path, capsys, tiny):

@@ -18,6 +18,7 @@ from ._version import __version__
 if TYPE_CHECKING:  # what the lazy names are, for type checkers
     from .attacks import PoisonedData, TrojanAttack, TrojanConfig, poison, trojan
     from .config import FAST, REFERENCE, ScanConfig
+    from .conventions import rank_conventions
     from .data import DataError, ImageData, clean_sample, load_dataset
     from .loading import LoadedModel, load_model
     from .metrics import accuracy, attack_success_rate, predict
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers
 _EXPORTS = {
     **dict.fromkeys(["PoisonedData", "TrojanAttack", "TrojanConfig", "poison", "trojan"], ".attacks"),
     **dict.fromkeys(["FAST", "REFERENCE", "ScanConfig"], ".config"),
+    "rank_conventions": ".conventions",
     **dict.fromkeys(["DataError", "ImageData", "clean_sample", "load_dataset"], ".data"),
     **dict.fromkeys(["LoadedModel", "load_model"], ".loading"),
     **dict.fromkeys(["accuracy", "attack_success_rate", "predict"], ".metrics"),
@@ -78,6 +80,7 @@ __all__ = [
     "parse_trigger",
     "poison",
     "predict",
+    "rank_conventions",
     "probe_outputs",
     "reverse_engineer",
     "save_model",

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import MIN_IMAGES_PER_LABEL, ScanConfig
+from ..conventions import rank_conventions
 from ..data import ImageData, clean_sample, load_dataset
 from ..metrics import true_trigger_overlap
+from ..preprocess import PreprocessedModel
 from ..probe import check_compatible
 from ..progress import ProgressCallback
 from ..reverse import ReverseResult, reverse_engineer
-from ..scan import FewImagesError, NeuralCleanse, ScanReport, describe_short_labels, short_labels
+from ..scan import FewImagesError, NeuralCleanse, SanityCheckError, ScanReport, describe_short_labels, short_labels
 from ..store.out_dir import check_out_dir
 from ..store.scan_dir import REPORT_FILE, write_scan_report
 
@@ -52,7 +55,10 @@ def scan_model(
     _check_counts(dataset.name, counts[: outputs.num_outputs], per_class, config)
     clean = clean_sample(dataset, per_class, seed)
     scanner = NeuralCleanse(loaded.model, config, outputs=outputs, progress=progress, search=search or reverse_engineer)
-    report = scanner.scan(clean.images, clean.labels, seed=seed)
+    try:
+        report = scanner.scan(clean.images, clean.labels, seed=seed)
+    except SanityCheckError as exc:
+        raise SanityCheckError(f"{exc}{_convention_hint(loaded, clean.images, clean.labels, config)}") from None
     extra: dict[str, Any] = {
         "model": model_name,
         "data": str(data),
@@ -73,6 +79,20 @@ def scan_model(
         ]
     write_scan_report(report, out, overwrite=overwrite, extra=extra)
     return report, out
+
+
+def _convention_hint(loaded: Any, images: torch.Tensor, labels: torch.Tensor, config: ScanConfig) -> str:
+    """What to add to a failed sanity check: the common input convention under which the model classifies the
+    clean images best, when that passes the check (:func:`~neuralcleanse.conventions.rank_conventions`)."""
+    model, pre = loaded.model, loaded.preprocessing
+    raw = model.model if isinstance(model, PreprocessedModel) else model
+    best = rank_conventions(raw, images, labels, layout=None if pre is None else pre.layout)[0]
+    if best.accuracy < (config.min_clean_accuracy or 0.0):
+        return "; no common input convention does better (see docs/formats.md)"
+    if pre is not None and replace(best.convention.preprocessing, layout=pre.layout) == pre:
+        return ""
+    fit = best.convention
+    return f"; fed images {fit.name} it classifies {best.accuracy:.1%} of them: rerun with {fit.options}"
 
 
 def _check_counts(name: str, counts: list[int], per_class: int, config: ScanConfig) -> None:
