@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from neuralcleanse.conventions import CONVENTIONS, rank_conventions
-from neuralcleanse.preprocess import PreprocessedModel
+from neuralcleanse.conventions import CONVENTIONS, ConventionFit, better_convention, rank_conventions
+from neuralcleanse.preprocess import PreprocessedModel, Preprocessing
 
 
 class NearestPrototype(nn.Module):
@@ -48,3 +48,13 @@ def test_only_conventions_for_the_images_channels_are_tried():
     _, images, labels = _labelled(1)
     names = [fit.convention.name for fit in rank_conventions(NearestPrototype(images[:6]), images, labels)]
     assert "normalised by MNIST's mean and std" in names and not any("BGR" in n or "ImageNet" in n for n in names)
+
+
+def test_a_better_convention_is_named_only_when_it_reaches_the_level_and_is_not_the_one_given():
+    plain, pixels = CONVENTIONS[0], CONVENTIONS[1]  # [0, 1] and [0, 255]
+    fits = [ConventionFit(pixels, 0.96), ConventionFit(plain, 0.10)]
+    assert better_convention(fits, 0.5, None) == fits[0]
+    assert better_convention(fits, 0.97, None) is None, "not good enough"
+    assert better_convention(fits, 0.5, Preprocessing(value_range=(0, 255), layout="NHWC")) is None, "it is given"
+    ties = [ConventionFit(plain, 0.98), ConventionFit(pixels, 0.98)]
+    assert better_convention(ties, 0.5, None) is None, "the plainest of equals is the default itself"

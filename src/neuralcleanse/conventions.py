@@ -18,7 +18,7 @@ from ._torch import eval_mode, model_device
 from .metrics import accuracy
 from .preprocess import PreprocessedModel, Preprocessing
 
-__all__ = ["CONVENTIONS", "Convention", "ConventionFit", "rank_conventions"]
+__all__ = ["CONVENTIONS", "Convention", "ConventionFit", "better_convention", "rank_conventions"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,13 @@ def rank_conventions(
             fed = PreprocessedModel(model, replace(convention.preprocessing, layout=layout)).to(device).eval()
             fits.append(ConventionFit(convention, accuracy(fed, images, labels)))
     return sorted(fits, key=lambda fit: -fit.accuracy)
+
+
+def better_convention(fits: list[ConventionFit], least: float, given: Preprocessing | None) -> ConventionFit | None:
+    """The best of ``fits`` (:func:`rank_conventions`) when it classifies at least ``least`` of the images and is
+    not the ``given`` preprocessing itself; None otherwise."""
+    if not fits or fits[0].accuracy < least:
+        return None
+    best = fits[0]
+    given = given or Preprocessing()
+    return None if replace(best.convention.preprocessing, layout=given.layout) == given else best

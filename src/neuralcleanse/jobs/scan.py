@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import MIN_IMAGES_PER_LABEL, ScanConfig
-from ..conventions import rank_conventions
+from ..conventions import better_convention, rank_conventions
 from ..data import ImageData, clean_sample, load_dataset
 from ..metrics import true_trigger_overlap
 from ..preprocess import PreprocessedModel
@@ -82,17 +81,16 @@ def scan_model(
 
 
 def _convention_hint(loaded: Any, images: torch.Tensor, labels: torch.Tensor, config: ScanConfig) -> str:
-    """What to add to a failed sanity check: the common input convention under which the model classifies the
-    clean images best, when that passes the check (:func:`~neuralcleanse.conventions.rank_conventions`)."""
+    """What to add to a failed sanity check: the common input convention under which the model, as its file holds
+    it, classifies the clean images best, when that passes the check (:mod:`~neuralcleanse.conventions`)."""
     model, pre = loaded.model, loaded.preprocessing
     raw = model.model if isinstance(model, PreprocessedModel) else model
-    best = rank_conventions(raw, images, labels, layout=None if pre is None else pre.layout)[0]
-    if best.accuracy < (config.min_clean_accuracy or 0.0):
+    fits = rank_conventions(raw, images, labels, layout=None if pre is None else pre.layout)
+    better = better_convention(fits, config.min_clean_accuracy or 0.0, pre)
+    if better is None:
         return "; no common input convention does better (see docs/formats.md)"
-    if pre is not None and replace(best.convention.preprocessing, layout=pre.layout) == pre:
-        return ""
-    fit = best.convention
-    return f"; fed images {fit.name} it classifies {best.accuracy:.1%} of them: rerun with {fit.options}"
+    name, options = better.convention.name, better.convention.options
+    return f"; fed images {name} it classifies {better.accuracy:.1%} of them: rerun with {options}"
 
 
 def _check_counts(name: str, counts: list[int], per_class: int, config: ScanConfig) -> None:
