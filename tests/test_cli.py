@@ -196,6 +196,16 @@ def test_the_sanity_check_names_the_options_a_model_of_0_255_pixels_needs(tiny, 
     assert code == 0 and report["flagged"] == [TARGET]
 
 
+def test_the_sanity_check_blames_the_labels_when_no_convention_helps(tiny, tmp_path, capsys):
+    data = np.load(tiny / "clean.npz")
+    np.savez(tmp_path / "shifted.npz", x=data["x"], y=(data["y"] + 1) % 6)  # every image under the next label
+    code, _, err = run(
+        capsys, "scan", str(tiny / "infected.pt"), "--data", str(tmp_path / "shifted.npz"), "--out", str(tmp_path / "r")
+    )
+    error = err.splitlines()[-1]
+    assert code == 1 and "or the labels do not match; no common input convention does better" in error
+
+
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path, capsys, tiny):
     marker = tmp_path / "pwned"
 
