@@ -432,6 +432,29 @@ def timing(rows: list[dict[str, Any]]) -> str:
     return markdown_table(["dataset", "arch", "scans", "median s", "max s"], body)
 
 
+def smallest_first(scans: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    """Per half and dataset, the required infected scans whose targets are exactly their model's smallest labels
+    by norm (as many as it has targets), beside the default's exact ones: what a rule that flags the smallest
+    labels could reach if it knew how many to flag."""
+    norms = {(s["model"], s["seed"]): s["norms"] for s in scans if "norms" in s}
+    groups: dict[tuple[str, str], list[tuple[bool, bool]]] = defaultdict(list)
+    for r in rows:
+        if not (r["required"] and r["infected"]):
+            continue
+        n = norms[(r["model"], r["seed"])]
+        smallest = sorted(range(len(n)), key=lambda i: n[i])[: len(r["targets"])]
+        groups[(r["half"], r["dataset"])].append((sorted(smallest) == r["targets"], r["correct"]))
+    for half in ("tune", "test"):
+        groups[(half, "all")] = [v for (h, d), vs in list(groups.items()) if h == half and d != "all" for v in vs]
+    body = [
+        [half, dataset, len(vs), f"{sum(a for a, _ in vs)}/{len(vs)}", f"{sum(b for _, b in vs)}/{len(vs)}"]
+        for (half, dataset), vs in sorted(
+            groups.items(), key=lambda kv: (kv[0][0] != "tune", kv[0][1] == "all", kv[0][1])
+        )
+    ]
+    return markdown_table(["half", "dataset", "scans", "targets are the smallest", "default exact"], body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", action="store_true", help="run the symmetric checks that are not cached yet")
@@ -529,6 +552,11 @@ def main() -> None:
         "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
         "what they need (docs/detection.md).\n\n",
         by_trigger([r for r in rows if r["half"] == "test" and r["required"]]),
+        "## Are the targets the smallest labels? (required families)\n",
+        "Infected scans whose targets are exactly their model's smallest labels by norm, as many as it has targets: "
+        "what any rule that flags the smallest labels first could reach if it knew how many to flag, beside the "
+        "default's exact scans. The rest of the gap is the choice of how many (docs/detection.md).\n\n",
+        smallest_first(scans, rows),
         "## Test half, per dataset and family\n",
         table([r for r in rows if r["half"] == "test"], ("dataset", "family")),
         "## Tune half, per dataset and family\n",
