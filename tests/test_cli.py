@@ -71,7 +71,7 @@ def test_scan_torchscript_flags_the_backdoor(tiny, tmp_path, capsys):
     assert report["infected"] and report["flagged"] == [TARGET] and report["anomaly_index"] > 3
     assert {"label", "mask_l1", "attack_success", "anomaly_index"} <= set(report["labels"][0])
     assert report["mode"] == "fast" and report["seed"] == 0 and report["seconds"] > 0
-    assert report["warnings"] == [], "no input convention reads the images better than the one given"
+    assert report["warnings"] == [], "nothing about this scan makes its verdict less sure"
     for name in ("report.html", "triggers.npz", "norms.png", f"label_{TARGET}_mask.png"):
         assert (tmp_path / "r" / name).is_file()
     assert out.startswith(f"INFECTED: flagged labels [{TARGET}] (k-aware-ratio score ")
