@@ -43,6 +43,24 @@ class Pixels255(torch.nn.Module):
         return self.inner(x / 255) + self.bias
 
 
+class Picky(Saturating):
+    """Refuses negative input, as some exported models check their input range."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x < -0.5).any()):
+            raise ValueError("negative input")
+        return self.inner(x.clamp(0, 1))
+
+
+class SmallBatches(Saturating):
+    """Takes at most 32 images at a time, as models exported with a fixed batch size do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 32:
+            raise ValueError("at most 32 images per batch")
+        return self.inner(x)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A TorchScript file of the hand-built infected model and an .npz of its clean images."""
@@ -51,6 +69,8 @@ def tiny(tmp_path_factory):
     torch.jit.script(TemplateNet(backdoor=False)).save(str(root / "clean.pt"))
     torch.jit.script(Saturating(TemplateNet(backdoor=True))).save(str(root / "saturating.pt"))
     torch.jit.script(Pixels255(TemplateNet(backdoor=True))).save(str(root / "pixels255.pt"))
+    torch.jit.script(Picky(TemplateNet(backdoor=True))).save(str(root / "picky.pt"))
+    torch.jit.script(SmallBatches(TemplateNet(backdoor=True))).save(str(root / "small_batches.pt"))
     images, labels = clean_images(per_label=20)
     np.savez(root / "clean.npz", x=(images.numpy() * 255).round().astype(np.uint8), y=labels.numpy())
     return root
@@ -194,6 +214,38 @@ def test_the_sanity_check_names_the_options_a_model_of_0_255_pixels_needs(tiny, 
     code, _, _ = run(capsys, "scan", model, "--data", data, "--out", out, "--value-range", "0-255", "-q")
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert code == 0 and report["flagged"] == [TARGET]
+
+
+def test_a_model_that_fails_on_another_convention_keeps_the_sanity_checks_own_error(tiny, tmp_path, capsys):
+    out = str(tmp_path / "r")
+    code, _, err = run(
+        capsys,
+        "scan",
+        str(tiny / "picky.pt"),
+        "--data",
+        str(tiny / "clean.npz"),
+        "--out",
+        out,
+        "--value-range",
+        "0-255",
+    )
+    error = err.splitlines()[-1]
+    assert code == 1 and error.endswith("or the labels do not match"), "no hint, and not the ranking's error"
+    picky = ("scan", str(tiny / "picky.pt"), "--data", str(tiny / "clean.npz"), "--out", out)
+    code, _, err = run(capsys, *picky, "--value-range", "-1-1")  # fails on the probe itself: TorchScript's error
+    assert code == 1 and err == (
+        f"neuralcleanse: error: {tiny / 'clean.npz'}: the model fails on input of shape (32, 1, 12, 12) "
+        "(builtins.ValueError: negative input); check the input layout and image size\n"
+    )
+
+
+def test_a_torchscript_models_own_error_during_the_scan_is_one_line(tiny, tmp_path, capsys):
+    """The probe's 32 images pass; the scan's larger batches make the scripted model raise, which TorchScript
+    re-raises as torch.jit.Error (no RuntimeError): still one line, the model's own message, and no report."""
+    model, data = str(tiny / "small_batches.pt"), str(tiny / "clean.npz")
+    code, _, err = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "r"), "-q")
+    assert code == 1 and err == "neuralcleanse: error: builtins.ValueError: at most 32 images per batch\n"
+    assert not (tmp_path / "r" / "report.json").exists()
 
 
 def test_the_sanity_check_blames_the_labels_when_no_convention_helps(tiny, tmp_path, capsys):

@@ -10,6 +10,11 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
+#: What a model's forward pass raises on input it does not take: torch's own errors, Python's from hand-written
+#: checks, and TorchScript's, whose interpreter re-raises a scripted ``raise`` as ``torch.jit.Error`` (not a
+#: RuntimeError).
+MODEL_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, IndexError, TypeError, KeyError, torch.jit.Error)
+
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model with neither)."""

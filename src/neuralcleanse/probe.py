@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._torch import eval_mode, model_device
+from ._torch import MODEL_ERRORS, eval_mode, model_device
 from .data import ImageData
+from .errors import one_line
 from .preprocess import is_probabilities
 
 __all__ = ["ModelOutputs", "ProbeError", "check_compatible", "probe_outputs"]
@@ -46,10 +47,9 @@ def probe_outputs(model: nn.Module, images: torch.Tensor, where: str = "") -> Mo
     try:
         with torch.no_grad(), eval_mode(model):
             out = model(images)
-    except (RuntimeError, ValueError, IndexError, TypeError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    except MODEL_ERRORS as exc:
         raise ProbeError(
-            f"{prefix}the model fails on input of shape {tuple(images.shape)} ({first}); "
+            f"{prefix}the model fails on input of shape {tuple(images.shape)} ({one_line(exc)}); "
             "check the input layout and image size"
         ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:

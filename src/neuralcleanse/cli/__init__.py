@@ -53,11 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("neuralcleanse: interrupted; nothing partial was written", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, OSError, RuntimeError) as exc:
-        if args.debug:
+    except Exception as exc:
+        if args.debug or not _reported(exc):
             raise
         print(f"neuralcleanse: error: {one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _reported(exc: Exception) -> bool:
+    """Whether ``exc`` is an error of the input (a file, a flag, a model, the data), reported as one line; any
+    other exception is a bug and keeps its traceback. A TorchScript model's own ``raise`` reaches here as
+    ``torch.jit.Error``, which is no RuntimeError (its class is matched by name: torch may not be loaded)."""
+    if isinstance(exc, CLIError | ValueError | TypeError | OSError | RuntimeError):
+        return True
+    return type(exc).__module__ == "torch.jit" and type(exc).__name__ == "Error"
 
 
 if __name__ == "__main__":  # pragma: no cover

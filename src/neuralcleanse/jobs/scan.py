@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._torch import MODEL_ERRORS
 from ..config import MIN_IMAGES_PER_LABEL, ScanConfig
 from ..conventions import better_convention, rank_conventions
 from ..data import ImageData, clean_sample, load_dataset
@@ -85,7 +86,10 @@ def _convention_hint(loaded: Any, images: torch.Tensor, labels: torch.Tensor, co
     it, classifies the clean images best, when that passes the check (:mod:`~neuralcleanse.conventions`)."""
     model, pre = loaded.model, loaded.preprocessing
     raw = model.model if isinstance(model, PreprocessedModel) else model
-    fits = rank_conventions(raw, images, labels, layout=None if pre is None else pre.layout)
+    try:
+        fits = rank_conventions(raw, images, labels, layout=None if pre is None else pre.layout)
+    except MODEL_ERRORS:  # a model that fails on other input: the check's own error stands
+        return ""
     better = better_convention(fits, config.min_clean_accuracy or 0.0, pre)
     if better is None:
         return "; no common input convention does better (see docs/formats.md)"
