@@ -71,6 +71,8 @@ def tiny(tmp_path_factory):
     torch.jit.script(Pixels255(TemplateNet(backdoor=True))).save(str(root / "pixels255.pt"))
     torch.jit.script(Picky(TemplateNet(backdoor=True))).save(str(root / "picky.pt"))
     torch.jit.script(SmallBatches(TemplateNet(backdoor=True))).save(str(root / "small_batches.pt"))
+    net = TemplateNet(backdoor=True)  # its layers without the Flatten: dense layers on vectors of 144 values
+    torch.jit.script(torch.nn.Sequential(*net.features[1:], net.head)).save(str(root / "flat.pt"))
     images, labels = clean_images(per_label=20)
     np.savez(root / "clean.npz", x=(images.numpy() * 255).round().astype(np.uint8), y=labels.numpy())
     return root
@@ -246,6 +248,15 @@ def test_a_torchscript_models_own_error_during_the_scan_is_one_line(tiny, tmp_pa
     code, _, err = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "r"), "-q")
     assert code == 1 and err == "neuralcleanse: error: builtins.ValueError: at most 32 images per batch\n"
     assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_a_model_of_flattened_images_is_scanned_with_layout_flat(tiny, tmp_path, capsys):
+    model, data = str(tiny / "flat.pt"), str(tiny / "clean.npz")
+    code, _, err = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "r"), "-q")
+    assert code == 1 and "the model fails on input of shape (32, 1, 12, 12)" in err and "layout" in err
+    code, _, _ = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "r"), "--layout", "flat", "-q")
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert code == 0 and report["flagged"] == [TARGET]
 
 
 def test_the_sanity_check_blames_the_labels_when_no_convention_helps(tiny, tmp_path, capsys):

@@ -437,6 +437,26 @@ def test_keras2_h5_without_keras(tmp_path):
     _check(loaded, expected, x)
 
 
+def test_keras2_dense_model_on_flattened_images(tmp_path):
+    """A Keras MLP declares (None, 12): its layout is read as flat, the image shape is left to the data."""
+    rng = np.random.default_rng(1)
+    layers = [
+        {"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [None, 12]}},
+        {"class_name": "Dense", "config": {"name": "hidden", "units": 5, "activation": "relu"}},
+        {"class_name": "Dense", "config": {"name": "out", "units": 3, "activation": "linear"}},
+    ]
+    weights = {
+        "hidden": [("kernel", rng.normal(size=(12, 5)).astype(np.float32)), ("bias", np.zeros(5, np.float32))],
+        "out": [("kernel", rng.normal(size=(5, 3)).astype(np.float32)), ("bias", np.zeros(3, np.float32))],
+    }
+    config = {"class_name": "Sequential", "config": {"name": "mlp", "layers": layers}}
+    loaded = load_model(_write_keras2_h5(tmp_path / "mlp.h5", config, weights))
+    assert loaded.preprocessing.layout == "flat" and loaded.input_shape is None
+    x = _rand(4, 1, 3, 4)
+    (w1, b1), (w2, b2) = ((torch.from_numpy(w) for _, w in weights[name]) for name in ("hidden", "out"))
+    _check(loaded, torch.relu(x.flatten(1) @ w1 + b1) @ w2 + b2, x)
+
+
 def test_keras_layer_it_cannot_rebuild_without_keras_installed(tmp_path, monkeypatch):
     config, weights = _keras2_sequential(np.random.default_rng(0))
     config["config"]["layers"][1]["class_name"] = "Conv3D"

@@ -77,6 +77,14 @@ def test_nhwc_moves_channels_last_and_nhw_drops_a_single_channel():
         _seen(Preprocessing(layout="NHW"), x)
 
 
+def test_flat_gives_each_image_as_one_vector_in_chw_order():
+    x = _images(c=3, h=4, w=5)
+    pre = Preprocessing(layout="FLAT")
+    assert pre.layout == "flat" and not pre.is_identity
+    seen = _seen(pre, x)
+    assert seen.shape == (2, 60) and torch.equal(seen[:, 20 + 5 * 1 + 2], x[:, 1, 1, 2])
+
+
 def test_wrapper_rejects_non_image_input_and_non_modules():
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         PreprocessedModel(Recorder(), Preprocessing())(torch.rand(2, 3))

@@ -85,7 +85,7 @@ def rank_conventions(
     Args:
         model: the model as it was given, taking whatever it expects (not wrapped in a
             :class:`~neuralcleanse.preprocess.PreprocessedModel`).
-        layout: the tensor layout the model takes (``"NCHW"``, ``"NHWC"``, ``"NHW"``; None: NCHW).
+        layout: the tensor layout the model takes (``"NCHW"``, ``"NHWC"``, ``"NHW"``, ``"flat"``; None: NCHW).
 
     Shape:
         images: (N, C, H, W) in [0, 1]; labels: (N,).

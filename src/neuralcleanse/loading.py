@@ -209,10 +209,10 @@ def load_model(
     else:
         raw = load_keras(path, unsafe_pickle, map_location)
 
-    if raw.declared_shape is not None and len(raw.declared_shape) not in (3, 4):
+    if raw.declared_shape is not None and len(raw.declared_shape) not in (2, 3, 4):
         raise ModelFileError(
             f"{path}: the model takes input of shape {raw.declared_shape}, not images (N, C, H, W) or "
-            "(N, H, W, C); neuralcleanse scans image classifiers"
+            "(N, H, W, C) or flattened images (N, C*H*W); neuralcleanse scans image classifiers"
         )
     pre = preprocessing or Preprocessing()
     if pre.layout is None:

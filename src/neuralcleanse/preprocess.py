@@ -14,7 +14,8 @@ The steps, in order (each skipped when it is the identity):
    range and in the model's channel order (so a Caffe-style BGR model takes
    ``mean=(103.939, 116.779, 123.68)`` with ``value_range=(0, 255)``, as published);
 4. layout: ``"NHWC"`` moves the channel axis last; ``"NHW"`` drops it (single-channel models declared as
-   ``(N, H, W)``, common for Keras MNIST models).
+   ``(N, H, W)``, common for Keras MNIST models); ``"flat"`` flattens each image to one vector in (C, H, W)
+   order, as ``x.flatten(1)`` does (networks of dense layers declared as ``(N, 784)``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 CHANNEL_ORDERS = ("RGB", "BGR")
-LAYOUTS = ("NCHW", "NHWC", "NHW")
+LAYOUTS = ("NCHW", "NHWC", "NHW", "flat")
 
 # Names for the value ranges seen in practice, accepted by parse_value_range (CLI: --value-range 0-255).
 _NAMED_RANGES = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "-1-1": (-1.0, 1.0)}
@@ -78,8 +79,8 @@ class Preprocessing:
         mean: per-channel mean subtracted after scaling (one value applies to every channel), or None.
         std: per-channel standard deviation divided by after subtracting the mean, or None.
         channel_order: ``"RGB"`` or ``"BGR"``.
-        layout: ``"NCHW"``, ``"NHWC"``, ``"NHW"``, or None to take it from the model file (NCHW when the file
-            declares no input shape). :func:`neuralcleanse.loading.load_model` always fills it in.
+        layout: ``"NCHW"``, ``"NHWC"``, ``"NHW"``, ``"flat"``, or None to take it from the model file (NCHW when
+            the file declares no input shape). :func:`neuralcleanse.loading.load_model` always fills it in.
 
     Example:
         >>> Preprocessing(value_range=(0, 255), channel_order="BGR", mean=(103.939, 116.779, 123.68))
@@ -113,8 +114,8 @@ class Preprocessing:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
         object.__setattr__(self, "channel_order", order)
         if self.layout is not None:
-            layout = str(self.layout).upper()
-            if layout not in LAYOUTS:
+            layout = next((name for name in LAYOUTS if name.upper() == str(self.layout).upper()), None)
+            if layout is None:
                 raise ValueError(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")
             object.__setattr__(self, "layout", layout)
 
@@ -193,6 +194,8 @@ class PreprocessedModel(nn.Module):
             if x.shape[1] != 1:
                 raise ValueError(f"the model takes single-channel (N, H, W) input; got {x.shape[1]} channels")
             x = x[:, 0]  # (N, H, W)
+        elif p.layout == "flat":
+            x = x.flatten(1)  # (N, C * H * W)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

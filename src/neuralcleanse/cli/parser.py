@@ -64,8 +64,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channel-order", choices=["RGB", "BGR"], help="channel order the model expects (default RGB)")
     g.add_argument(
         "--layout",
-        choices=["NCHW", "NHWC", "NHW"],
-        help="tensor layout the model expects (default: the one the file declares, else NCHW)",
+        choices=["NCHW", "NHWC", "NHW", "flat"],
+        help="tensor layout the model expects; flat: each image one vector in (C, H, W) order, for dense layers "
+        "(default: the one the file declares, else NCHW)",
     )
     p.add_argument("--device", help=_DEVICE_HELP)
 

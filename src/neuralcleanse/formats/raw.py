@@ -28,9 +28,12 @@ class RawModel:
 def layout_from_dims(
     dims: tuple[int | None, ...] | None, channels_last_hint: bool | None
 ) -> tuple[str | None, tuple[int, int, int] | None]:
-    """(layout, (C, H, W)) from a declared input shape ``(N, ...)``; None where it cannot be told."""
+    """(layout, (C, H, W)) from a declared input shape ``(N, ...)``; None where it cannot be told (a flat input
+    ``(N, F)`` has a layout but no image shape)."""
     if dims is None:
         return None, None
+    if len(dims) == 2:  # (N, F): dense layers on flattened images, whose (C, H, W) the data will tell
+        return "flat", None
     if len(dims) == 3:  # (N, H, W): single-channel images without a channel axis
         h, w = dims[1], dims[2]
         return "NHW", (1, h, w) if h and w else None
