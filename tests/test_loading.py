@@ -178,6 +178,20 @@ def test_torchscript_scripted_and_traced(tmp_path):
     assert outputs_probabilities(loaded.model, x) and not outputs_probabilities(traced.model, x)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_a_model_saved_in_another_precision_runs_in_float32(tmp_path, dtype):
+    """Saved after .double() or .half(), a model refuses the scan's float32 images; loaded, it takes them."""
+    model = SoftmaxNet().eval().to(dtype)
+    x = _rand(3, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), tmp_path / "m.pt")
+    with pytest.raises(RuntimeError, match="should be the same"):
+        torch.jit.load(str(tmp_path / "m.pt"))(x)
+    loaded = load_model(tmp_path / "m.pt")
+    _check(loaded, model.float()(x), x)  # the weights as saved, in float32
+
+
 # ------------------------------------------------------------------------------------------------------- ONNX
 
 

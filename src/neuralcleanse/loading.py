@@ -152,6 +152,17 @@ def _run(model: nn.Module, images: torch.Tensor, path: str) -> ModelOutputs:
         raise ModelFileError(str(exc)) from None
 
 
+def _to_float32(model: nn.Module, path: Path) -> None:
+    """Turn the floating-point weights of a model saved in half or double precision to float32, in place: the
+    scan feeds float32 images, which such a model refuses (its arithmetic during the search is the scan's own
+    choice, :func:`~neuralcleanse._torch.compute_dtype`, whatever the file's)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    saved = sorted({str(t.dtype) for t in tensors if t.is_floating_point() and t.dtype != torch.float32})
+    if saved:
+        logger.info("%s: weights in %s, run in float32", path, ", ".join(saved))
+        model.float()
+
+
 def load_model(
     path: str | Path,
     *,
@@ -227,6 +238,7 @@ def load_model(
         for name, values in (("mean", pre.mean), ("std", pre.std)):
             if values is not None and len(values) not in (1, channels):
                 raise ValueError(f"{path}: the model takes {channels} channel(s), but {name} has {len(values)} values")
+    _to_float32(raw.model, path)
     model = raw.model if pre.is_identity else PreprocessedModel(raw.model, pre)
     if raw.movable:
         model = model.to(map_location)
