@@ -313,12 +313,27 @@ def test_load_npz_grayscale_float_and_ambiguous(tmp_path):
     assert torch.equal(load_npz(tmp_path / "c.npz").images[0, :, 0, 0], torch.tensor([0, 1, 2]) / 255.0)
 
 
+def test_load_npz_reads_common_names_and_one_hot_labels(tmp_path):
+    """Keras' mnist.npz names its splits x_train/y_train/x_test/y_test: the test split is read. One-hot rows
+    (to_categorical) are class labels, their width the number of classes."""
+    x = np.arange(4 * 9, dtype=np.uint8).reshape(4, 3, 3)
+    np.savez(tmp_path / "keras.npz", x_train=x[:2], y_train=np.array([0, 1]), x_test=x, y_test=np.array([1, 0, 2, 1]))
+    data = load_npz(tmp_path / "keras.npz")
+    assert data.images.shape == (4, 1, 3, 3) and data.labels.tolist() == [1, 0, 2, 1]
+    np.savez(tmp_path / "hot.npz", images=x, labels=np.eye(5, dtype=np.float32)[[4, 0, 2, 1]])
+    data = load_npz(tmp_path / "hot.npz")
+    assert data.labels.tolist() == [4, 0, 2, 1] and data.num_classes == 5
+    np.savez(tmp_path / "soft.npz", x=x, y=np.full((4, 2), 0.5))  # not one-hot: refused as before
+    with pytest.raises(DataError, match=r"y has shape \(4, 2\); expected \(N,\) class labels"):
+        load_npz(tmp_path / "soft.npz")
+
+
 def test_load_npz_errors(tmp_path):
     x = np.zeros((3, 4, 4), np.uint8)
     with pytest.raises(DataError, match=r"missing\.npz: no such file"):
         load_npz(tmp_path / "missing.npz")
-    np.savez(tmp_path / "noy.npz", x=x, labels=np.zeros(3))
-    with pytest.raises(DataError, match=r"noy\.npz: no array y \(found: x, labels\)"):
+    np.savez(tmp_path / "noy.npz", x=x, classes=np.zeros(3))
+    with pytest.raises(DataError, match=r"noy\.npz: no array y \(found: x, classes\); expected images under x/"):
         load_npz(tmp_path / "noy.npz")
     np.savez(tmp_path / "len.npz", x=x, y=np.zeros(2, np.int64))
     with pytest.raises(DataError, match=r"len\.npz: x holds 3 images but y holds 2 labels"):

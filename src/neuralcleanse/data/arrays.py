@@ -82,9 +82,13 @@ def images_from_array(x: np.ndarray, where: str) -> torch.Tensor:
 
 
 def labels_from_array(y: np.ndarray, n: int, num_classes: int | None, where: str) -> tuple[torch.Tensor, int]:
-    """Check a label array; return it as int64 and the number of classes."""
+    """Check a label array, class labels ``(N,)`` or one-hot rows ``(N, K)`` (Keras' ``to_categorical``); return
+    it as int64 and the number of classes."""
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
+    elif y.ndim == 2 and _one_hot(y):
+        num_classes = y.shape[1] if num_classes is None else num_classes
+        y = y.argmax(axis=1)
     if y.ndim != 1:
         raise DataError(f"{where}: y has shape {y.shape}; expected (N,) class labels")
     if len(y) != n:
@@ -105,12 +109,24 @@ def labels_from_array(y: np.ndarray, n: int, num_classes: int | None, where: str
     return labels, num_classes
 
 
+def _one_hot(y: np.ndarray) -> bool:
+    """Whether every row of a 2-D array holds one 1 and zeros elsewhere."""
+    return y.shape[1] > 1 and bool(((y == 0) | (y == 1)).all()) and bool((y.sum(axis=1) == 1).all())
+
+
+#: The names an ``.npz`` file's images and labels go by, in the order they are looked for: the library's own, then
+#: common ones (``x_test``/``y_test``: Keras' ``mnist.npz``, whose test split is the one to scan with).
+IMAGE_KEYS = ("x", "X", "images", "x_test", "data")
+LABEL_KEYS = ("y", "Y", "labels", "y_test", "targets")
+
+
 def load_npz(path: str | Path, num_classes: int | None = None) -> ImageData:
     """Images ``x`` and labels ``y`` from an ``.npz`` file (read with ``allow_pickle=False``).
 
     ``x`` may be ``(N, H, W)`` (one channel), ``(N, H, W, C)`` or ``(N, C, H, W)``: the axis of size 1, 3 or 4
     is the channel axis, and channels-last wins when both fit and the last axis is 1 or 3. uint8 (and other
-    integer) pixels are divided by 255; float pixels must already lie in [0, 1].
+    integer) pixels are divided by 255; float pixels must already lie in [0, 1]. ``y`` holds class labels or
+    one-hot rows. Other common names are read too (:data:`IMAGE_KEYS`, :data:`LABEL_KEYS`).
 
     Args:
         path: The ``.npz`` file.
@@ -131,13 +147,14 @@ def load_npz(path: str | Path, num_classes: int | None = None) -> ImageData:
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise DataError(f"{path}: not an .npz archive (a single .npy array?); expected keys x and y")
         with loaded as npz:
-            missing = [k for k in ("x", "y") if k not in npz.files]
-            if missing:
+            x_key, y_key = (next((k for k in names if k in npz.files), None) for names in (IMAGE_KEYS, LABEL_KEYS))
+            if x_key is None or y_key is None:
+                missing = " or ".join(name for name, key in (("x", x_key), ("y", y_key)) if key is None)
                 raise DataError(
-                    f"{path}: no array {' or '.join(missing)} (found: {', '.join(npz.files) or 'none'}); "
-                    "expected x (images) and y (labels)"
+                    f"{path}: no array {missing} (found: {', '.join(npz.files) or 'none'}); "
+                    f"expected images under {'/'.join(IMAGE_KEYS)} and labels under {'/'.join(LABEL_KEYS)}"
                 )
-            x, y = npz["x"], npz["y"]
+            x, y = npz[x_key], npz[y_key]
     except DataError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
