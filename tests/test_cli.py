@@ -205,17 +205,25 @@ def test_wrong_preprocessing_stops_at_the_sanity_check(tiny, tmp_path, capsys):
     assert code == 0, "the same model with the right preprocessing passes the check"
 
 
-def test_the_sanity_check_names_the_options_a_model_of_0_255_pixels_needs(tiny, tmp_path, capsys):
+def test_a_model_of_0_255_pixels_is_scanned_so_when_no_preprocessing_is_given(tiny, tmp_path, capsys):
+    """Fed [0, 1] images it gets 16.7% right: with no options given, the scan reads it as 0-255 (every image
+    right), says so in a warning and records what it applied; options given are never overridden."""
     model, data = str(tiny / "pixels255.pt"), str(tiny / "clean.npz")
-    code, _, err = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "r"))
+    code, out, _ = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "auto"), "-q")
+    report = json.loads((tmp_path / "auto" / "report.json").read_text())
+    assert code == 0 and report["flagged"] == [TARGET] and report["extra"]["preprocessing"]["value_range"] == [0, 255]
+    (warning,) = report["warnings"]
+    assert "the model gets 16.7% of the clean images right fed in [0, 1] but 100.0% fed in [0, 255]" in warning
+    assert "as with --value-range 0-255" in warning and "WARNING: no preprocessing was given" in out
+    code, _, err = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "r"), "--value-range", "-1-1")
     error = err.splitlines()[-1]
     assert code == 1 and error.startswith("neuralcleanse: error: the model classifies only 16.7% of the clean images")
     assert error.endswith("; fed images in [0, 255] it classifies 100.0% of them: rerun with --value-range 0-255")
     assert not (tmp_path / "r" / "report.json").exists()
-    out = str(tmp_path / "r")
-    code, _, _ = run(capsys, "scan", model, "--data", data, "--out", out, "--value-range", "0-255", "-q")
+    out_dir = str(tmp_path / "r")
+    code, _, _ = run(capsys, "scan", model, "--data", data, "--out", out_dir, "--value-range", "0-255", "-q")
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert code == 0 and report["flagged"] == [TARGET]
+    assert code == 0 and report["flagged"] == [TARGET] and report["warnings"] == []
 
 
 def test_a_model_that_fails_on_another_convention_keeps_the_sanity_checks_own_error(tiny, tmp_path, capsys):

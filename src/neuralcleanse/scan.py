@@ -47,7 +47,12 @@ logger = logging.getLogger(__name__)
 
 
 class SanityCheckError(ValueError):
-    """The model's accuracy on the supplied clean images is too low for a meaningful scan."""
+    """The model's accuracy on the supplied clean images is too low for a meaningful scan; ``accuracy`` is what
+    it reached."""
+
+    def __init__(self, message: str, accuracy: float | None = None) -> None:
+        super().__init__(message)
+        self.accuracy = accuracy
 
 
 class FewImagesError(ValueError):
@@ -323,7 +328,8 @@ class NeuralCleanse:
             raise SanityCheckError(
                 f"the model classifies only {clean_acc:.1%} of the clean images correctly (expected at "
                 f"least {floor:.0%}): the images are probably not preprocessed the way the "
-                "model expects (value range, mean/std, channel order or layout), or the labels do not match"
+                "model expects (value range, mean/std, channel order or layout), or the labels do not match",
+                clean_acc,
             )
         return clean_acc
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._torch import MODEL_ERRORS
+from .._torch import MODEL_ERRORS, model_device
 from ..config import MIN_IMAGES_PER_LABEL, ScanConfig
-from ..conventions import better_convention, rank_conventions
+from ..conventions import ConventionFit, better_convention, rank_conventions
 from ..data import ImageData, clean_sample, load_dataset
 from ..metrics import true_trigger_overlap
-from ..preprocess import PreprocessedModel
+from ..preprocess import PreprocessedModel, Preprocessing
 from ..probe import check_compatible
 from ..progress import ProgressCallback
 from ..reverse import ReverseResult, reverse_engineer
@@ -54,15 +56,28 @@ def scan_model(
     per_class = config.per_label(counts)
     _check_counts(dataset.name, counts[: outputs.num_outputs], per_class, config)
     clean = clean_sample(dataset, per_class, seed)
-    scanner = NeuralCleanse(loaded.model, config, outputs=outputs, progress=progress, search=search or reverse_engineer)
+    scan = functools.partial(_scan, config=config, outputs=outputs, progress=progress, search=search, seed=seed)
     try:
-        report = scanner.scan(clean.images, clean.labels, seed=seed)
+        report = scan(loaded.model, clean)
     except SanityCheckError as exc:
-        raise SanityCheckError(f"{exc}{_convention_hint(loaded, clean.images, clean.labels, config)}") from None
+        fits = _conventions(loaded, clean)
+        better = (
+            None if fits is None else better_convention(fits, config.min_clean_accuracy or 0.0, loaded.preprocessing)
+        )
+        if better is None or not _default(loaded.preprocessing):  # options given are never overridden
+            hint = "" if fits is None else "; no common input convention does better (see docs/formats.md)"
+            if better is not None:
+                hint = f"; fed images {better.convention.name} it classifies {better.accuracy:.1%} of them: "
+                hint += f"rerun with {better.convention.options}"
+            raise SanityCheckError(f"{exc}{hint}", exc.accuracy) from None
+        loaded = _fed(loaded, better.convention.preprocessing)
+        report = scan(loaded.model, clean)
+        report = replace(report, warnings=[_fallback_warning(exc, better), *report.warnings])
     extra: dict[str, Any] = {
         "model": model_name,
         "data": str(data),
         "format": getattr(loaded, "format", None),
+        "preprocessing": loaded.preprocessing.to_dict() if loaded.preprocessing is not None else None,
         "samples_per_label": per_class,
     }
     known = list(getattr(loaded, "triggers", None) or [])
@@ -81,20 +96,51 @@ def scan_model(
     return report, out
 
 
-def _convention_hint(loaded: Any, images: torch.Tensor, labels: torch.Tensor, config: ScanConfig) -> str:
-    """What to add to a failed sanity check: the common input convention under which the model, as its file holds
-    it, classifies the clean images best, when that passes the check (:mod:`~neuralcleanse.conventions`)."""
+def _scan(
+    model: torch.nn.Module,
+    clean: ImageData,
+    config: ScanConfig,
+    outputs: Any,
+    progress: ProgressCallback | None,
+    search: Callable[..., ReverseResult] | None,
+    seed: int,
+) -> ScanReport:
+    scanner = NeuralCleanse(model, config, outputs=outputs, progress=progress, search=search or reverse_engineer)
+    return scanner.scan(clean.images, clean.labels, seed=seed)
+
+
+def _conventions(loaded: Any, clean: ImageData) -> list[ConventionFit] | None:
+    """:func:`~neuralcleanse.conventions.rank_conventions` for the model as its file holds it; None when the
+    model fails on another convention's input."""
     model, pre = loaded.model, loaded.preprocessing
     raw = model.model if isinstance(model, PreprocessedModel) else model
     try:
-        fits = rank_conventions(raw, images, labels, layout=None if pre is None else pre.layout)
-    except MODEL_ERRORS:  # a model that fails on other input: the check's own error stands
-        return ""
-    better = better_convention(fits, config.min_clean_accuracy or 0.0, pre)
-    if better is None:
-        return "; no common input convention does better (see docs/formats.md)"
+        return rank_conventions(raw, clean.images, clean.labels, layout=None if pre is None else pre.layout)
+    except MODEL_ERRORS:
+        return None
+
+
+def _default(pre: Preprocessing | None) -> bool:
+    """Whether no preprocessing was stated: [0, 1] RGB, whatever the layout."""
+    return pre is None or replace(pre, layout=None) == Preprocessing()
+
+
+def _fed(loaded: Any, convention: Preprocessing) -> Any:
+    """``loaded`` with its model fed under ``convention`` (the layout kept)."""
+    raw = loaded.model.model if isinstance(loaded.model, PreprocessedModel) else loaded.model
+    pre = replace(convention, layout=loaded.preprocessing.layout if loaded.preprocessing is not None else None)
+    model = PreprocessedModel(raw, pre).to(model_device(raw)).eval()
+    return replace(loaded, model=model, preprocessing=pre)
+
+
+def _fallback_warning(failed: SanityCheckError, better: ConventionFit) -> str:
+    """The report's warning when the scan fed the model under ``better`` after the default failed."""
     name, options = better.convention.name, better.convention.options
-    return f"; fed images {name} it classifies {better.accuracy:.1%} of them: rerun with {options}"
+    default = "" if failed.accuracy is None else f"{failed.accuracy:.1%} of the clean images right fed in [0, 1] but "
+    return (
+        f"no preprocessing was given, and the model gets {default}{better.accuracy:.1%} fed {name}: scanned so, as "
+        f"with {options}; give the preprocessing options to choose"
+    )
 
 
 def _check_counts(name: str, counts: list[int], per_class: int, config: ScanConfig) -> None:
