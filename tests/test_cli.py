@@ -226,6 +226,26 @@ def test_a_model_of_0_255_pixels_is_scanned_so_when_no_preprocessing_is_given(ti
     assert code == 0 and report["flagged"] == [TARGET] and report["warnings"] == []
 
 
+@pytest.mark.parametrize(
+    "pre",
+    [
+        {},
+        {"value_range": (0, 255), "channel_order": "BGR", "mean": (103.939, 116.779, 123.68)},
+        {"value_range": (-1, 1), "mean": (0.4914, 0.4822, 0.4465), "std": (0.2023, 0.1994, 0.201), "layout": "NHWC"},
+        {"layout": "flat"},
+    ],
+)
+def test_the_options_written_for_a_preprocessing_read_back_as_it(pre):
+    from neuralcleanse.cli.verbs import _preprocessing
+    from neuralcleanse.preprocess import Preprocessing, as_options
+
+    given = Preprocessing(**pre)
+    args = build_parser().parse_args(
+        _glue_dash_values(["scan", "m.pt", "--data", "d", "--out", "o", *as_options(given)])
+    )
+    assert (_preprocessing(args) or Preprocessing()) == given
+
+
 def test_a_model_that_fails_on_another_convention_keeps_the_sanity_checks_own_error(tiny, tmp_path, capsys):
     out = str(tmp_path / "r")
     code, _, err = run(

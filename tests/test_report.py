@@ -182,6 +182,13 @@ def test_the_page_says_the_precision_why_large_indices_are_not_flagged_and_what_
     assert command in page and f"--out {tmp_path / 'scan'}-patched" in page
 
 
+def test_the_suggested_mitigation_feeds_the_model_as_the_scan_did(tmp_path):
+    pre = {"value_range": [0, 255], "mean": None, "std": None, "channel_order": "BGR", "layout": "NHWC"}
+    write_scan_report(make_report(), tmp_path, extra={"model": "m.h5", "data": "d.npz", "preprocessing": pre})
+    page = (tmp_path / HTML_FILE).read_text()
+    assert "--method unlearn --value-range 0-255 --channel-order BGR --layout NHWC --out" in page
+
+
 def test_a_clean_page_has_nothing_to_repair(tmp_path):
     write_scan_report(make_report(flagged=()), tmp_path)
     page = (tmp_path / HTML_FILE).read_text()

@@ -16,7 +16,7 @@ from torch import nn
 
 from ._torch import eval_mode, model_device
 from .metrics import accuracy
-from .preprocess import PreprocessedModel, Preprocessing
+from .preprocess import PreprocessedModel, Preprocessing, as_options
 
 __all__ = ["CONVENTIONS", "Convention", "ConventionFit", "better_convention", "rank_conventions"]
 
@@ -24,27 +24,29 @@ __all__ = ["CONVENTIONS", "Convention", "ConventionFit", "better_convention", "r
 @dataclass(frozen=True)
 class Convention:
     """A way models are commonly fed images: ``name`` in words (after "images"), ``preprocessing`` as the scan
-    applies it (layout left open), ``options`` as the command line states it, and the ``channels`` it applies to
-    (None: any)."""
+    applies it (layout left open), and the ``channels`` it applies to (None: any)."""
 
     name: str
     preprocessing: Preprocessing
-    options: str
     channels: int | None = None
+
+    @property
+    def options(self) -> str:
+        """The command-line options that state it."""
+        return " ".join(as_options(self.preprocessing)) or "no preprocessing options"
 
 
 def _normalised(name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> Convention:
-    options = f"--mean {' '.join(map(str, mean))} --std {' '.join(map(str, std))}"
-    return Convention(name, Preprocessing(mean=mean, std=std), options, len(mean))
+    return Convention(name, Preprocessing(mean=mean, std=std), len(mean))
 
 
 _BGR = Preprocessing(channel_order="BGR")
 
 #: The conventions tried, each with where it comes from.
 CONVENTIONS: tuple[Convention, ...] = (
-    Convention("in [0, 1]", Preprocessing(), "no preprocessing options"),  # ToTensor(); the scan's own
-    Convention("in [0, 255]", Preprocessing(value_range=(0, 255)), "--value-range 0-255"),  # raw uint8 pixels
-    Convention("in [-1, 1]", Preprocessing(value_range=(-1, 1)), "--value-range -1-1"),  # Keras applications' "tf"
+    Convention("in [0, 1]", Preprocessing()),  # ToTensor(); the scan's own
+    Convention("in [0, 255]", Preprocessing(value_range=(0, 255))),  # raw uint8 pixels
+    Convention("in [-1, 1]", Preprocessing(value_range=(-1, 1))),  # Keras applications' "tf" mode
     # pytorch/examples mnist/main.py: Normalize((0.1307,), (0.3081,))
     _normalised("normalised by MNIST's mean and std", (0.1307,), (0.3081,)),
     # torchvision's ImageNet reference scripts
@@ -56,13 +58,12 @@ CONVENTIONS: tuple[Convention, ...] = (
         "normalised by CIFAR-10's mean and std as pytorch-cifar does", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.201)
     ),
     # images read with OpenCV
-    Convention("in [0, 1], BGR", _BGR, "--channel-order BGR", 3),
-    Convention("in [0, 255], BGR", replace(_BGR, value_range=(0, 255)), "--value-range 0-255 --channel-order BGR", 3),
+    Convention("in [0, 1], BGR", _BGR, 3),
+    Convention("in [0, 255], BGR", replace(_BGR, value_range=(0, 255)), 3),
     # Keras applications' "caffe" mode: BGR, 0-255, the ImageNet mean subtracted
     Convention(
         "Caffe-style (BGR in [0, 255], ImageNet's mean subtracted)",
         replace(_BGR, value_range=(0, 255), mean=(103.939, 116.779, 123.68)),
-        "--value-range 0-255 --channel-order BGR --mean 103.939 116.779 123.68",
         3,
     ),
 )

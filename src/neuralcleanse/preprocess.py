@@ -33,6 +33,7 @@ __all__ = [
     "LAYOUTS",
     "PreprocessedModel",
     "Preprocessing",
+    "as_options",
     "is_probabilities",
     "log_probabilities",
     "parse_value_range",
@@ -57,6 +58,25 @@ def parse_value_range(text: str) -> tuple[float, float]:
     except ValueError:
         raise ValueError(f"value range must be one of {sorted(_NAMED_RANGES)} or 'LOW,HIGH', got {text!r}") from None
     return low, high
+
+
+def as_options(pre: Preprocessing) -> list[str]:
+    """The command-line options that state ``pre`` (none for the scan's own [0, 1] NCHW RGB images). A value
+    range without a name is written ``LOW,HIGH`` (:func:`parse_value_range` reads it; the command line's
+    ``--value-range`` takes only the named ranges)."""
+    named = {v: k for k, v in _NAMED_RANGES.items()}
+    out = []
+    if pre.value_range != (0.0, 1.0):
+        low, high = pre.value_range
+        out += ["--value-range", named.get(pre.value_range, f"{low:g},{high:g}")]
+    for flag, values in (("--mean", pre.mean), ("--std", pre.std)):
+        if values is not None:
+            out += [flag, *(f"{v:g}" for v in values)]
+    if pre.channel_order != "RGB":
+        out += ["--channel-order", pre.channel_order]
+    if pre.layout not in (None, "NCHW"):
+        out += ["--layout", pre.layout]
+    return out
 
 
 def _float_tuple(name: str, value: Sequence[float] | None) -> tuple[float, ...] | None:

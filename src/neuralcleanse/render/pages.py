@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..decision import BLOCK_REACH, COMPANION_GAP, COMPANION_RATIO, FAVOUR_RATIO, STEP_DOWN_RATIO
+from ..preprocess import Preprocessing, as_options
 from ..scan import LabelResult, ScanReport
 from .pictures import anomaly_threshold, before_after_png, png_bytes, png_data_uri
 
@@ -179,6 +180,8 @@ def _next_step(report: ScanReport, extra: Mapping[str, Any], location: str | Pat
     model, data = str(extra.get("model") or "MODEL"), str(extra.get("data") or "DATA")
     patched = scan_dir.rstrip("/") + "-patched" if location is not None else "OUT"
     words = ["neuralcleanse", "mitigate", model, "--report", scan_dir, "--data", data, "--method", "unlearn"]
+    if extra.get("preprocessing"):  # as the scan fed the model
+        words += as_options(Preprocessing.from_dict(extra["preprocessing"]))
     return {"command": shlex.join([*words, "--out", patched]), "label": int(report.flagged[0])}
 
 
