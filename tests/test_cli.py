@@ -215,6 +215,10 @@ def test_a_model_of_0_255_pixels_is_scanned_so_when_no_preprocessing_is_given(ti
     (warning,) = report["warnings"]
     assert "the model gets 16.7% of the clean images right fed in [0, 1] but 100.0% fed in [0, 255]" in warning
     assert "as with --value-range 0-255" in warning and "WARNING: no preprocessing was given" in out
+    mitigate = ["mitigate", model, "--report", str(tmp_path / "auto"), "--data", data, "--method", "unlearn"]
+    code, _, _ = run(capsys, *mitigate, "--out", str(tmp_path / "m"), "-q")  # fed as the scan fed it
+    figures = json.loads((tmp_path / "m" / "mitigation.json").read_text())
+    assert code == 0 and figures["clean_accuracy_before"] > 0.9
     code, _, err = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "r"), "--value-range", "-1-1")
     error = err.splitlines()[-1]
     assert code == 1 and error.startswith("neuralcleanse: error: the model classifies only 16.7% of the clean images")
@@ -244,6 +248,20 @@ def test_the_options_written_for_a_preprocessing_read_back_as_it(pre):
         _glue_dash_values(["scan", "m.pt", "--data", "d", "--out", "o", *as_options(given)])
     )
     assert (_preprocessing(args) or Preprocessing()) == given
+
+
+def test_a_sharded_scan_never_changes_the_preprocessing(tiny, tmp_path):
+    """A sharded search's workers load the model themselves, as given: the scan stops and names the options."""
+    from neuralcleanse import load_model
+    from neuralcleanse.data import load_npz
+    from neuralcleanse.jobs.scan import scan_model
+    from neuralcleanse.reverse import reverse_engineer
+    from neuralcleanse.scan import SanityCheckError
+
+    loaded, data = load_model(tiny / "pixels255.pt"), load_npz(tiny / "clean.npz")
+    with pytest.raises(SanityCheckError, match="rerun with --value-range 0-255$"):
+        scan_model(loaded, "pixels255.pt", "clean.npz", tmp_path / "r", dataset=data, search=reverse_engineer)
+    assert not (tmp_path / "r" / "report.json").exists()
 
 
 def test_a_model_that_fails_on_another_convention_keeps_the_sanity_checks_own_error(tiny, tmp_path, capsys):

@@ -23,7 +23,7 @@ from ..loading import load_model
 from ..preprocess import Preprocessing, parse_value_range
 from ..store.mitigation_dir import MITIGATION_FILE, MITIGATION_HTML
 from ..store.out_dir import check_out_dir
-from ..store.scan_dir import REPORT_FILE
+from ..store.scan_dir import REPORT_FILE, scanned_preprocessing
 from ..zoo import zoo_summary
 from .bars import ProgressBars, ZooBar
 from .errors import CLIError
@@ -47,12 +47,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _load_model(args: argparse.Namespace, device: torch.device) -> Any:
-
+def _load_model(args: argparse.Namespace, device: torch.device, preprocessing: Any = None) -> Any:
+    """The model of ``args``, fed as its preprocessing options say (else as ``preprocessing`` says)."""
     return load_model(
         args.model,
         arch=getattr(args, "arch", None),
-        preprocessing=_preprocessing(args),
+        preprocessing=_preprocessing(args) or preprocessing,
         unsafe_pickle=getattr(args, "unsafe_pickle", False),
         map_location=device,
     )
@@ -278,7 +278,7 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
     check_out_dir(args.out, MITIGATION_FILE, args.overwrite, name="--out")  # before the model loads
     _seed_everything(args.seed)
     device = _device(args.device)
-    loaded = _load_model(args, device)
+    loaded = _load_model(args, device, scanned_preprocessing(Path(args.report)))  # as the scan fed it
     bars = ProgressBars(args.quiet)
     try:
         result = mitigate_model(

@@ -64,7 +64,8 @@ def scan_model(
         better = (
             None if fits is None else better_convention(fits, config.min_clean_accuracy or 0.0, loaded.preprocessing)
         )
-        if better is None or not _default(loaded.preprocessing):  # options given are never overridden
+        # Options given are never overridden; nor are a sharded search's, whose workers load the model themselves.
+        if better is None or not _default(loaded.preprocessing) or search is not None:
             hint = "" if fits is None else "; no common input convention does better (see docs/formats.md)"
             if better is not None:
                 hint = f"; fed images {better.convention.name} it classifies {better.accuracy:.1%} of them: "

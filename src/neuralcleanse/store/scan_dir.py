@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_bytes, atomic_write_npz, atomic_write_text
+from ..preprocess import Preprocessing
 from ..render.pages import scan_page
 from ..render.pictures import norms_plot_png, png_bytes
 from ..scan import ScanReport
@@ -39,6 +40,7 @@ __all__ = [
     "TRIGGERS_FILE",
     "ReportExistsError",
     "read_scan",
+    "scanned_preprocessing",
     "write_scan_report",
 ]
 
@@ -140,6 +142,16 @@ def write_scan_report(
     atomic_write_text(json_path, json_text)
     logger.info("wrote the scan report to %s", out_dir)
     return out_dir
+
+
+def scanned_preprocessing(report_dir: str | Path) -> Preprocessing | None:
+    """How the scan in ``report_dir`` fed its model (``report.json``'s ``extra.preprocessing``); None when the
+    report does not say or cannot be read (the caller's own reading of the folder reports why)."""
+    try:
+        recorded = json.loads((Path(report_dir) / REPORT_FILE).read_text(encoding="utf-8"))["extra"]["preprocessing"]
+        return None if recorded is None else Preprocessing.from_dict(recorded)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_scan(
