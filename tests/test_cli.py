@@ -75,6 +75,7 @@ def tiny(tmp_path_factory):
     torch.jit.script(torch.nn.Sequential(*net.features[1:], net.head)).save(str(root / "flat.pt"))
     images, labels = clean_images(per_label=20)
     np.savez(root / "clean.npz", x=(images.numpy() * 255).round().astype(np.uint8), y=labels.numpy())
+    np.savez(root / "one_based.npz", x=(images.numpy() * 255).round().astype(np.uint8), y=labels.numpy() + 1)
     return root
 
 
@@ -167,6 +168,7 @@ def test_existing_report_is_kept_unless_overwrite(tiny, tmp_path, capsys):
         ("missing.pt", "clean.npz", "missing.pt"),
         ("infected.pt", "missing.npz", "missing.npz"),
         ("garbage.pt", "clean.npz", "garbage.pt"),
+        ("infected.pt", "one_based.npz", "has 7 labels but the model has only 6 outputs; the labels run from 1 to 6"),
     ],
 )
 def test_bad_inputs_get_one_line_errors_and_no_report(tiny, tmp_path, capsys, model, data, message):

@@ -69,8 +69,11 @@ def check_compatible(loaded: Any, dataset: ImageData) -> ModelOutputs:
         )
     outputs = probe_outputs(loaded.model, dataset.images[:32].to(model_device(loaded.model)), where=dataset.name)
     if dataset.num_classes > outputs.num_outputs:
+        one_based = dataset.num_classes == outputs.num_outputs + 1 and not bool((dataset.labels == 0).any())
+        hint = f"; the labels run from 1 to {outputs.num_outputs}: number them from 0" if one_based else ""
         raise ValueError(
-            f"{dataset.name} has {dataset.num_classes} labels but the model has only {outputs.num_outputs} outputs"
+            f"{dataset.name} has {dataset.num_classes} labels but the model has only {outputs.num_outputs} "
+            f"outputs{hint}"
         )
     known = getattr(loaded, "outputs_probabilities", None)
     return outputs if known is None else replace(outputs, probabilities=bool(known))
