@@ -58,3 +58,6 @@ def test_a_better_convention_is_named_only_when_it_reaches_the_level_and_is_not_
     assert better_convention(fits, 0.5, Preprocessing(value_range=(0, 255), layout="NHWC")) is None, "it is given"
     ties = [ConventionFit(plain, 0.98), ConventionFit(pixels, 0.98)]
     assert better_convention(ties, 0.5, None) is None, "the plainest of equals is the default itself"
+    weak = [ConventionFit(pixels, 0.55), ConventionFit(plain, 0.45)]  # a weak model just under the floor
+    assert better_convention(weak, 0.5, None, reached=0.45) is None, "not moved by a few images"
+    assert better_convention(fits, 0.5, None, reached=0.10) == fits[0]

@@ -18,7 +18,12 @@ from ._torch import eval_mode, model_device
 from .metrics import accuracy
 from .preprocess import PreprocessedModel, Preprocessing, as_options
 
-__all__ = ["CONVENTIONS", "Convention", "ConventionFit", "better_convention", "rank_conventions"]
+__all__ = ["CLEAR_MARGIN", "CONVENTIONS", "Convention", "ConventionFit", "better_convention", "rank_conventions"]
+
+#: A convention replaces the one that failed the sanity check only when it reads at least this share more of the
+#: clean images right (ours): a wrong convention leaves a model near chance and the right one at its accuracy, far
+#: apart, while a weak model just under the check's floor must not be moved to another convention by noise.
+CLEAR_MARGIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,13 @@ def rank_conventions(
     return sorted(fits, key=lambda fit: -fit.accuracy)
 
 
-def better_convention(fits: list[ConventionFit], least: float, given: Preprocessing | None) -> ConventionFit | None:
-    """The best of ``fits`` (:func:`rank_conventions`) when it classifies at least ``least`` of the images and is
-    not the ``given`` preprocessing itself; None otherwise."""
+def better_convention(
+    fits: list[ConventionFit], floor: float, given: Preprocessing | None, reached: float | None = None
+) -> ConventionFit | None:
+    """The best of ``fits`` (:func:`rank_conventions`) when it classifies at least ``floor`` of the images, at
+    least :data:`CLEAR_MARGIN` more than the ``given`` preprocessing ``reached`` (when known), and is not ``given``
+    itself; None otherwise."""
+    least = floor if reached is None else max(floor, reached + CLEAR_MARGIN)
     if not fits or fits[0].accuracy < least:
         return None
     best = fits[0]

@@ -61,9 +61,8 @@ def scan_model(
         report = scan(loaded.model, clean)
     except SanityCheckError as exc:
         fits = _conventions(loaded, clean)
-        better = (
-            None if fits is None else better_convention(fits, config.min_clean_accuracy or 0.0, loaded.preprocessing)
-        )
+        floor, given = config.min_clean_accuracy or 0.0, loaded.preprocessing
+        better = None if fits is None else better_convention(fits, floor, given, reached=exc.accuracy)
         # Options given are never overridden; nor are a sharded search's, whose workers load the model themselves.
         if better is None or not _default(loaded.preprocessing) or search is not None:
             hint = "" if fits is None else "; no common input convention does better (see docs/formats.md)"
