@@ -61,6 +61,14 @@ class SmallBatches(Saturating):
         return self.inner(x)
 
 
+class Mutating(Saturating):
+    """Centres its input in place before reading it, as some export wrappers do: it changes what it is given."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.sub_(0.5)
+        return self.inner(x + 0.5)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A TorchScript file of the hand-built infected model and an .npz of its clean images."""
@@ -70,6 +78,7 @@ def tiny(tmp_path_factory):
     torch.jit.script(Saturating(TemplateNet(backdoor=True))).save(str(root / "saturating.pt"))
     torch.jit.script(Pixels255(TemplateNet(backdoor=True))).save(str(root / "pixels255.pt"))
     torch.jit.script(Picky(TemplateNet(backdoor=True))).save(str(root / "picky.pt"))
+    torch.jit.script(Mutating(TemplateNet(backdoor=True))).save(str(root / "mutating.pt"))
     torch.jit.script(SmallBatches(TemplateNet(backdoor=True))).save(str(root / "small_batches.pt"))
     net = TemplateNet(backdoor=True)  # its layers without the Flatten: dense layers on vectors of 144 values
     torch.jit.script(torch.nn.Sequential(*net.features[1:], net.head)).save(str(root / "flat.pt"))
@@ -305,6 +314,14 @@ def test_a_model_of_flattened_images_is_scanned_with_layout_flat(tiny, tmp_path,
     code, _, _ = run(capsys, "scan", model, "--data", data, "--out", str(tmp_path / "r"), "--layout", "flat", "-q")
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert code == 0 and report["flagged"] == [TARGET]
+
+
+def test_a_model_that_changes_its_input_in_place_never_changes_the_scans_images(tiny, tmp_path, capsys):
+    code, _, err = run(
+        capsys, "scan", str(tiny / "mutating.pt"), "--data", str(tiny / "clean.npz"), "--out", str(tmp_path / "r"), "-q"
+    )
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert code == 0 and err == "" and report["flagged"] == [TARGET] and report["clean_accuracy"] == 1.0
 
 
 def test_the_sanity_check_blames_the_labels_when_no_convention_helps(tiny, tmp_path, capsys):

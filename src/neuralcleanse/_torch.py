@@ -64,9 +64,9 @@ def input_memory_format(model: nn.Module, probe: torch.Tensor) -> torch.memory_f
         return torch.contiguous_format
     try:
         with torch.no_grad(), eval_mode(model):
-            expected = model(probe.contiguous())
-            got = model(probe.contiguous(memory_format=torch.channels_last))
-    except RuntimeError:
+            expected = model(probe.clone())  # copies: a model may change its input in place
+            got = model(probe.clone(memory_format=torch.channels_last))
+    except MODEL_ERRORS:
         return torch.contiguous_format
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
         return torch.contiguous_format
@@ -97,8 +97,8 @@ def compute_dtype(model: nn.Module, probe: torch.Tensor, precision: Precision) -
         return torch.float32
     try:
         with torch.no_grad(), eval_mode(model), autocast(probe.device, torch.bfloat16):
-            scores = model(probe)
-    except RuntimeError:
+            scores = model(probe.clone())
+    except MODEL_ERRORS:
         return torch.float32
     if not (isinstance(scores, torch.Tensor) and torch.isfinite(scores).all()):
         return torch.float32

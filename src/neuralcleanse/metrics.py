@@ -19,11 +19,12 @@ def stamped_batches(
     model: nn.Module, images: torch.Tensor, batch_size: int = _BATCH, trigger: Trigger | None = None
 ) -> Iterator[torch.Tensor]:
     """Batches of ``images`` on the model's device, stamped with ``trigger`` when given; the model is in eval
-    mode while they are consumed (its mode is restored afterwards)."""
+    mode while they are consumed (its mode is restored afterwards). Each batch is a copy: a model that changes
+    its input in place never reaches ``images``."""
     device = model_device(model)
     with eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
-            batch = images[start : start + batch_size].to(device)
+            batch = images[start : start + batch_size].to(device, copy=True)
             yield batch if trigger is None else trigger.stamp(batch)
 
 

@@ -46,7 +46,7 @@ def probe_outputs(model: nn.Module, images: torch.Tensor, where: str = "") -> Mo
     prefix = f"{where}: " if where else ""
     try:
         with torch.no_grad(), eval_mode(model):
-            out = model(images)
+            out = model(images.clone())  # a model may change its input in place
     except MODEL_ERRORS as exc:
         raise ProbeError(
             f"{prefix}the model fails on input of shape {tuple(images.shape)} ({one_line(exc)}); "

@@ -318,7 +318,7 @@ def _run(
     preds, rejected, scores = [], [], []
     with eval_mode(filtered.model):
         for start in range(0, images.shape[0], _BATCH):
-            batch = images[start : start + _BATCH].to(device)
+            batch = images[start : start + _BATCH].to(device, copy=True)  # the model may change its input
             if trigger is not None:
                 batch = trigger.stamp(batch)
             outputs, activations = forward_with_activations(filtered.model, filtered._layer, batch)

@@ -119,7 +119,7 @@ def unlearn_trigger(
     probabilities = outputs_probabilities
     if probabilities is None:  # detected from one batch
         with torch.no_grad(), eval_mode(model):
-            probabilities = is_probabilities(model(x[:32].to(model_device(model))))
+            probabilities = is_probabilities(model(x[:32].to(model_device(model), copy=True)))
 
     def finetune(copied: nn.Module, lr: float) -> float:
         return _finetune(copied, x, y, replace(config, lr=lr), probabilities, generator, progress)
