@@ -61,6 +61,19 @@ class TemplateNet(nn.Module):
         return self.head(self.features(x))
 
 
+class Pixels255(nn.Module):
+    """``inner`` expecting pixel values in [0, 255], as models fed raw 8-bit images do: fed [0, 1] images, its
+    bias towards label 0 outweighs what it reads in them."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("bias", torch.eye(NUM_LABELS)[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x / 255) + self.bias
+
+
 def clean_images(per_label: int = 20, seed: int = 0, template_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean (N, 1, 12, 12) images: the label's template bright (about 0.8), the rest dark (about 0.1)."""
     g = torch.Generator().manual_seed(seed)

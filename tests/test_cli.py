@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _tiny import TARGET, TemplateNet, clean_images
+from _tiny import TARGET, Pixels255, TemplateNet, clean_images
 
 from neuralcleanse.cli import _glue_dash_values, build_parser, main
 
@@ -28,19 +28,6 @@ class Saturating(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(x.clamp(0, 1))
-
-
-class Pixels255(torch.nn.Module):
-    """Expects pixel values in [0, 255], as models fed raw 8-bit images do: fed [0, 1] images, its bias towards
-    label 0 outweighs what it reads in them."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.register_buffer("bias", torch.eye(6)[0])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x / 255) + self.bias
 
 
 class Picky(Saturating):

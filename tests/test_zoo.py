@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from _tiny import TARGET, Pixels255, TemplateNet
 from _zoo import BROKEN, SMALL, build_zoo, one_thread  # noqa: F401  (a fixture)
 
 import neuralcleanse
@@ -116,6 +118,20 @@ def test_rerun_after_deleting_two_reports_scans_only_those_two(zoo, tmp_path):
     assert {p.parent.name: p.stat().st_mtime_ns for p in copy.glob("*/report.json") if p.parent.name in kept} == kept
     assert all(r["skipped"] for r in result.rows if r["model"] in kept)
     assert [r["flagged"] for r in result.rows if r["model"] == "infected_b.pt"] == [[0]]
+
+
+def test_a_model_scanned_under_a_convention_it_chose_carries_the_warning_to_the_zoo_page(zoo, tmp_path):
+    """No preprocessing given: the 0-255 model is scanned as such, and its row and the page say so."""
+    manifest, _, _ = zoo
+    directory = tmp_path / "models"
+    directory.mkdir()
+    torch.jit.script(Pixels255(TemplateNet(backdoor=True))).save(str(directory / "pixels255.pt"))
+    data = str(manifest.parent / "models" / "clean_a.npz")
+    result, _, html = scan_zoo_job(directory, data, tmp_path / "out", SMALL, workers=1)
+    (row,) = result.rows
+    assert row["status"] == "done" and row["flagged"] == [TARGET]
+    (warning,) = row["warnings"]
+    assert "as with --value-range 0-255" in warning and warning in html.read_text()
 
 
 def test_a_model_past_its_timeout_is_stopped_and_marked(zoo, tmp_path):

@@ -17,7 +17,7 @@ _HEADERS = (
     ("seconds", True),
     ("truth", False),
     ("correct", False),
-    ("error", False),
+    ("error or warning", False),
 )
 
 
@@ -50,7 +50,8 @@ def zoo_page(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], deta
             cells.append({"text": text, "key": text, "href": None})
             mark = "—" if correct is None else ("yes" if correct else "NO")
             cells.append({"text": mark, "key": mark, "href": None})
-        cells.append({"text": r.get("error", ""), "key": r.get("error", ""), "href": None})
+        note = r.get("error") or "; ".join(r.get("warnings") or [])
+        cells.append({"text": note, "key": note, "href": None})
         css = "err" if not done else ("bad" if r["infected"] else "")
         table.append({"cells": cells, "css": css})
     return _render(

@@ -154,7 +154,8 @@ def scan_entry(
     except Exception as exc:  # a model's fault becomes its row; the zoo goes on
         logger.info("%s failed: %s", entry.name, exc, exc_info=True)
         return _error_row(entry, one_line(exc), ERROR, time.perf_counter() - start)
-    return _row(entry, scan.infected, scan.flagged, scan.anomaly_index, time.perf_counter() - start, skipped=False)
+    seconds = time.perf_counter() - start
+    return _row(entry, scan.infected, scan.flagged, scan.anomaly_index, seconds, skipped=False, warnings=scan.warnings)
 
 
 def _deadline(deadline: float, timeout: float) -> ProgressCallback:
@@ -189,13 +190,20 @@ def _complete_row(entry: ZooEntry, out: Path) -> dict[str, Any] | None:
 
     try:
         report_ = json.loads(path.read_text(encoding="utf-8"))
-        return _row(entry, report_["infected"], report_["flagged"], report_["anomaly_index"], report_["seconds"], True)
+        verdict = (report_["infected"], report_["flagged"], report_["anomaly_index"], report_["seconds"])
+        return _row(entry, *verdict, skipped=True, warnings=report_.get("warnings") or [])
     except (ValueError, KeyError, OSError):
         return None  # unreadable: scan again
 
 
 def _row(
-    entry: ZooEntry, infected: bool, flagged: list[int], index: float, seconds: float, skipped: bool
+    entry: ZooEntry,
+    infected: bool,
+    flagged: list[int],
+    index: float,
+    seconds: float,
+    skipped: bool,
+    warnings: list[str],
 ) -> dict[str, Any]:
     return {
         "model": entry.name,
@@ -207,6 +215,7 @@ def _row(
         "seconds": round(float(seconds), 3),
         "skipped": skipped,
         "report": f"{entry.name}/report.html",
+        "warnings": list(warnings),  # what makes the verdict less sure (the report's)
     }
 
 
