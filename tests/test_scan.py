@@ -36,6 +36,17 @@ def test_clean_model_is_not_flagged(data):
     assert not report.infected and report.flagged == [] and report.anomaly_index < 2
 
 
+def test_two_labels_give_no_verdict_and_say_so(data):
+    """Scanned alone with one other label, the backdoor's target cannot be judged against anything: the report
+    says the verdict means nothing rather than calling the model clean in silence."""
+    images, labels = data
+    report = NeuralCleanse(TemplateNet(backdoor=True)).scan(images, labels, targets=[0, TARGET], seed=0)
+    assert report.flagged == [] and len(report.warnings) == 1
+    assert report.warnings[0].startswith("only 2 labels were scanned: no label can be judged against the others")
+    full = NeuralCleanse(TemplateNet(backdoor=True)).scan(images, labels, targets=[0, 1, TARGET], seed=0)
+    assert full.warnings == []
+
+
 def test_reference_mode_gives_the_same_verdict(data):
     images, labels = data
     # The original settings, with shorter epochs to keep the test fast.

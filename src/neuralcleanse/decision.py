@@ -65,6 +65,7 @@ __all__ = [
     "FAVOUR_GATE",
     "FAVOUR_RATIO",
     "MAX_BLOCK",
+    "MIN_LABELS",
     "RATIO_FLOOR",
     "SMALL_RATIO",
     "STEP_DOWN_RATIO",
@@ -95,6 +96,10 @@ RATIO_FLOOR = 1.3
 #: top labels then fit a null too narrow for them (on simulated clean models with 1000 labels and a log spread
 #: of 1, trying every block flags 76.5% of them: benchmarks/results/decision_variants.md).
 MAX_BLOCK = 3
+
+#: The fewest labels a null can be fitted to (a median and a spread beside the label judged); with fewer, the
+#: decisions here flag nothing, and the paper's index of the smaller of two labels is always 1 / 1.4826.
+MIN_LABELS = 3
 
 _MAX_SURPRISE = 300.0  # -log10 of the smallest p-value reported (p underflows beyond)
 _FLOOR = 1e-6  # norms are clamped to this before the log: a mask of L1 norm 0 is no trigger at all
@@ -216,7 +221,7 @@ def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
     per_label = [0.0] * log_norms.numel()
     flagged: list[int] = []
     score = None
-    while len(remaining) >= 3:
+    while len(remaining) >= MIN_LABELS:
         values = log_norms[remaining]
         smallest = remaining[int(values.argmin())]
         surprise = _min_surprise(float(log_norms[smallest]), values)

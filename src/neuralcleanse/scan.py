@@ -21,7 +21,7 @@ from torch import nn
 from ._torch import autocast, input_memory_format, model_device
 from .compactness import compactness
 from .config import ANOMALY_THRESHOLD, MIN_IMAGES_PER_LABEL, ScanConfig
-from .decision import Decision, decide
+from .decision import MIN_LABELS, Decision, decide
 from .favour import clean_gaps
 from .metrics import outputs_of, predict
 from .outliers import anomaly_index
@@ -228,6 +228,11 @@ class NeuralCleanse:
         targets = list(range(num_classes)) if targets is None else [int(t) for t in targets]
         if len(targets) < 2 or min(targets) < 0 or max(targets) >= num_classes:
             raise ValueError(f"targets must be at least 2 labels in 0..{num_classes - 1}, got {targets}")
+        if len(targets) < MIN_LABELS:
+            warnings.append(
+                f"only {len(targets)} labels were scanned: no label can be judged against the others (the decision "
+                f"needs {MIN_LABELS}), so the verdict says nothing about a backdoor"
+            )
 
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
         result = self._reverse(images, targets, generator, outputs.probabilities)
