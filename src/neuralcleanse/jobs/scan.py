@@ -60,16 +60,7 @@ def scan_model(
     try:
         report = scan(loaded.model, clean)
     except SanityCheckError as exc:
-        fits = _conventions(loaded, clean)
-        floor, given = config.min_clean_accuracy or 0.0, loaded.preprocessing
-        better = None if fits is None else better_convention(fits, floor, given, reached=exc.accuracy)
-        # Options given are never overridden; nor are a sharded search's, whose workers load the model themselves.
-        if better is None or not _default(loaded.preprocessing) or search is not None:
-            hint = "" if fits is None else "; no common input convention does better (see docs/formats.md)"
-            if better is not None:
-                hint = f"; fed images {better.convention.name} it classifies {better.accuracy:.1%} of them: "
-                hint += f"rerun with {better.convention.options}"
-            raise SanityCheckError(f"{exc}{hint}", exc.accuracy) from None
+        better = _another_convention(loaded, clean, exc, config, sharded=search is not None)
         loaded = _fed(loaded, better.convention.preprocessing)
         report = scan(loaded.model, clean)
         report = replace(report, warnings=[_fallback_warning(exc, better), *report.warnings])
@@ -77,7 +68,7 @@ def scan_model(
         "model": model_name,
         "data": str(data),
         "format": getattr(loaded, "format", None),
-        "preprocessing": loaded.preprocessing.to_dict() if loaded.preprocessing is not None else None,
+        "preprocessing": loaded.preprocessing.to_dict(),
         "samples_per_label": per_class,
     }
     known = list(getattr(loaded, "triggers", None) or [])
@@ -109,28 +100,39 @@ def _scan(
     return scanner.scan(clean.images, clean.labels, seed=seed)
 
 
-def _conventions(loaded: Any, clean: ImageData) -> list[ConventionFit] | None:
-    """:func:`~neuralcleanse.conventions.rank_conventions` for the model as its file holds it; None when the
-    model fails on another convention's input."""
-    model, pre = loaded.model, loaded.preprocessing
-    raw = model.model if isinstance(model, PreprocessedModel) else model
+def _another_convention(
+    loaded: Any, clean: ImageData, failed: SanityCheckError, config: ScanConfig, sharded: bool
+) -> ConventionFit:
+    """After the sanity check ``failed``: the common input convention to scan under instead
+    (:mod:`~neuralcleanse.conventions`). Options given are never overridden, nor are a sharded search's, whose
+    workers load the model themselves: then, or when no convention does clearly better, the check's error is raised
+    again, naming the better convention's options when there is one."""
+    pre = loaded.preprocessing
     try:
-        return rank_conventions(raw, clean.images, clean.labels, layout=None if pre is None else pre.layout)
-    except MODEL_ERRORS:
-        return None
+        fits = rank_conventions(_as_held(loaded.model), clean.images, clean.labels, layout=pre.layout)
+    except MODEL_ERRORS:  # the model fails on another convention's input: the check's own error stands
+        raise SanityCheckError(str(failed), failed.accuracy) from None
+    better = better_convention(fits, config.min_clean_accuracy or 0.0, pre, reached=failed.accuracy)
+    if better is None:
+        hint = "; no common input convention does better (see docs/formats.md)"
+    elif replace(pre, layout=None) != Preprocessing() or sharded:
+        hint = f"; fed images {better.convention.name} it classifies {better.accuracy:.1%} of them: rerun with "
+        hint += better.convention.options
+    else:
+        return better
+    raise SanityCheckError(f"{failed}{hint}", failed.accuracy) from None
 
 
-def _default(pre: Preprocessing | None) -> bool:
-    """Whether no preprocessing was stated: [0, 1] RGB, whatever the layout."""
-    return pre is None or replace(pre, layout=None) == Preprocessing()
+def _as_held(model: torch.nn.Module) -> torch.nn.Module:
+    """The model as its file holds it, without the scan's preprocessing wrapper."""
+    return model.model if isinstance(model, PreprocessedModel) else model
 
 
 def _fed(loaded: Any, convention: Preprocessing) -> Any:
     """``loaded`` with its model fed under ``convention`` (the layout kept)."""
-    raw = loaded.model.model if isinstance(loaded.model, PreprocessedModel) else loaded.model
-    pre = replace(convention, layout=loaded.preprocessing.layout if loaded.preprocessing is not None else None)
-    model = PreprocessedModel(raw, pre).to(model_device(raw)).eval()
-    return replace(loaded, model=model, preprocessing=pre)
+    raw = _as_held(loaded.model)
+    pre = replace(convention, layout=loaded.preprocessing.layout)
+    return replace(loaded, model=PreprocessedModel(raw, pre).to(model_device(raw)).eval(), preprocessing=pre)
 
 
 def _fallback_warning(failed: SanityCheckError, better: ConventionFit) -> str:
