@@ -9,6 +9,7 @@ import pickle
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from torch import nn
 from neuralcleanse.loading import KerasModule, LoadedModel, detect_format, load_model, outputs_probabilities
 from neuralcleanse.models import build_model
 from neuralcleanse.preprocess import PreprocessedModel, Preprocessing
+from neuralcleanse.probe import ProbeError, probe_outputs
 from neuralcleanse.store.model_dir import ModelFileError, save_model
 
 # Keras's own numpy conversion warns under numpy 2; not ours.
@@ -190,6 +192,27 @@ def test_a_model_saved_in_another_precision_runs_in_float32(tmp_path, dtype):
         torch.jit.load(str(tmp_path / "m.pt"))(x)
     loaded = load_model(tmp_path / "m.pt")
     _check(loaded, model.float()(x), x)  # the weights as saved, in float32
+
+
+class WithFeatures(nn.Module):
+    """Returns its scores with its features, as models written for feature-space defences do."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        self.body, self.head, self.as_dict = nn.Flatten(), nn.Linear(3 * 8 * 8, 5), as_dict
+
+    def forward(self, x: torch.Tensor) -> Any:
+        features = self.body(x)
+        scores = self.head(features)
+        return {"logits": scores, "features": features} if self.as_dict else (scores, features)
+
+
+def test_a_model_returning_more_than_scores_is_told_what_it_returned():
+    x = _rand(4, 3, 8, 8)
+    with pytest.raises(ProbeError, match=r"returns a tuple of \(4, 5\), \(4, 192\); expected class scores"):
+        probe_outputs(WithFeatures(), x)
+    with pytest.raises(ProbeError, match=r"returns a dict of 'logits': \(4, 5\), 'features': \(4, 192\);"):
+        probe_outputs(WithFeatures(as_dict=True), x)
 
 
 # ------------------------------------------------------------------------------------------------------- ONNX

@@ -53,9 +53,22 @@ def probe_outputs(model: nn.Module, images: torch.Tensor, where: str = "") -> Mo
             "check the input layout and image size"
         ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ProbeError(f"{prefix}the model returns {shape}; expected class scores of shape (N, classes)")
+        raise ProbeError(
+            f"{prefix}the model returns {_described(out)}; expected class scores of shape (N, classes) alone "
+            "(wrap a model that returns more so that its forward returns the scores)"
+        )
     return ModelOutputs(int(out.shape[1]), is_probabilities(out))
+
+
+def _described(out: Any) -> str:
+    """A model's output in words: a tensor's shape, or a tuple's or dict's items with theirs."""
+    if isinstance(out, torch.Tensor):
+        return str(tuple(out.shape))
+    if isinstance(out, tuple | list):
+        return f"a {type(out).__name__} of " + ", ".join(_described(item) for item in out)
+    if isinstance(out, dict):
+        return "a dict of " + ", ".join(f"{key!r}: {_described(value)}" for key, value in out.items())
+    return type(out).__name__
 
 
 def check_compatible(loaded: Any, dataset: ImageData) -> ModelOutputs:
