@@ -292,6 +292,38 @@ def _reference(path: Path, x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(ReferenceEvaluator(onnx.load(str(path))).run(None, {"X": x})[0])
 
 
+class ViewNet(nn.Module):
+    """Flattens with ``x.view(x.size(0), -1)``, which an export without a dynamic batch axis bakes in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        return self.fc(h.view(h.size(0), -1))
+
+
+@pytest.mark.parametrize(("flatten", "fixed"), [(False, 1), (True, None)])
+def test_onnx_exported_at_a_fixed_batch_size_takes_any(tmp_path, flatten, fixed):
+    """Exported at batch 1 without a dynamic axis: a graph whose reshape baked the 1 in runs one image at a
+    time; a graph that takes other sizes (a Flatten) keeps running whole batches."""
+    pytest.importorskip("onnx")
+    model = (
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 5)) if flatten else ViewNet()
+    ).eval()
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (_rand(1, 3, 8, 8),), path, dynamo=False)
+    loaded = load_model(path)
+    assert loaded.model.fixed_batch == fixed
+    x = _rand(5, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+    _check(loaded, expected, x)
+
+
 def test_onnx_hand_built_graph_matches_the_reference_implementation(tmp_path):
     pytest.importorskip("onnx")
     from onnx import helper

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._torch import MODEL_ERRORS
 from ..store.model_dir import ModelFileError
 from .onnx_ops import ONNX_DTYPES, ONNX_OPS
 from .raw import RawModel, first_line, layout_from_dims
@@ -37,7 +38,9 @@ def load_onnx(path: Path, map_location: str | torch.device) -> RawModel:
             f"{path}: not a valid ONNX model ({first_line(exc)}); it may be corrupt or truncated: re-export it"
         ) from None
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-    module = OnnxModule(proto.graph, opset, str(path)).to(map_location).eval()
+    module = OnnxModule(proto.graph, opset, str(path)).eval()
+    module.fix_batch()
+    module = module.to(map_location)
     dims = module.input_dims
     layout, input_shape = layout_from_dims(dims, channels_last_hint=None)
     out_dims = module.output_dims
@@ -128,6 +131,7 @@ class OnnxModule(nn.Module):
         if self.output_name not in defined:
             raise ModelFileError(f"{source}: no node produces the graph output {self.output_name!r}")
         self.ends_in_softmax = _ends_in(producers, self.output_name, "Softmax")
+        self.fixed_batch: int | None = None  # set by :meth:`fix_batch` when the graph takes no other batch size
 
     def _add_constant(self, name: str, value: torch.Tensor) -> None:
         attr = "t_" + re.sub(r"\W", "_", name)
@@ -139,7 +143,33 @@ class OnnxModule(nn.Module):
             self.register_buffer(attr, value)
         self._tensor_attr[name] = attr
 
+    def fix_batch(self) -> None:
+        """Run the graph in batches of its declared size when it takes no other: a model exported without a
+        dynamic batch axis often bakes that size into a reshape (``x.view(x.size(0), -1)`` traced at batch 1).
+        Decided once, on two random images; a graph whose other dimensions are not all declared is left as is."""
+        declared = self.input_dims or ()
+        dims = [d for d in declared if isinstance(d, int) and d > 0]
+        if not dims or len(dims) != len(declared) or dims[0] == 2:
+            return
+        probe = torch.rand(2, *dims[1:], generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                works = self._run(probe).shape[0] == 2
+        except MODEL_ERRORS:
+            works = False
+        if not works:
+            self.fixed_batch = dims[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.fixed_batch
+        if size is None or x.shape[0] == size:
+            return self._run(x)
+        chunks = list(x.split(size))
+        short = size - chunks[-1].shape[0]  # the last batch, filled up to the size with copies of its first image
+        chunks[-1] = torch.cat([chunks[-1], chunks[-1][:1].expand(short, *x.shape[1:])]) if short else chunks[-1]
+        return torch.cat([self._run(c) for c in chunks])[: x.shape[0]]
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point() and self.input_dtype.is_floating_point:
             x = x.to(self.input_dtype)
         env: dict[str, torch.Tensor | None] = {self.input_name: x, "": None}
