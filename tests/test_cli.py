@@ -262,6 +262,18 @@ def test_a_sharded_scan_never_changes_the_preprocessing(tiny, tmp_path):
     assert not (tmp_path / "r" / "report.json").exists()
 
 
+def test_an_arch_in_a_local_file_is_named_by_its_absolute_path(tmp_path, monkeypatch):
+    """So that Ray workers, started elsewhere, find the user's model.py too; importable and built-in archs stay."""
+    from neuralcleanse.cli.parser import absolute_arch
+
+    (tmp_path / "localnet_c.py").write_text("def Net(): ...\n")
+    monkeypatch.chdir(tmp_path)
+    assert absolute_arch("localnet_c:Net") == f"{tmp_path / 'localnet_c.py'}:Net"
+    assert absolute_arch("./localnet_c.py:Net") == f"{tmp_path / 'localnet_c.py'}:Net"
+    assert absolute_arch("neuralcleanse.models:build_model") == "neuralcleanse.models:build_model"
+    assert absolute_arch("missing_d:Net") == "missing_d:Net"
+
+
 def test_a_model_that_fails_on_another_convention_keeps_the_sanity_checks_own_error(tiny, tmp_path, capsys):
     out = str(tmp_path / "r")
     code, _, err = run(

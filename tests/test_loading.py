@@ -115,6 +115,30 @@ def test_state_dict_legacy_serialization(tmp_path):
     assert loaded.outputs_probabilities is False
 
 
+_USER_NET = """
+from torch import nn
+
+
+def Net():
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+"""
+
+
+def test_state_dict_with_an_arch_in_the_users_own_file(tmp_path, monkeypatch):
+    """A user's network in model.py beside the weights: named as a file, or by module name from its folder (the
+    command line's import path does not hold the working directory)."""
+    (tmp_path / "usernet_a.py").write_text(_USER_NET)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    x = _rand(2, 1, 3, 4)
+    loaded = load_model(tmp_path / "weights.pt", arch=f"{tmp_path / 'usernet_a.py'}:Net")
+    _check(loaded, net(x), x)
+    monkeypatch.chdir(tmp_path)
+    _check(load_model("weights.pt", arch="usernet_a:Net"), net(x), x)
+    with pytest.raises(ValueError, match=r"arch='usernet_b:Net': cannot import it \(No module named 'usernet_b'\)"):
+        load_model("weights.pt", arch="usernet_b:Net")
+
+
 def test_pickled_whole_module_is_refused_unless_opted_in(tmp_path):
     model = TinyNet().eval()
     path = tmp_path / "whole.pt"

@@ -7,6 +7,8 @@ torch; ``tests/test_cli_help.py`` compares them with the library's.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+from pathlib import Path
 
 from .._version import __version__
 from .errors import CLIError
@@ -34,8 +36,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--arch",
-        help="architecture of a state dict: a built-in name (mnist, gtsrb) or package.module:callable "
-        "(default: none; other formats carry their architecture)",
+        help="architecture of a state dict: a built-in name (mnist, gtsrb), package.module:callable or "
+        "path/to/file.py:callable (default: none; other formats carry their architecture)",
     )
     p.add_argument(
         "--unsafe-pickle",
@@ -343,12 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def absolute_arch(arch: str) -> str:
+    """``module:callable`` with a module that is a Python file (``nets.py``, or ``nets`` for ``./nets.py`` that is
+    not importable otherwise) written as that file's absolute path, so that the model's loader finds it from any
+    working directory (a Ray worker's); anything else unchanged."""
+    module, _, attr = arch.partition(":")
+    if module.endswith(".py"):
+        return f"{Path(module).resolve()}:{attr}"
+    local = Path(module.replace(".", "/") + ".py")
+    if local.is_file() and importlib.util.find_spec(module.split(".")[0]) is None:
+        return f"{local.resolve()}:{attr}"
+    return arch
+
+
 def check_values(args: argparse.Namespace) -> None:
     """Refuse flag values no run can use, naming the flag, before anything heavy is loaded.
 
     The scan's numbers are checked by :class:`~neuralcleanse.config.ScanConfig` (whose messages the scan verb
     maps onto the flags); the others here.
     """
+    arch = getattr(args, "arch", None)
+    if arch and ":" in arch:  # a file of the user's, named from here: workers elsewhere find it too
+        args.arch = absolute_arch(arch)
     fractions = {"poison_rate": "--poison-rate", "fpr": "--fpr"}
     for dest, flag in fractions.items():
         value = getattr(args, dest, None)

@@ -1,20 +1,23 @@
 """PyTorch's own formats: neuralcleanse model directories, TorchScript archives and state dicts.
 
 State dicts (``.pt``/``.pth``/``.safetensors``, or a training checkpoint holding one) are read with
-``torch.load(weights_only=True)`` or safetensors and need an architecture: ``"mnist"``/``"gtsrb"`` or
-``"package.module:callable"``. A pickle that needs more than the weights-only unpickler (a whole pickled
-``nn.Module``) is refused, naming what it imports, unless the caller passes ``unsafe_pickle=True``.
+``torch.load(weights_only=True)`` or safetensors and need an architecture: ``"mnist"``/``"gtsrb"``,
+``"package.module:callable"`` or ``"path/to/file.py:callable"``. A pickle that needs more than the weights-only
+unpickler (a whole pickled ``nn.Module``) is refused, naming what it imports, unless the caller passes
+``unsafe_pickle=True``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import logging
 import pickle
 import pickletools
 import re
 import struct
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -209,10 +212,10 @@ def _build_arch(arch: str, state: Mapping[str, torch.Tensor]) -> tuple[nn.Module
     if ":" in arch:
         module_name, _, attr = arch.partition(":")
         try:
-            target: Any = importlib.import_module(module_name)
+            target: Any = _arch_module(module_name)
             for part in attr.split("."):
                 target = getattr(target, part)
-        except (ImportError, AttributeError) as exc:
+        except (ImportError, AttributeError, OSError) as exc:
             raise ValueError(f"arch={arch!r}: cannot import it ({first_line(exc)})") from None
         if not callable(target):
             raise ValueError(f"arch={arch!r} is not callable")
@@ -228,6 +231,28 @@ def _build_arch(arch: str, state: Mapping[str, torch.Tensor]) -> tuple[nn.Module
     head = state.get("head.weight")
     num_classes = int(head.shape[0]) if isinstance(head, torch.Tensor) and head.dim() == 2 else None
     return build_model(arch, num_classes), ARCHITECTURES[arch].input_shape
+
+
+def _arch_module(name: str) -> Any:
+    """The module an arch names: a Python file (``nets/resnet.py``), an importable module, or a module of that
+    name in the current directory (where a user's ``model.py`` sits, which the command line's import path
+    lacks). Importing it runs its code: the user named it."""
+    path = Path(name if name.endswith(".py") else name.replace(".", "/") + ".py")
+    if not name.endswith(".py"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            if not path.is_file():
+                raise
+    if not path.is_file():
+        raise FileNotFoundError(f"no file {path}")
+    spec = importlib.util.spec_from_file_location(f"neuralcleanse_arch_{path.stem}", path.resolve())
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: the module's classes can then be pickled by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, arch: str) -> None:
