@@ -264,7 +264,7 @@ def test_a_sharded_scan_never_changes_the_preprocessing(tiny, tmp_path):
 
 def test_an_arch_in_a_local_file_is_named_by_its_absolute_path(tmp_path, monkeypatch):
     """So that Ray workers, started elsewhere, find the user's model.py too; importable and built-in archs stay."""
-    from neuralcleanse.cli.parser import absolute_arch
+    from neuralcleanse.archspec import absolute_arch
 
     (tmp_path / "localnet_c.py").write_text("def Net(): ...\n")
     monkeypatch.chdir(tmp_path)

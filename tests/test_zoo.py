@@ -45,6 +45,13 @@ def test_csv_manifest_gives_each_model_its_data_and_truth(zoo):
     assert Path(entries["infected_b.pt"].path).is_file()
 
 
+def test_a_manifests_arch_file_is_taken_from_the_manifests_folder(tmp_path):
+    (tmp_path / "nets_e.py").write_text("def Net(): ...\n")
+    (tmp_path / "zoo.csv").write_text("model,arch\nw.pt,nets_e.py:Net\nv.pt,mnist\n")
+    first, second = read_zoo(tmp_path / "zoo.csv")
+    assert first.arch == f"{(tmp_path / 'nets_e.py').resolve()}:Net" and second.arch == "mnist"
+
+
 def test_manifest_errors_name_the_line(tmp_path):
     bad = tmp_path / "zoo.csv"
     bad.write_text("model,infected\na.pt,maybe\n")

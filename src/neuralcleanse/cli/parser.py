@@ -7,10 +7,9 @@ torch; ``tests/test_cli_help.py`` compares them with the library's.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 from .._version import __version__
+from ..archspec import absolute_arch
 from .errors import CLIError
 
 #: The one-line description of each verb (``neuralcleanse --help`` lists them, ``neuralcleanse VERB --help``
@@ -345,19 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def absolute_arch(arch: str) -> str:
-    """``module:callable`` with a module that is a Python file (``nets.py``, or ``nets`` for ``./nets.py`` that is
-    not importable otherwise) written as that file's absolute path, so that the model's loader finds it from any
-    working directory (a Ray worker's); anything else unchanged."""
-    module, _, attr = arch.partition(":")
-    if module.endswith(".py"):
-        return f"{Path(module).resolve()}:{attr}"
-    local = Path(module.replace(".", "/") + ".py")
-    if local.is_file() and importlib.util.find_spec(module.split(".")[0]) is None:
-        return f"{local.resolve()}:{attr}"
-    return arch
-
-
 def check_values(args: argparse.Namespace) -> None:
     """Refuse flag values no run can use, naming the flag, before anything heavy is loaded.
 
@@ -365,7 +351,7 @@ def check_values(args: argparse.Namespace) -> None:
     maps onto the flags); the others here.
     """
     arch = getattr(args, "arch", None)
-    if arch and ":" in arch:  # a file of the user's, named from here: workers elsewhere find it too
+    if arch:  # a file of the user's, named from here: workers elsewhere find it too
         args.arch = absolute_arch(arch)
     fractions = {"poison_rate": "--poison-rate", "fpr": "--fpr"}
     for dest, flag in fractions.items():

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..archspec import absolute_arch
 from ..preprocess import Preprocessing, parse_value_range
 from ..store.model_dir import METADATA_FILE
 
@@ -143,7 +144,7 @@ def _entry(manifest: Path, row: dict[str, str]) -> ZooEntry:
         row.get("name") or Path(model).name,
         model,
         data=data,
-        arch=row.get("arch") or None,
+        arch=absolute_arch(row["arch"], manifest.parent) if row.get("arch") else None,
         preprocessing=_preprocessing(row),
         truth=truth,
     )
