@@ -187,6 +187,7 @@ def test_the_suggested_mitigation_feeds_the_model_as_the_scan_did(tmp_path):
     write_scan_report(make_report(), tmp_path, extra={"model": "m.h5", "data": "d.npz", "preprocessing": pre})
     page = (tmp_path / HTML_FILE).read_text()
     assert "--method unlearn --value-range 0-255 --channel-order BGR --layout NHWC --out" in page
+    assert "<th>preprocessing</th><td>--value-range 0-255 --channel-order BGR --layout NHWC</td>" in page
 
 
 def test_a_clean_page_has_nothing_to_repair(tmp_path):

@@ -36,7 +36,7 @@ REMOVED_ATTACK_SUCCESS = 0.05
 
 _PACKAGE = "neuralcleanse.render"
 # Context keys of the scan page shown in its summary rather than among the details.
-_SHOWN_EXTRA = {"model", "data", "format", "samples_per_label", "true_triggers"}
+_SHOWN_EXTRA = {"model", "data", "format", "preprocessing", "samples_per_label", "true_triggers"}
 _NICE_KEYS = {"mask_l1": "mask L1", "reversed_mask_iou": "IoU with the reversed mask"}
 _CAPTIONS = (("mask", "mask"), ("pattern", "pattern"), ("trigger", "trigger (mask × pattern)"))
 
@@ -365,6 +365,9 @@ def _summary_rows(report: ScanReport, extra: Mapping[str, Any], height: int, wid
     for key, name in (("model", "model"), ("data", "data"), ("format", "model format")):
         if extra.get(key) is not None:
             rows.append((name, extra[key]))
+    if extra.get("preprocessing"):  # the options that feed the model as the scan did
+        options = as_options(Preprocessing.from_dict(extra["preprocessing"]))
+        rows.append(("preprocessing", " ".join(options) or "none: [0, 1] RGB images as they are"))
     rows.append(("verdict", "infected" if report.infected else "clean"))
     rows.append(("flagged labels", ", ".join(map(str, report.flagged)) or "none"))
     rows.append(("anomaly index", f"{report.anomaly_index:.3f} (threshold {anomaly_threshold(report):g})"))
