@@ -3,8 +3,9 @@ from its accuracy on labelled clean images.
 
 A scan refuses a model that classifies under half of the clean images (:data:`~neuralcleanse.config.
 MIN_CLEAN_ACCURACY`); nearly always the images are not what the model expects. Trying each common convention on
-the same images tells the user which options to pass. Nothing is chosen silently: under a wrong convention the
-scan would not fail, it would scan a different function.
+the same images finds the one the model reads: the scan job goes on under it when no preprocessing was given, and
+names its options when some were. Nothing is chosen silently: under a wrong convention a scan would not fail, it
+would scan a different function, so the choice is always in the report.
 """
 
 from __future__ import annotations
