@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from ..archspec import absolute_arch
 from ..models import ARCHITECTURES, build_model
 from ..store.model_dir import ModelFileError, load_saved_model
 from .detect import is_safetensors
@@ -210,7 +211,7 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def _build_arch(arch: str, state: Mapping[str, torch.Tensor]) -> tuple[nn.Module, tuple[int, int, int] | None]:
     if ":" in arch:
-        module_name, _, attr = arch.partition(":")
+        module_name, _, attr = absolute_arch(arch).partition(":")
         try:
             target: Any = _arch_module(module_name)
             for part in attr.split("."):
@@ -234,16 +235,11 @@ def _build_arch(arch: str, state: Mapping[str, torch.Tensor]) -> tuple[nn.Module
 
 
 def _arch_module(name: str) -> Any:
-    """The module an arch names: a Python file (``nets/resnet.py``), an importable module, or a module of that
-    name in the current directory (where a user's ``model.py`` sits, which the command line's import path
-    lacks). Importing it runs its code: the user named it."""
-    path = Path(name if name.endswith(".py") else name.replace(".", "/") + ".py")
+    """The module an arch names (:func:`~neuralcleanse.archspec.absolute_arch` has written a user's file as its
+    path): a Python file or an importable module. Importing it runs its code: the user named it."""
     if not name.endswith(".py"):
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            if not path.is_file():
-                raise
+        return importlib.import_module(name)
+    path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"no file {path}")
     spec = importlib.util.spec_from_file_location(f"neuralcleanse_arch_{path.stem}", path.resolve())
