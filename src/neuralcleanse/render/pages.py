@@ -180,8 +180,7 @@ def _next_step(report: ScanReport, extra: Mapping[str, Any], location: str | Pat
     model, data = str(extra.get("model") or "MODEL"), str(extra.get("data") or "DATA")
     patched = scan_dir.rstrip("/") + "-patched" if location is not None else "OUT"
     words = ["neuralcleanse", "mitigate", model, "--report", scan_dir, "--data", data, "--method", "unlearn"]
-    if extra.get("preprocessing"):  # as the scan fed the model
-        words += as_options(Preprocessing.from_dict(extra["preprocessing"]))
+    words += _applied_options(extra) or []  # as the scan fed the model
     return {"command": shlex.join([*words, "--out", patched]), "label": int(report.flagged[0])}
 
 
@@ -360,13 +359,20 @@ def _flagged_label(row: LabelResult, images: Mapping[str, tuple[str, bytes]], pi
     }
 
 
+def _applied_options(extra: Mapping[str, Any]) -> list[str] | None:
+    """The command-line options that feed the model as the scan did (``extra["preprocessing"]``); None when the
+    report does not say."""
+    recorded = extra.get("preprocessing")
+    return None if not recorded else as_options(Preprocessing.from_dict(recorded))
+
+
 def _summary_rows(report: ScanReport, extra: Mapping[str, Any], height: int, width: int) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for key, name in (("model", "model"), ("data", "data"), ("format", "model format")):
         if extra.get(key) is not None:
             rows.append((name, extra[key]))
-    if extra.get("preprocessing"):  # the options that feed the model as the scan did
-        options = as_options(Preprocessing.from_dict(extra["preprocessing"]))
+    options = _applied_options(extra)
+    if options is not None:
         rows.append(("preprocessing", " ".join(options) or "none: [0, 1] RGB images as they are"))
     rows.append(("verdict", "infected" if report.infected else "clean"))
     rows.append(("flagged labels", ", ".join(map(str, report.flagged)) or "none"))
