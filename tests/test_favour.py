@@ -80,6 +80,20 @@ def test_a_small_label_whose_gap_its_norm_explains_is_not_flagged():
         assert decide(norms, gaps=gaps).flagged == [0]
 
 
+def test_a_favoured_label_above_a_smaller_natural_one_is_not_flagged():
+    """The favoured second label of the GTSRB-like model with the label below it natural (at 0.3 of the median,
+    ordinary by norm, its gap what its norm predicts): a backdoor's target would be the easier label to reach,
+    so the favoured one is the model's taste and nothing is flagged."""
+    norms, gaps = _gtsrb_like(target_gap=0.5)
+    median = float(norms.median())
+    norms[0], norms[1] = 0.3 * median, 0.35 * median
+    gaps[0] = 22 * (float(norms[0]) / 30) ** 0.3
+    d = decide(norms, gaps=gaps)
+    assert d.flagged == [] and d.per_label[1] == d.threshold and d.score <= d.threshold
+    norms[0] = 0.4 * median  # the favoured label is now the smallest: flagged as before
+    assert decide(norms, gaps=gaps).flagged == [1]
+
+
 def test_favour_keeps_clean_models_clean_when_gaps_follow_norms():
     """Clean models whose natural gaps follow their norms closely (correlation 0.8): the favour criterion adds
     few false positives at 10, 43 and 1000 labels."""

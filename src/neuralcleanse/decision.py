@@ -27,7 +27,8 @@ there are. The decisions here differ in five ways:
   the median that the other criteria leave, in a block not ordinary by norm (p < 0.2), are also flagged when
   their clean gap lies unusually far below what their norm predicts from the other labels (a robust line of log
   gap on log norm; p < 0.05 divided by the labels tested), so natural labels that are both easy to reach and
-  close on clean images, as many are, stay clean;
+  close on clean images, as many are, stay clean; and only when every smaller label is flagged too (a target is
+  the easiest label to reach, so a favoured label above a smaller natural one is the model's taste);
 - **companions** (``"k-aware-ratio"``): once the smallest labels are flagged, the next smallest joins them when
   it lies under :data:`COMPANION_RATIO` of the median and nearer, in log norm, to the largest flagged label than
   to the next label above it, the gap below counted as at most :data:`COMPANION_GAP` (a pixel-sized first
@@ -254,6 +255,7 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch
     counted = set(unusual)
     flagged = [i for i in k_aware.flagged if i not in over] + [i for i in small if i not in k_aware.flagged]
     favour = {} if log_gaps is None else _favour(log_norms, log_gaps, set(flagged))
+    favour = _below_the_flagged(log_norms, set(flagged), favour, threshold)
     per_label = [
         max(surprise / DEFAULT_THRESHOLDS["k-aware"], size[i] if i in counted else 0.0, favour.get(i, 0.0))
         for i, surprise in enumerate(surprises)
@@ -265,6 +267,22 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch
         if joins > threshold:
             flagged.append(label)
     return Decision("k-aware-ratio", flagged, score, threshold, per_label)
+
+
+def _below_the_flagged(
+    log_norms: torch.Tensor, flagged: set[int], favour: dict[int, float], threshold: float
+) -> dict[int, float]:
+    """``favour`` with the score of every label above a smaller one left unflagged capped at ``threshold``: a
+    target is the easiest label to reach, so the labels a decision flags are the smallest ones (as the norm
+    criteria and the companions flag them), and a favoured label above a smaller natural one is the model's
+    taste, not a trigger."""
+    capped = dict(favour)
+    unflagged_below = False
+    for label in log_norms.argsort().tolist():
+        if label in capped and unflagged_below:
+            capped[label] = min(capped[label], threshold)
+        unflagged_below |= label not in flagged and capped.get(label, 0.0) <= threshold
+    return capped
 
 
 def _by_size(log_norms: torch.Tensor) -> tuple[list[int], list[float]]:
