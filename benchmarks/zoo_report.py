@@ -42,7 +42,9 @@ from neuralcleanse.pairs import (
     MUTUAL_RATIO,
     NATURAL_RATIO,
     SUSPECT_CONFUSION,
+    PairCheck,
     is_natural,
+    mutual_verdicts,
     symmetric_check,
 )
 from neuralcleanse.probe import probe_outputs
@@ -116,13 +118,12 @@ def new_decision(
     library's current rule (``pairs.is_natural``); ``complete`` is false when a flagged label has no cached check
     (then it stays flagged). ``ratio``: the symmetric check's ratio (``None``: no check)."""
     d = scan_decision(row, method, threshold)
-    flagged, complete = [], True
-    for t in d.flagged:
-        check = cache.get(pair_key(row, t))
-        complete &= check is not None
-        if ratio is None or check is None or not natural(row, check, ratio, d.flagged):
-            flagged.append(t)
-    return sorted(flagged), d.score, complete
+    cached = {t: cache.get(pair_key(row, t)) for t in d.flagged}
+    if ratio is None:
+        return sorted(d.flagged), d.score, True
+    checks = mutual_verdicts([judged(row, check, ratio, d.flagged) for check in cached.values() if check is not None])
+    cleared = {check.label for check in checks if check.natural}
+    return sorted(set(d.flagged) - cleared), d.score, all(check is not None for check in cached.values())
 
 
 def scan_decision(row: dict[str, Any], method: str, threshold: float) -> decision.Decision:
@@ -131,14 +132,16 @@ def scan_decision(row: dict[str, Any], method: str, threshold: float) -> decisio
     return decide(torch.tensor(row["norms"]), method, threshold, gaps)  # type: ignore[arg-type]
 
 
-def natural(row: dict[str, Any], check: dict[str, Any], ratio: float, suspects: list[int]) -> bool:
-    """The library's rule on a cached check, with the universal norms of the scan the check belongs to and the
-    labels its decision flagged (``suspects``)."""
+def judged(row: dict[str, Any], check: dict[str, Any], ratio: float, suspects: list[int]) -> PairCheck:
+    """A cached check judged by the library's rule (``pairs.is_natural``), with the universal norms of the scan it
+    belongs to and the labels its decision flagged (``suspects``); ``pairs.mutual_verdicts`` then judges the pairs
+    of suspects."""
     norms = row["norms"]
     label, source = check["label"], check["source"]
-    return is_natural(
-        check["towards"], check["back"], check["confusion"], norms[label], norms[source], ratio, source in suspects
-    )
+    suspect = source in suspects
+    towards, back, confusion = check["towards"], check["back"], check["confusion"]
+    natural = is_natural(towards, back, confusion, norms[label], norms[source], ratio, suspect)
+    return PairCheck(label, source, confusion, towards, back, norms[label], norms[source], natural, suspect)
 
 
 def auroc(positives: list[float], negatives: list[float]) -> float | None:

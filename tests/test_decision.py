@@ -11,7 +11,7 @@ from _tiny import SIZE, ReaderNet, backdoored_reader, pair_reader, reader_images
 from neuralcleanse.config import ScanConfig
 from neuralcleanse.decision import COMPANION_GAP, COMPANION_RATIO, DECISIONS, SMALL_RATIO, STEP_DOWN_RATIO, decide
 from neuralcleanse.outliers import anomaly_index
-from neuralcleanse.pairs import MUTUAL_RATIO, SUSPECT_CONFUSION, is_natural
+from neuralcleanse.pairs import MUTUAL_RATIO, SUSPECT_CONFUSION, PairCheck, is_natural, mutual_verdicts
 from neuralcleanse.scan import NeuralCleanse
 
 
@@ -214,6 +214,26 @@ def test_two_suspects_close_both_ways_are_neighbours_only_if_the_model_confuses_
     assert not is_natural(towards, back, 0.020, **norms, source_suspect=True)
     assert is_natural(towards, back, 0.27, **norms, source_suspect=True)
     assert is_natural(towards, back, 0.020, **norms, source_suspect=False)
+
+
+def test_two_targets_alike_by_nature_are_cleared_only_by_checks_from_both_sides():
+    """A CIFAR-10 model of the benchmark zoo with two targets, cat (3, universal trigger 2.0) and frog (6, 4.4),
+    confused on 24% of clean images: the way from frog back to cat (3.5) is short because cat's trigger works
+    from every label, so frog's check alone calls them neighbours; cat's own check runs from its most confused
+    label, dog (5), and finds no neighbour (the way back from cat to dog is six times the way there). Frog stays
+    flagged; the hand-built neighbours, each the other's source and each natural, are cleared."""
+    frog = PairCheck(
+        6, 3, 0.24, towards=4.39, back=3.54, label_norm=4.39, source_norm=2.0, natural=True, source_suspect=True
+    )
+    cat = PairCheck(3, 5, 0.47, towards=1.47, back=9.49, label_norm=2.0, source_norm=23.4, natural=False)
+    assert is_natural(frog.towards, frog.back, frog.confusion, frog.label_norm, frog.source_norm, source_suspect=True)
+    assert [c.natural for c in mutual_verdicts([frog, cat])] == [False, False]
+    assert mutual_verdicts([frog])[0].natural is False  # the source's check missing: no evidence from its side
+    first = PairCheck(4, 5, 0.27, 2.0, 2.1, 4.0, 4.0, natural=True, source_suspect=True)
+    second = PairCheck(5, 4, 0.27, 2.1, 2.0, 4.0, 4.0, natural=True, source_suspect=True)
+    assert [c.natural for c in mutual_verdicts([first, second])] == [True, True]
+    unflagged_source = PairCheck(4, 5, 0.27, 2.0, 2.1, 4.0, 4.0, natural=True, source_suspect=False)
+    assert mutual_verdicts([unflagged_source])[0].natural is True
 
 
 @pytest.mark.slow

@@ -15,13 +15,17 @@ makes ``s`` about as cheap, whereas a backdoor's target may sit beside a natural
 reach from the other labels as any (a GTSRB target whose most confused sign lies at the median). When the
 source is itself a suspect, the short ways between the two prove nothing (two backdoor targets are each reached
 cheaply from every label, each other included); what a backdoor does not do is make the model confuse the two on
-clean images, which carry no trigger, so such a pair must be confused far more often to count as neighbours.
+clean images, which carry no trigger, so such a pair must be confused far more often to count as neighbours. And
+its check must hold from both sides: the way back to a backdoor's target is short whatever the label it starts
+from, so a suspect is cleared beside a suspect source only when each is the other's most confused label and the
+source's own check finds them neighbours too (:func:`mutual_verdicts`); two backdoor targets that are also alike by
+nature (CIFAR-10's cat and frog) pass one check, not both.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -39,6 +43,7 @@ __all__ = [
     "SUSPECT_CONFUSION",
     "PairCheck",
     "is_natural",
+    "mutual_verdicts",
     "symmetric_check",
 ]
 
@@ -135,7 +140,7 @@ def symmetric_check(
         suspect = s in suspects
         natural = is_natural(to_t, to_s, confusion, universal[t], universal[s], ratio, suspect)
         checks.append(PairCheck(t, s, confusion, to_t, to_s, universal[t], universal[s], natural, suspect))
-    return checks
+    return mutual_verdicts(checks)
 
 
 def is_natural(
@@ -153,6 +158,21 @@ def is_natural(
     suspect's."""
     least = SUSPECT_CONFUSION if source_suspect else MIN_CONFUSION
     return back <= ratio * towards and confusion >= least and source_norm <= MUTUAL_RATIO * label_norm
+
+
+def mutual_verdicts(checks: list[PairCheck]) -> list[PairCheck]:
+    """``checks`` (one per suspect, each judged by :func:`is_natural`) with a pair of suspects left natural only
+    when the source's own check is among them, names the suspect as its source and is natural too; a suspect source
+    without that check keeps the suspect flagged."""
+    by_label = {check.label: check for check in checks}
+
+    def mutual(check: PairCheck) -> bool:
+        other = by_label.get(check.source)
+        return other is not None and other.source == check.label and other.natural
+
+    return [
+        replace(check, natural=mutual(check)) if check.natural and check.source_suspect else check for check in checks
+    ]
 
 
 def _most_confused(labels: torch.Tensor, probabilities: torch.Tensor, t: int) -> tuple[int, float] | None:
