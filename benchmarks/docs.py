@@ -91,6 +91,24 @@ class Section:
     note: str = ""  # where the CPU is known from the record of the run but not from the rows
 
 
+HELD_OUT_COLUMNS: list[Column] = [
+    ("model", lambda r: r["model"]),
+    ("attack", lambda r: r.get("attack") or "none"),
+    ("triggers → targets", triggers),
+    ("seed", lambda r: r["seed"]),
+    ("clean accuracy", lambda r: pct(r.get("clean_accuracy"))),
+    ("attack success", lambda r: pct(r.get("attack_success"))),
+    ("anomaly index", lambda r: num(r.get("anomaly_index"))),
+    ("flagged", flagged),
+    ("right", right),
+    ("target norm", lambda r: num(r.get("target_l1"), 3)),
+    ("median norm", lambda r: num(r.get("median_l1"))),
+    ("true trigger norm", lambda r: num(r.get("true_l1"), 3)),
+    ("target mask IoU", lambda r: num(r.get("target_iou"), 3)),
+    ("seconds", lambda r: num(r.get("seconds"))),
+]
+
+
 SCAN_COLUMNS: list[Column] = [
     ("model", lambda r: r["model"]),
     ("mode", lambda r: r["mode"]),
@@ -215,23 +233,15 @@ SECTIONS: dict[str, Section] = {
         "on 90% of the CIFAR-10 test split, the only split available, and scanned with the rest). A row is right "
         "when exactly the true targets are flagged. The suite was committed before its first run.",
         "make bench-held-out",
-        [
-            ("model", lambda r: r["model"]),
-            ("attack", lambda r: r.get("attack") or "none"),
-            ("triggers → targets", triggers),
-            ("seed", lambda r: r["seed"]),
-            ("clean accuracy", lambda r: pct(r.get("clean_accuracy"))),
-            ("attack success", lambda r: pct(r.get("attack_success"))),
-            ("anomaly index", lambda r: num(r.get("anomaly_index"))),
-            ("flagged", flagged),
-            ("right", right),
-            ("target norm", lambda r: num(r.get("target_l1"), 3)),
-            ("median norm", lambda r: num(r.get("median_l1"))),
-            ("true trigger norm", lambda r: num(r.get("true_l1"), 3)),
-            ("target mask IoU", lambda r: num(r.get("target_iou"), 3)),
-            ("seconds", lambda r: num(r.get("seconds"))),
-        ],
+        HELD_OUT_COLUMNS,
         "The commit that added these rows names a 2-core AMD EPYC with AVX512-BF16, computing in bfloat16.",
+    ),
+    "held_out_threads1": Section(
+        "The held-out models with one torch thread",
+        "The scans of `held_out` run again with one torch thread instead of torch's default (two on the 2-core "
+        "machines here): the same models, seeds and settings, another order of arithmetic.",
+        "PYTHONPATH=src python benchmarks/held_out.py --threads 1",
+        HELD_OUT_COLUMNS,
     ),
     "precision": Section(
         "The fast scan in float32 and in bfloat16",

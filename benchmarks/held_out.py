@@ -13,7 +13,7 @@ MNIST and GTSRB). These models differ in what the detector sees:
 Each model is scanned in fast mode with seeds 0, 1 and 2; a row says whether exactly the true targets were
 flagged.
 
-    python benchmarks/held_out.py [--models mnist-random-tl,...] [--seeds 0,1,2] [--collect]
+    python benchmarks/held_out.py [--models mnist-random-tl,...] [--seeds 0,1,2] [--threads N] [--collect]
 
 Models go to runs/models/<name> (trained once, reused; the Trojan models need mnist-clean / gtsrb-clean from
 train_models.py, trained here when missing).
@@ -25,6 +25,7 @@ import argparse
 import statistics
 from typing import Any
 
+import torch
 from common import SUITE, TRIGGER, ensure_model, machine, markdown_table, model_dir, read_results, write_results
 
 from neuralcleanse.data import clean_sample, load_dataset
@@ -199,23 +200,32 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--collect", action="store_true", help="only rewrite the table from the saved results")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: torch's own); results then go to held_out_threads<N>.json, so a run with "
+        "other arithmetic stands beside the main one",
+    )
     args = parser.parse_args()
+    name = "held_out" if args.threads is None else f"held_out_threads{args.threads}"
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.collect:
-        write_results("held_out", read_results("held_out"), render(read_results("held_out")))
+        write_results(name, read_results(name), render(read_results(name)))
         return
     wanted, seeds = args.models.split(","), [int(s) for s in args.seeds.split(",")]
     unknown = sorted(set(wanted) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; expected some of {list(MODELS)}")
     # Rows of models or seeds not rerun are kept from the previous results.
-    rows = [r for r in read_results("held_out") if r["model"] not in wanted or r["seed"] not in seeds]
+    rows = [r for r in read_results(name) if r["model"] not in wanted or r["seed"] not in seeds]
     for name in wanted:
         ensure(name)
         for seed in seeds:
             rows.append({**scan_row(name, seed), "machine": machine()})
             print({k: v for k, v in rows[-1].items() if k != "machine"}, flush=True)
             rows.sort(key=lambda r: (list(MODELS).index(r["model"]), r["seed"]))
-            write_results("held_out", rows, render(rows))
+            write_results(name, rows, render(rows))
 
 
 if __name__ == "__main__":
