@@ -19,12 +19,13 @@ and zoo.md. Models whose attack did not take are not scanned by zoo.py, so they 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from unittest.mock import patch
 
@@ -328,9 +329,43 @@ def earlier_size_rules() -> Any:
     return patch.multiple(decision, BLOCK_REACH=decision.SMALL_RATIO, STEP_DOWN_RATIO=math.inf)
 
 
+def favour_above_unflagged() -> Any:
+    """The default decision with a favoured label flagged above a smaller one left unflagged, as before the tenth
+    round (a context manager)."""
+    return patch.object(decision, "_below_the_flagged", lambda log_norms, flagged, favour, threshold: favour)
+
+
+def one_sided_pairs() -> Any:
+    """The symmetric check with each suspect's check alone deciding, its source flagged or not, as before the
+    tenth round (a context manager)."""
+    return patch(f"{__name__}.mutual_verdicts", lambda checks: checks)
+
+
+@contextlib.contextmanager
+def before_tenth_round() -> Iterator[None]:
+    """Both of the tenth round's changes undone."""
+    with favour_above_unflagged(), one_sided_pairs():
+        yield
+
+
+def rules_table(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
+    """The default with each of the tenth round's changes undone, and both, required families."""
+    header = ["decision", "tune TPR", "tune FPR", "test TPR", "test FPR"]
+    body = [["default", *by_half(decided_required(scans, cache))]]
+    for name, undo in (
+        ("a favoured label flagged above an unflagged one", favour_above_unflagged),
+        ("each suspect's check alone", one_sided_pairs),
+        ("both (the decision before the tenth round)", before_tenth_round),
+    ):
+        with undo():
+            body.append([name, *by_half(decided_required(scans, cache))])
+    return markdown_table(header, body)
+
+
 def round_names(index: int) -> set[str]:
     """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH), 3 the fifth
-    (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH), 7 the ninth (NINTH)."""
+    (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH), 7 the ninth (NINTH), 8 the tenth
+    (TENTH)."""
     return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
@@ -488,10 +523,12 @@ def main() -> None:
         f"median whose block (reaching up to {decision.BLOCK_REACH:g} of it) is unusual at p < 0.05 over the labels "
         "under a quarter, or the "
         f"smallest labels under {decision.FAVOUR_RATIO:g} of the median whose clean gap lies unusually far below "
-        "what their norm predicts (the favour criterion); on a flagged model, the next smallest labels under "
+        "what their norm predicts and no smaller label is left unflagged (the favour criterion); on a flagged "
+        "model, the next smallest labels under "
         f"{decision.COMPANION_RATIO:g} of the median that lie nearer to the flagged ones than to the labels above "
         f"(the gap below counted as at most a factor {decision.COMPANION_GAP:g}) join them (the companion "
-        "criterion); then the symmetric check of each flagged label "
+        "criterion); then the symmetric check of each flagged label (a pair of flagged labels is cleared only when "
+        "the checks of both find them neighbours) "
         f"(score: the larger criterion over its own default, threshold {threshold:g}). TPR: infected scans "
         "flagging exactly their targets; FPR: clean scans flagging anything. "
         "Tune half: even training seeds (where the threshold was chosen); test half: odd.\n",
@@ -550,6 +587,14 @@ def main() -> None:
         "targets (MNIST, CIFAR-10), single-target patches, clean controls of the same networks; both halves, two "
         "scan seeds per model; in every table above and below as well. *Without it*: the gap below uncapped.\n\n",
         round_table(scans, cache, 7, "it", lambda: patch.object(decision, "COMPANION_GAP", math.inf)),
+        "## The tenth round\n",
+        "Models planned before training (zoo_make_recipes.TENTH), after two changes chosen on the tune half of the "
+        "first nine rounds: a favoured label is flagged only when no smaller label is left unflagged, and a flagged "
+        "label whose most confused label is flagged too is cleared only when the checks of both find them "
+        "neighbours. Models with two and three targets of every MNIST network, CIFAR-10 two-target models, clean "
+        "controls of the networks whose smallest natural labels lie lowest; both halves, two scan seeds per model; "
+        "in every table above and below as well. *Without them*: the decision before them.\n\n",
+        round_table(scans, cache, 8, "them", before_tenth_round),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
         "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), or a blend "
         "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
@@ -625,6 +670,11 @@ def main() -> None:
         "A pair of flagged labels is cleared only when the model confuses the two on at least this share of clean "
         "images (pairs.SUSPECT_CONFUSION; docs/detection.md says why). Chosen on the tune columns.\n\n",
         suspect_sweep(scans, cache),
+        "## Smallest labels first, and pairs of suspects judged from both sides (required families)\n",
+        "The tenth round's two changes undone one at a time (docs/detection.md): the favour criterion flagging a "
+        "label above a smaller one left unflagged, and a suspect cleared by its own check beside a flagged source "
+        "whatever the source's check says. Chosen on the tune columns of the first nine rounds.\n\n",
+        rules_table(scans, cache),
         "## Scan time\n",
         "Seconds per scan, default settings, one torch thread on a 2-core machine shared with the zoo's other "
         "jobs (so an upper bound of a scan on two free cores).\n\n",
