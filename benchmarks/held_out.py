@@ -207,25 +207,25 @@ def main() -> None:
         "other arithmetic stands beside the main one",
     )
     args = parser.parse_args()
-    name = "held_out" if args.threads is None else f"held_out_threads{args.threads}"
+    results = "held_out" if args.threads is None else f"held_out_threads{args.threads}"
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.collect:
-        write_results(name, read_results(name), render(read_results(name)))
+        write_results(results, read_results(results), render(read_results(results)))
         return
     wanted, seeds = args.models.split(","), [int(s) for s in args.seeds.split(",")]
     unknown = sorted(set(wanted) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; expected some of {list(MODELS)}")
     # Rows of models or seeds not rerun are kept from the previous results.
-    rows = [r for r in read_results(name) if r["model"] not in wanted or r["seed"] not in seeds]
+    rows = [r for r in read_results(results) if r["model"] not in wanted or r["seed"] not in seeds]
     for name in wanted:
         ensure(name)
         for seed in seeds:
             rows.append({**scan_row(name, seed), "machine": machine()})
             print({k: v for k, v in rows[-1].items() if k != "machine"}, flush=True)
             rows.sort(key=lambda r: (list(MODELS).index(r["model"]), r["seed"]))
-            write_results(name, rows, render(rows))
+            write_results(results, rows, render(rows))
 
 
 if __name__ == "__main__":
