@@ -119,12 +119,13 @@ def new_decision(
     library's current rule (``pairs.is_natural``); ``complete`` is false when a flagged label has no cached check
     (then it stays flagged). ``ratio``: the symmetric check's ratio (``None``: no check)."""
     d = scan_decision(row, method, threshold)
-    cached = {t: cache.get(pair_key(row, t)) for t in d.flagged}
+    cached = [check for t in d.flagged if (check := cache.get(pair_key(row, t))) is not None]
+    complete = len(cached) == len(d.flagged)
     if ratio is None:
-        return sorted(d.flagged), d.score, True
-    checks = mutual_verdicts([judged(row, check, ratio, d.flagged) for check in cached.values() if check is not None])
+        return sorted(d.flagged), d.score, complete
+    checks = mutual_verdicts([judged(row, check, ratio, d.flagged) for check in cached])
     cleared = {check.label for check in checks if check.natural}
-    return sorted(set(d.flagged) - cleared), d.score, all(check is not None for check in cached.values())
+    return sorted(set(d.flagged) - cleared), d.score, complete
 
 
 def scan_decision(row: dict[str, Any], method: str, threshold: float) -> decision.Decision:
