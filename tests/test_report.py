@@ -1,3 +1,4 @@
+import html
 import json
 import re
 from dataclasses import replace
@@ -225,3 +226,13 @@ def test_reprs_are_short():
     assert repr(trigger) == (
         f"Trigger(mask=(1, 8, 8), pattern=(1, 8, 8), l1={trigger.l1:.1f}, spec='reversed trigger of label 3')"
     )
+
+
+def test_the_page_says_how_steady_the_verdict_is_and_warns_when_it_is_borderline(tmp_path):
+    borderline = "the verdict is borderline: 35% of redraws of the labels' norms within the search's own noise"
+    write_scan_report(replace(make_report(), steadiness=0.65, warnings=[borderline]), tmp_path / "a")
+    page = html.unescape(re.sub(r"\s+", " ", (tmp_path / "a" / HTML_FILE).read_text()))
+    assert "The same verdict in 65% of redraws of the labels' norms within the search's own noise" in page
+    assert f"<strong>Warning:</strong> {borderline}" in page
+    write_scan_report(make_report(), tmp_path / "b")  # a report made before steadiness: nothing said
+    assert "redraws" not in (tmp_path / "b" / HTML_FILE).read_text()

@@ -9,6 +9,7 @@ from _tiny import CORNER, NUM_LABELS, TARGET, TemplateNet, clean_images
 from neuralcleanse.config import FAST, ScanConfig
 from neuralcleanse.reverse import ReverseConfig, reverse_engineer
 from neuralcleanse.scan import NeuralCleanse, SanityCheckError, trigger_success
+from neuralcleanse.steadiness import STEADY
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +29,14 @@ def test_fast_scan_flags_exactly_the_backdoor_label(data, seed):
     assert top4.view(12, 12)[CORNER].all(), "the reversed mask sits on the 2x2 corner"
     assert report.labels[TARGET].mask_l1 < 6
     assert report.labels[TARGET].attack_success >= 0.99
+    assert report.steadiness == 1.0 and report.warnings == []
 
 
 def test_clean_model_is_not_flagged(data):
     images, labels = data
     report = NeuralCleanse(TemplateNet(backdoor=False)).scan(images, labels, seed=0)
     assert not report.infected and report.flagged == [] and report.anomaly_index < 2
+    assert report.steadiness is not None and report.steadiness >= STEADY
 
 
 def test_two_labels_give_no_verdict_and_say_so(data):
@@ -45,6 +48,22 @@ def test_two_labels_give_no_verdict_and_say_so(data):
     assert report.warnings[0].startswith("only 2 labels were scanned: no label can be judged against the others")
     full = NeuralCleanse(TemplateNet(backdoor=True)).scan(images, labels, targets=[0, 1, TARGET], seed=0)
     assert full.warnings == []
+
+
+def test_a_verdict_near_its_threshold_is_reported_as_borderline(data):
+    """The same scan judged at a threshold just under its own score: still infected, but redraws of the norms
+    within the search's noise mostly fall below it, and the report says so; judged at the default, far below the
+    score, the verdict is steady and nothing is said."""
+    images, labels = data
+    first = NeuralCleanse(TemplateNet(backdoor=True)).scan(images, labels, seed=0)
+    assert first.flagged == [TARGET] and first.steadiness == 1.0 and first.warnings == []
+    near = ScanConfig(score_threshold=0.9 * first.decision.score)
+    report = NeuralCleanse(TemplateNet(backdoor=True), near).scan(images, labels, seed=0)
+    assert [r.mask_l1 for r in report.labels] == [r.mask_l1 for r in first.labels]
+    assert report.flagged == [TARGET]
+    assert report.steadiness is not None and report.steadiness < STEADY
+    assert report.to_dict()["verdict_steadiness"] == report.steadiness
+    assert [w for w in report.warnings if w.startswith("the verdict is borderline")]
 
 
 def test_reference_mode_gives_the_same_verdict(data):
@@ -110,7 +129,8 @@ def test_same_seed_same_report(data):
 def test_report_dict_has_the_documented_keys(data):
     images, labels = data
     d = NeuralCleanse(TemplateNet(True), ScanConfig(search=ReverseConfig(max_epochs=2))).scan(images, labels).to_dict()
-    for key in ("infected", "anomaly_index", "flagged", "labels", "seconds", "mode", "seed", "config", "versions"):
+    keys = ("infected", "anomaly_index", "flagged", "labels", "seconds", "mode", "seed", "config", "versions")
+    for key in (*keys, "verdict_steadiness"):
         assert key in d
     assert len(d["labels"]) == NUM_LABELS
     assert set(d["labels"][0]) >= {"label", "mask_l1", "attack_success", "anomaly_index", "clean_gap", "compactness"}

@@ -29,6 +29,7 @@ from .pairs import PairCheck, symmetric_check
 from .probe import ModelOutputs, probe_outputs
 from .progress import ProgressCallback, report
 from .reverse import ReverseResult, reverse_engineer
+from .steadiness import STEADY, steadiness
 from .triggers import Trigger
 from .versions import versions
 
@@ -120,6 +121,8 @@ class ScanReport:
     patterns: torch.Tensor = field(repr=False)
     versions: dict[str, str] = field(default_factory=versions)
     warnings: list[str] = field(default_factory=list)  # what makes the verdict less sure, in words
+    #: the share of redraws of the norms within the search's noise that keep the verdict (steadiness.py)
+    steadiness: float | None = None
 
     def __repr__(self) -> str:
         verdict = "infected" if self.infected else "clean"
@@ -160,6 +163,7 @@ class ScanReport:
             "config": self.config,
             "versions": self.versions,
             "warnings": list(self.warnings),
+            "verdict_steadiness": self.steadiness,
         }
         return out
 
@@ -241,6 +245,12 @@ class NeuralCleanse:
         gaps = clean_gaps(clean_outputs, outputs.probabilities)[result.labels]
         shares = compactness(result.masks)
         verdict = decide(result.norms, self.config.decision, self.config.decision_threshold, gaps)
+        steady = steadiness(result.norms, self.config.decision, self.config.decision_threshold, gaps)
+        if len(targets) >= MIN_LABELS and steady < STEADY:
+            warnings.append(
+                f"the verdict is borderline: {1 - steady:.0%} of redraws of the labels' norms within the search's "
+                "own noise give the other verdict; scan again with another seed and other clean images"
+            )
         suspects = [targets[i] for i in verdict.flagged]
         pairs = []
         if suspects and labels is not None and self.config.checks_pairs:
@@ -295,6 +305,7 @@ class NeuralCleanse:
             masks=result.masks,
             patterns=result.patterns,
             warnings=warnings,
+            steadiness=steady,
         )
 
     def _check_counts(self, labels: torch.Tensor, num_classes: int) -> list[str]:

@@ -155,6 +155,7 @@ def scan_page(
         "highlight": [i for i, r in enumerate(rows) if r.label in flagged],
         "details": _details(report, extra),
         "warnings": list(report.warnings),
+        "steadiness": report.steadiness,
         "next_step": _next_step(report, extra, location),
     }
     model_name = extra.get("model")
