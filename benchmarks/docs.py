@@ -422,6 +422,27 @@ SECTIONS["seed_noise"] = Section(
     ],
 )
 
+SECTIONS["steadiness"] = Section(
+    "Steadiness of the zoo's verdicts, replayed",
+    "Every default zoo scan of a model scanned with both seeds: whether its model's two seeds reach different "
+    "verdicts, whether the scan flags exactly its targets, and its steadiness (neuralcleanse.steadiness) at the "
+    "default noise and at the others tried. The summary per half, noise and warning level is in "
+    'benchmarks/results/steadiness.md (docs/detection.md, "How steady a verdict is").',
+    "python benchmarks/steadiness.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("seed", lambda r: r["seed"]),
+        ("half", lambda r: r["half"]),
+        ("seeds disagree", lambda r: "yes" if r["flips"] else "no"),
+        ("exact", lambda r: "yes" if r["exact"] else "no"),
+        *(
+            (f"steadiness at {noise}", lambda r, noise=noise: num(r["steadiness"][noise]))
+            for noise in ("0.1", "0.13", "0.18", "0.25")
+        ),
+    ],
+    "Replays only: the machine does not change the figures.",
+)
+
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
 
 
