@@ -406,9 +406,9 @@ SECTIONS["seed_noise"] = Section(
     "Seed-to-seed noise: the clean sample against the search",
     "Tune-half zoo models (MNIST and CIFAR-10; half of them chosen because their two zoo scans flag different "
     "labels) scanned with the clean sample of one seed and the search seeded by another, with 2 and 3 searches "
-    "per label; one row per scan. The summary (how much each source moves a label's norm over the median, how "
-    'often the verdicts agree) is in benchmarks/results/seed_noise.md (docs/detection.md, "Where the searches '
-    'go").',
+    "per label and with an attack-success threshold of 0.9 instead of 0.99; one row per scan. The summary (how "
+    "much each source moves a label's norm over the median, how often the verdicts agree) is in "
+    'benchmarks/results/seed_noise.md (docs/detection.md, "How steady a verdict is").',
     "python benchmarks/seed_noise.py",
     [
         ("model", lambda r: r["model"]),
@@ -416,6 +416,7 @@ SECTIONS["seed_noise"] = Section(
         ("sample seed", lambda r: r["sample_seed"]),
         ("search seed", lambda r: r["search_seed"]),
         ("searches per label", lambda r: r["searches"]),
+        ("success threshold", lambda r: r["success_threshold"]),
         ("flagged", lambda r: r["flagged"]),
         ("exact", lambda r: "yes" if r["flagged"] == r["targets"] else "no"),
         ("seconds", lambda r: num(r["seconds"])),
