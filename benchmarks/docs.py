@@ -423,6 +423,24 @@ SECTIONS["seed_noise"] = Section(
     ],
 )
 
+SECTIONS["success_threshold"] = Section(
+    "The zoo's tune half searched at an attack-success threshold of 0.9",
+    "Every tune-half zoo model trained on this machine (the many-label ones left out), both scan seeds, the defaults "
+    "but a threshold of 0.9 instead of 0.99; one row per scan. The comparison with the default's scans of the same "
+    'models is in benchmarks/results/success_threshold.md (docs/detection.md, "What a lower attack-success '
+    'threshold gives").',
+    "python benchmarks/success_threshold.py --half tune",
+    [
+        ("model", lambda r: r["model"]),
+        ("family", lambda r: r["family"]),
+        ("seed", lambda r: r["seed"]),
+        ("targets", lambda r: r["targets"]),
+        ("flagged", lambda r: r.get("flagged")),
+        ("exact", lambda r: "yes" if r.get("correct") else "no"),
+        ("seconds", lambda r: num(r["seconds"])),
+    ],
+)
+
 SECTIONS["steadiness"] = Section(
     "Steadiness of the zoo's verdicts, replayed",
     "Every default zoo scan of a model scanned with both seeds: whether its model's two seeds reach different "

@@ -359,7 +359,11 @@ def scan_images(recipe: dict[str, Any], seed: int) -> ImageData:
     return clean_sample(test, per_class, seed=seed)
 
 
-def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int, precision: str) -> dict[str, Any]:
+def scan_row(
+    recipe: dict[str, Any], model_row: dict[str, Any], seed: int, precision: str, success: float | None = None
+) -> dict[str, Any]:
+    """One scan of a zoo model with the library's defaults (``success``: another attack-success threshold for the
+    search, whose masks are then kept under a name of their own)."""
     model = load_model(model_path(recipe["name"])).model
     clean = scan_images(recipe, seed)
     base = {
@@ -384,6 +388,7 @@ def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int, preci
             precision=None if precision == "auto" else precision,
             allow_few_images="digits" in recipe,
             min_clean_accuracy=None,
+            success_threshold=success,
         )
         report = NeuralCleanse(model, config).scan(clean.images, clean.labels, seed=seed)
     except SanityCheckError as exc:
@@ -391,7 +396,9 @@ def scan_row(recipe: dict[str, Any], model_row: dict[str, Any], seed: int, preci
     seconds = time.perf_counter() - start
     d = report.to_dict()
     MASKS_DIR.mkdir(parents=True, exist_ok=True)
-    stem = f"{recipe['name']}-{seed}-{precision}-{torch.get_num_threads()}"
+    stem = f"{recipe['name']}-{seed}-{precision}-{torch.get_num_threads()}" + (
+        "" if success is None else f"-{success:g}"
+    )
     torch.save(report.masks.to(torch.float16), MASKS_DIR / f"{stem}.pt")
     torch.save(report.patterns.to(torch.float16), MASKS_DIR / f"{stem}.patterns.pt")
     return {
