@@ -40,10 +40,11 @@ def test_a_verdict_on_the_threshold_is_borderline(method):
     assert steadiness(torch.tensor([at, *NATURAL]), method, noise=0.0) == 1.0
 
 
-def test_the_same_arguments_give_the_same_share():
+def test_the_same_arguments_give_the_same_share_whatever_torch_drew_before():
     norms = torch.tensor([boundary("k-aware-ratio"), *NATURAL])
-    assert steadiness(norms) == steadiness(norms)
-    assert steadiness(norms, seed=1) != steadiness(norms, seed=2) or steadiness(norms, draws=50) != steadiness(norms)
+    first = steadiness(norms)
+    torch.rand(1000)  # the redraws use their own generator, not torch's global one
+    assert steadiness(norms) == first
 
 
 @pytest.mark.parametrize("noise, draws", [(-0.1, 200), (0.1, 0)])

@@ -18,9 +18,10 @@ from .decision import DecisionMethod, decide
 
 __all__ = ["DRAWS", "NORM_NOISE", "STEADY", "steadiness"]
 
-#: The standard deviation of one label's log(norm / median norm) between two scans with other seeds, the search's
-#: and the clean images' noise together (ours, measured on the tune half of the benchmark zoo: docs/detection.md,
-#: "How steady a verdict is").
+#: How far one label's log(norm / median norm) moves from one scan to another with other seeds, the search's and
+#: the clean images' noise together: the robust standard deviation of the two scan seeds' differences over the
+#: square root of 2 (ours, measured on the tune half of the benchmark zoo: docs/detection.md, "How steady a verdict
+#: is").
 NORM_NOISE = 0.13
 #: Redraws per verdict: the share is known to about 0.03 (a binomial's standard deviation at 0.8), and 200
 #: decisions take a second or so at 1000 labels.
