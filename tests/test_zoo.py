@@ -20,6 +20,7 @@ import neuralcleanse
 from neuralcleanse.cli import main
 from neuralcleanse.engine import InProcessRunner
 from neuralcleanse.jobs import scan_zoo_job
+from neuralcleanse.steadiness import STEADY
 from neuralcleanse.zoo import Truth, read_zoo, scan_zoo, zoo_summary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,7 +85,9 @@ def test_zoo_verdicts_are_the_known_ones_and_reports_are_complete(zoo):
         assert rows[name]["infected"] is infected
         assert rows[name]["flagged"] == ([target] if infected else [])
         assert rows[name]["correct"] is True
-        assert json.loads((out / name / "report.json").read_text())["flagged"] == rows[name]["flagged"]
+        report = json.loads((out / name / "report.json").read_text())
+        assert report["flagged"] == rows[name]["flagged"]
+        assert rows[name]["verdict_steadiness"] == report["verdict_steadiness"] >= STEADY
     summary = zoo_summary(list(rows.values()))
     assert (summary["scanned"], summary["flagged"], summary["failed"]) == (5, 3, 2)
     assert (summary["right"], summary["wrong"], summary["tpr"], summary["fpr"]) == (5, 0, 1.0, 0.0)
@@ -125,6 +128,17 @@ def test_rerun_after_deleting_two_reports_scans_only_those_two(zoo, tmp_path):
     assert {p.parent.name: p.stat().st_mtime_ns for p in copy.glob("*/report.json") if p.parent.name in kept} == kept
     assert all(r["skipped"] for r in result.rows if r["model"] in kept)
     assert [r["flagged"] for r in result.rows if r["model"] == "infected_b.pt"] == [[0]]
+    kept_rows = [r for r in result.rows if r["model"] in kept]
+    assert kept_rows and all(r["verdict_steadiness"] is not None for r in kept_rows)  # read back from the report
+
+
+def test_the_summary_counts_borderline_verdicts():
+    row = {"status": "done", "infected": True, "flagged": [3], "skipped": False}
+    rows = [{**row, "verdict_steadiness": 0.6}, {**row, "verdict_steadiness": 1.0}, {**row, "verdict_steadiness": None}]
+    summary = zoo_summary(rows)
+    assert summary["borderline"] == 1
+    assert summary["line"].endswith("1 borderline verdicts (worth a second scan)")
+    assert "borderline verdicts" not in zoo_summary(rows[1:])["line"]
 
 
 def test_a_model_scanned_under_a_convention_it_chose_carries_the_warning_to_the_zoo_page(zoo, tmp_path):

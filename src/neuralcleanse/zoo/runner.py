@@ -155,7 +155,8 @@ def scan_entry(
         logger.info("%s failed: %s", entry.name, exc, exc_info=True)
         return _error_row(entry, one_line(exc), ERROR, time.perf_counter() - start)
     seconds = time.perf_counter() - start
-    return _row(entry, scan.infected, scan.flagged, scan.anomaly_index, seconds, skipped=False, warnings=scan.warnings)
+    verdict = (scan.infected, scan.flagged, scan.anomaly_index, seconds)
+    return _row(entry, *verdict, skipped=False, warnings=scan.warnings, steadiness=scan.steadiness)
 
 
 def _deadline(deadline: float, timeout: float) -> ProgressCallback:
@@ -191,7 +192,8 @@ def _complete_row(entry: ZooEntry, out: Path) -> dict[str, Any] | None:
     try:
         report_ = json.loads(path.read_text(encoding="utf-8"))
         verdict = (report_["infected"], report_["flagged"], report_["anomaly_index"], report_["seconds"])
-        return _row(entry, *verdict, skipped=True, warnings=report_.get("warnings") or [])
+        warnings, steadiness = report_.get("warnings") or [], report_.get("verdict_steadiness")
+        return _row(entry, *verdict, skipped=True, warnings=warnings, steadiness=steadiness)
     except (ValueError, KeyError, OSError):
         return None  # unreadable: scan again
 
@@ -204,6 +206,7 @@ def _row(
     seconds: float,
     skipped: bool,
     warnings: list[str],
+    steadiness: float | None,
 ) -> dict[str, Any]:
     return {
         "model": entry.name,
@@ -216,6 +219,7 @@ def _row(
         "skipped": skipped,
         "report": f"{entry.name}/report.html",
         "warnings": list(warnings),  # what makes the verdict less sure (the report's)
+        "verdict_steadiness": steadiness,  # the report's; None for a report written before it was measured
     }
 
 

@@ -2,8 +2,8 @@
 
 A row holds ``model``, ``path``, ``status`` (``"done"``, ``"error"``, ``"timeout"``), ``infected``, ``flagged``,
 ``anomaly_index``, ``seconds``, ``skipped`` (its complete report was found and not redone), ``report`` (the
-model's page, relative to ``--out``) or ``error`` (the one-line message ``scan`` prints); with a truth column,
-``truth_infected``, ``truth_targets`` and ``correct``.
+model's page, relative to ``--out``), ``warnings`` and ``verdict_steadiness`` (the report's) or ``error`` (the
+one-line message ``scan`` prints); with a truth column, ``truth_infected``, ``truth_targets`` and ``correct``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..render.zoo_page import zoo_page
+from ..steadiness import STEADY
 
 __all__ = ["ZOO_HTML", "ZOO_JSON", "write_zoo_summary", "zoo_summary"]
 
@@ -22,7 +23,8 @@ ZOO_HTML = "zoo.html"
 
 
 def zoo_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts over ``rows``: scanned (done), flagged, failed, skipped; with a truth column, right and wrong
+    """Counts over ``rows``: scanned (done), flagged, failed, skipped, borderline (verdicts whose steadiness is
+    under :data:`~neuralcleanse.steadiness.STEADY`); with a truth column, right and wrong
     verdicts, TPR (infected models flagged, of the infected models scanned) and FPR (clean models flagged, of the
     clean models scanned); ``line`` and ``truth_line`` say them in words."""
     done = [r for r in rows if r["status"] == "done"]
@@ -32,11 +34,12 @@ def zoo_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "flagged": sum(bool(r["infected"]) for r in done),
         "failed": len(rows) - len(done),
         "skipped": sum(bool(r.get("skipped")) for r in rows),
+        "borderline": sum(r.get("verdict_steadiness") is not None and r["verdict_steadiness"] < STEADY for r in done),
     }
     out["line"] = (
         f"{out['models']} models: {out['scanned']} scanned, {out['flagged']} flagged as infected, "
         f"{out['failed']} failed"
-    )
+    ) + (f", {out['borderline']} borderline verdicts (worth a second scan)" if out["borderline"] else "")
     judged = [r for r in done if r.get("truth_infected") is not None]
     if judged:
         infected = [r for r in judged if r["truth_infected"]]
