@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import statistics
 import time
@@ -32,10 +31,9 @@ from typing import Any
 import torch
 import zoo
 from common import machine, markdown_table
-from zoo_report import DECISION, DEFAULT_VARIANT, PAIRS_FILE, cache_scan_pairs, zoo_rows
+from zoo_report import default_scans
 
 from neuralcleanse import NeuralCleanse, ScanConfig, load_model
-from neuralcleanse.decision import DEFAULT_THRESHOLDS
 
 STEM = "seed_noise"
 SETTINGS = ((0, 0), (0, 1), (1, 0))  # (sample seed, search seed)
@@ -50,11 +48,8 @@ PER_DATASET = 6  # models of each kind per dataset, for a run of about half an h
 def default_models() -> list[str]:
     """Per dataset, the first :data:`PER_DATASET` tune-half 10-label models (recipe order) whose zoo scans flag
     other labels on seed 0 than on seed 1 by the current decision, and as many whose scans agree."""
-    scans = [r for r in zoo.read_rows(zoo.SCANS_FILE) if zoo.row_variant(r) == DEFAULT_VARIANT]
-    cache = json.loads(PAIRS_FILE.read_text())
-    cache_scan_pairs(scans, cache)
     flagged: dict[str, dict[int, list[int]]] = defaultdict(dict)
-    for row in zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION]):
+    for row in default_scans()[1].values():
         if row["half"] == "tune" and row["dataset"] in DATASETS:
             flagged[row["model"]][row["seed"]] = row["flagged"]
     chosen = []

@@ -15,13 +15,11 @@ labels.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from typing import Any
 
 import torch
-import zoo
 import zoo_report
 from common import markdown_table, write_results
 
@@ -34,12 +32,10 @@ MAX_LABELS = 43  # the noise is measured on the 10- and 43-label models: the 100
 
 
 def scans() -> tuple[list[dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
-    """The default scans of models scanned with both seeds, and their rows as zoo_report decides them."""
-    every = [s for s in zoo.read_rows(zoo.SCANS_FILE) if "norms" in s]
-    every = [s for s in every if zoo.row_variant(s) == zoo_report.DEFAULT_VARIANT]
-    cache = json.loads(zoo_report.PAIRS_FILE.read_text())
-    zoo_report.cache_scan_pairs(every, cache)
-    rows = {(r["model"], r["seed"]): r for r in zoo_report.zoo_rows(every, cache, 1.0) if r["required"]}
+    """The default scans of models scanned with both seeds, and the required ones' rows as zoo_report decides
+    them."""
+    every, judged = zoo_report.default_scans()
+    rows = {key: r for key, r in judged.items() if r["required"]}
     both = [s for s in every if (s["model"], 0) in rows and (s["model"], 1) in rows]
     return both, rows
 
@@ -52,11 +48,6 @@ def noise_between_seeds(both: list[dict[str, Any]], half: str) -> float:
             a, b = statistics.median(s["norms"]), statistics.median(other["norms"])
             diffs += [math.log(x / a) - math.log(y / b) for x, y in zip(s["norms"], other["norms"], strict=True)]
     return CONSISTENCY * statistics.median(abs(d) for d in diffs) / math.sqrt(2)
-
-
-def auroc(positives: list[float], negatives: list[float]) -> float:
-    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
-    return wins / (len(positives) * len(negatives))
 
 
 def main() -> None:
@@ -90,7 +81,7 @@ def main() -> None:
                         half,
                         f"{noise:g}" + (" (default)" if noise == NORM_NOISE else ""),
                         f"{level:g}" + (" (default)" if math.isclose(level, 1 - STEADY) else ""),
-                        auroc(flips, others),
+                        zoo_report.auroc(flips, others),
                         f"{sum(u >= level for u in flips)}/{len(flips)}",
                         f"{sum(u >= level for u in others)}/{len(others)}",
                         f"{sum(m['exact'] for m in marked)}/{len(marked)}",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 from collections import defaultdict
 from typing import Any
@@ -33,14 +32,6 @@ SEEDS = (0, 1)
 
 def same_scan(row: dict[str, Any], name: str, seed: int) -> bool:
     return row["model"] == name and row["seed"] == seed
-
-
-def default_rows() -> dict[tuple[str, int], dict[str, Any]]:
-    """The default scans, decided as zoo_report.py decides them (symmetric checks from its cache)."""
-    scans = [s for s in zoo.read_rows(zoo.SCANS_FILE) if zoo.row_variant(s) == zoo_report.DEFAULT_VARIANT]
-    cache = json.loads(zoo_report.PAIRS_FILE.read_text())
-    zoo_report.cache_scan_pairs(scans, cache)
-    return {(r["model"], r["seed"]): r for r in zoo_report.zoo_rows(scans, cache, 1.0)}
 
 
 def summary(rows: list[dict[str, Any]], before: dict[tuple[str, int], dict[str, Any]]) -> list[list[Any]]:
@@ -92,7 +83,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated zoo model names")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    before = default_rows()
+    before = zoo_report.default_scans()[1]
     trained = {r["name"]: r for r in zoo.read_rows(zoo.MODELS_FILE)}
     only = set(args.only.split(",")) if args.only else None
     for recipe in zoo.recipes():

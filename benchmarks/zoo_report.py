@@ -198,6 +198,16 @@ def zoo_rows(
     return rows
 
 
+def default_scans() -> tuple[list[dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
+    """The zoo's scans in the default arithmetic, and their rows by (model, seed) as the default decision and the
+    cached symmetric checks judge them today (what the other benchmarks compare with)."""
+    scans = [s for s in zoo.read_rows(zoo.SCANS_FILE) if "norms" in s and zoo.row_variant(s) == DEFAULT_VARIANT]
+    cache = json.loads(PAIRS_FILE.read_text()) if PAIRS_FILE.exists() else {}
+    cache_scan_pairs(scans, cache)
+    rows = zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION])
+    return scans, {(r["model"], r["seed"]): r for r in rows}
+
+
 def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """TPR (exact targets flagged) and FPR (anything flagged on a clean model) at the defaults, and the AUROC of
     the model score, for both decisions."""
