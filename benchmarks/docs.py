@@ -441,6 +441,25 @@ SECTIONS["success_threshold"] = Section(
     ],
 )
 
+SECTIONS["mask_truncation"] = Section(
+    "The zoo's reversed masks cut to their strongest pixels",
+    "Every default zoo scan whose masks and patterns are stored and whose model is on disk: per label, the "
+    "search's norm and the norm of the smallest cut of its mask (its largest pixels kept) whose attack success "
+    "reaches 0.9 and 0.97 of the whole mask's; one row per scan, labels in order. The noise between seeds and the "
+    'decision on each kind of norm are in benchmarks/results/mask_truncation.md (docs/detection.md, "How steady a '
+    'verdict is").',
+    "python benchmarks/mask_truncation.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("seed", lambda r: r["seed"]),
+        ("half", lambda r: r["half"]),
+        ("search's norms", lambda r: num(r["norms"], 3)),
+        ("cut to 0.9", lambda r: num(r["truncated"]["0.9"], 3)),
+        ("cut to 0.97", lambda r: num(r["truncated"]["0.97"], 3)),
+    ],
+    "Measured on stored masks: the machine does not change the figures.",
+)
+
 SECTIONS["steadiness"] = Section(
     "Steadiness of the zoo's verdicts, replayed",
     "Every default zoo scan of a model scanned with both seeds: whether its model's two seeds reach different "
