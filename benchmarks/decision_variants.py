@@ -20,7 +20,11 @@ the labels from the block's largest up. Each variant changes one thing:
 - ``lower-half spread``: the null's spread from the labels below its median only (backdoors only shrink norms;
   natural norms of some models have a long upper tail);
 - ``ratio 0.3 for blocks of 2-3``: a looser size guard for the labels of a block of several (several targets), a
-  single label still under a quarter of the median.
+  single label still under a quarter of the median;
+- ``no Bonferroni``: a block unusual at p < 0.05 however many labels lie under a quarter of the median (two
+  targets under it otherwise need p < 0.025);
+- ``largest block, null above``: the default's blocks with the null fitted to the labels above the block, not
+  from its largest up (a target at the block's top no longer widens the null that judges it).
 
 Each is decided from the same cached norms, clean gaps (the favour and companion criteria, as in the default) and
 symmetric checks as benchmarks/zoo_report.py (required families, default arithmetic; a flag without a cached check
@@ -93,6 +97,23 @@ def looser_block_ratio(log_norms: torch.Tensor) -> tuple[list[int], list[float]]
     return block, halvings.tolist()
 
 
+def unusual_without_bonferroni(log_norms: torch.Tensor) -> list[int]:
+    """decision._unusual_block with the floor at decision.RATIO_FLOOR whatever the number of small labels."""
+    ascending, order = log_norms.sort()
+    median = float(ascending.quantile(0.5))
+    smallest = ascending[: min(decision.MAX_BLOCK, log_norms.numel() - 2)].tolist()
+    if not any(x < median + math.log(decision.SMALL_RATIO) for x in smallest):
+        return []
+    reach = sum(x < median + math.log(decision.BLOCK_REACH) for x in smallest)
+    unusual = [j for j in range(1, reach + 1) if decision._block_surprise(ascending, j) > decision.RATIO_FLOOR]
+    return order[: max(unusual, default=0)].tolist()
+
+
+def block_surprise_null_above(ascending: torch.Tensor, j: int) -> float:
+    """decision._block_surprise with the null fitted to the labels above the block."""
+    return decision._at_least(ascending.numel(), j, decision._null_cdf(float(ascending[j - 1]), ascending[j:]))
+
+
 def replaced(name: str, function: Callable[..., Any]) -> Callable[[], Any]:
     return lambda: patch.object(decision, name, function)
 
@@ -119,6 +140,8 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "every block": blocks_up_to(10**6),
     "lower-half spread": replaced("_null_cdf", lower_half_cdf),
     f"ratio {BLOCK_RATIO} for blocks of 2-3": replaced("_by_size", looser_block_ratio),
+    "no Bonferroni": replaced("_unusual_block", unusual_without_bonferroni),
+    "largest block, null above": replaced("_block_surprise", block_surprise_null_above),
 }
 
 
