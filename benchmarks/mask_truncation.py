@@ -16,6 +16,7 @@ whose seeds agree on the verdict and on the flagged labels.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import steadiness
@@ -25,22 +26,18 @@ import zoo_report
 from common import RESULTS, markdown_table, write_results
 
 from neuralcleanse.loading import load_model
+from neuralcleanse.metrics import predict
+from neuralcleanse.triggers import Trigger
 
 FRACTIONS = (0.9, 0.97)  # of the whole mask's own attack success
 IMAGES = 300  # clean images of the other labels per label
 GRID_POINTS = 30  # cuts per label, geometric from 1 pixel to the whole image
-BATCH = 250
 
 
-@torch.no_grad()
 def attack_success(
     model: torch.nn.Module, images: torch.Tensor, target: int, mask: torch.Tensor, pattern: torch.Tensor
 ) -> float:
-    hits = 0
-    for start in range(0, len(images), BATCH):
-        stamped = (1 - mask) * images[start : start + BATCH] + mask * pattern
-        hits += int((model(stamped).argmax(1) == target).sum())
-    return hits / len(images)
+    return int((predict(model, images, trigger=Trigger(mask, pattern)) == target).sum()) / len(images)
 
 
 def truncated_norms(
@@ -62,10 +59,14 @@ def truncated_norms(
     return whole, norms
 
 
+def stored(scan: dict[str, Any]) -> tuple[Path, Path]:
+    """Where zoo.py kept the scan's masks and patterns (default arithmetic, one thread)."""
+    stem = f"{scan['model']}-{scan['seed']}-auto-1"
+    return zoo.MASKS_DIR / f"{stem}.pt", zoo.MASKS_DIR / f"{stem}.patterns.pt"
+
+
 def measure(scan: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
-    stem = zoo.MASKS_DIR / f"{scan['model']}-{scan['seed']}-auto-1"
-    masks = torch.load(f"{stem}.pt").float()
-    patterns = torch.load(f"{stem}.patterns.pt").float()
+    masks, patterns = (torch.load(path).float() for path in stored(scan))
     model = load_model(zoo.model_path(scan["model"])).model.eval()
     clean = zoo.scan_images(recipe, scan["seed"])
     generator = torch.Generator().manual_seed(0)
@@ -96,8 +97,7 @@ def measured_scans(scans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for scan in scans:
         key = (scan["model"], scan["seed"])
-        stem = zoo.MASKS_DIR / f"{scan['model']}-{scan['seed']}-auto-1"
-        if key not in done and stem.with_name(stem.name + ".patterns.pt").exists() and zoo.is_trained(scan["model"]):
+        if key not in done and stored(scan)[1].exists() and zoo.is_trained(scan["model"]):
             done[key] = measure(scan, recipes[scan["model"]])
             path.write_text(json.dumps(list(done.values()), indent=1) + "\n")
             print(*key, flush=True)
