@@ -460,6 +460,23 @@ SECTIONS["mask_truncation"] = Section(
     "Measured on stored masks: the machine does not change the figures.",
 )
 
+SECTIONS["fitted_rules"] = Section(
+    "Decisions fitted to the tune half",
+    "The zoo's required families, default arithmetic, flagged labels judged by the cached symmetric checks, per "
+    "half: the default, one cut on the ratio to the median and a logistic rule per position, both chosen on the "
+    'tune half (docs/detection.md, "What the zoo shows").',
+    "python benchmarks/fitted_rules.py",
+    [
+        ("decision", lambda r: r["decision"]),
+        ("setting", lambda r: num(r["setting"]) or "—"),
+        ("half", lambda r: r["half"]),
+        ("exact targets", lambda r: r["exact"]),
+        ("clean scans flagged", lambda r: num(r.get("clean flagged"))),
+        ("flags without a cached check", lambda r: num(r.get("unchecked scans"))),
+    ],
+    "Decided from the zoo's stored norms: the machine does not change the figures.",
+)
+
 SECTIONS["steadiness"] = Section(
     "Steadiness of the zoo's verdicts, replayed",
     "Every default zoo scan of a model scanned with both seeds: whether its model's two seeds reach different "

@@ -119,13 +119,23 @@ def new_decision(
     library's current rule (``pairs.is_natural``); ``complete`` is false when a flagged label has no cached check
     (then it stays flagged). ``ratio``: the symmetric check's ratio (``None``: no check)."""
     d = scan_decision(row, method, threshold)
-    cached = [check for t in d.flagged if (check := cache.get(pair_key(row, t))) is not None]
-    complete = len(cached) == len(d.flagged)
+    flagged, complete = checked(row, cache, d.flagged, ratio)
+    return flagged, d.score, complete
+
+
+def checked(
+    row: dict[str, Any], cache: dict[str, Any], flagged: list[int], ratio: float | None = NATURAL_RATIO
+) -> tuple[list[int], bool]:
+    """(kept, complete): the ``flagged`` labels of the row's scan that the cached symmetric checks, judged by the
+    library's current rule, do not clear (``ratio``: the check's ratio; ``None``: no check); ``complete`` is false
+    when a flagged label has no cached check (it stays flagged)."""
+    cached = [check for t in flagged if (check := cache.get(pair_key(row, t))) is not None]
+    complete = len(cached) == len(flagged)
     if ratio is None:
-        return sorted(d.flagged), d.score, complete
-    checks = mutual_verdicts([judged(row, check, ratio, d.flagged) for check in cached])
+        return sorted(flagged), complete
+    checks = mutual_verdicts([judged(row, check, ratio, flagged) for check in cached])
     cleared = {check.label for check in checks if check.natural}
-    return sorted(set(d.flagged) - cleared), d.score, complete
+    return sorted(set(flagged) - cleared), complete
 
 
 def scan_decision(row: dict[str, Any], method: str, threshold: float) -> decision.Decision:
