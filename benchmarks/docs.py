@@ -477,6 +477,25 @@ SECTIONS["fitted_rules"] = Section(
     "Decided from the zoo's stored norms: the machine does not change the figures.",
 )
 
+SECTIONS["weak_attacks"] = Section(
+    "The zoo's backdoors that did not take, scanned anyway",
+    "Every zoo model on disk with a trigger under 90% attack success (left out of the zoo's detection figures), "
+    "scanned with the defaults on the zoo's scan seeds: per trigger its attack success, its target's norm over "
+    "the scan's median norm and whether the target was flagged, and the other labels flagged "
+    '(docs/detection.md, "What the zoo shows").',
+    "python benchmarks/weak_attacks.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("seed", lambda r: r["seed"]),
+        ("poison rate", lambda r: num(r["poison_rate"])),
+        ("attack success", lambda r: num([t["attack_success"] for t in r["triggers"]], 3)),
+        ("target's norm / median", lambda r: num([t["norm_ratio"] for t in r["triggers"]], 2)),
+        ("target flagged", lambda r: num([t["flagged"] for t in r["triggers"]])),
+        ("other labels flagged", lambda r: num(r["others_flagged"])),
+        ("seconds", lambda r: num(r["seconds"])),
+    ],
+)
+
 SECTIONS["steadiness"] = Section(
     "Steadiness of the zoo's verdicts, replayed",
     "Every default zoo scan of a model scanned with both seeds: whether its model's two seeds reach different "
