@@ -642,7 +642,8 @@ def main() -> None:
         "the zoo's first models poisoned at rates under the paper's 10% (3% and 1% of the training set per trigger, "
         "as models trained elsewhere often are), MNIST single patches, blends and two targets, CIFAR-10 single "
         "patches and two targets, the same plan at each rate; both halves, two scan seeds per model; in every table "
-        "above and below as well. Recipes whose attack did not take are not scanned (zoo_models.md).\n\n",
+        "above and below as well. Recipes whose attack did not take are left out here (zoo_models.md); "
+        "weak_attacks.md scans them anyway.\n\n",
         poison_rate_table(rows, 9),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
         "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), or a blend "
