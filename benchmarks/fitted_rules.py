@@ -1,7 +1,5 @@
 """Decisions fitted to the tune half from the norms alone, against the default: one cut and a learned rule.
 
-    python benchmarks/fitted_rules.py
-
 In nearly every infected zoo scan the targets are the smallest labels (zoo.md, "Are the targets the smallest
 labels?"); what a decision from the norms must choose is how many of the smallest to flag, none on a clean model.
 The default chooses with hand-built criteria (neuralcleanse.decision). This script asks whether a rule fitted to
@@ -18,11 +16,16 @@ the cached symmetric checks, as benchmarks/zoo_report.py does; a flag without a 
   over the tune half's models; the rule fitted to the whole tune half is then applied to the test half once.
 
 Settings are chosen on the number of right scans (infected scans flagging exactly their targets, clean scans
-flagging nothing). Writes benchmarks/results/fitted_rules.{json,md}.
+flagging nothing). With ``--pairs``, the symmetric checks that every rule tried needs and the cache lacks are run
+first, on the models on disk, and cached (benchmarks/results/zoo_pairs.json). Writes
+benchmarks/results/fitted_rules.{json,md}.
+
+    python benchmarks/fitted_rules.py [--pairs]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import random
@@ -148,24 +151,47 @@ def judge(scans: list[dict[str, Any]], rule: Rule, cache: dict[str, Any]) -> dic
     }
 
 
-def cross_validated(scans: list[dict[str, Any]], names: tuple[str, ...], l2: float, cache: dict[str, Any]) -> int:
-    """Right scans of the tune half when each fold's models are judged by the rule fitted to the other folds."""
+def folds(scans: list[dict[str, Any]]) -> list[set[str]]:
+    """The scans' models dealt into FOLDS folds, shuffled by a fixed seed (both scans of a model in one fold)."""
     models = sorted({s["model"] for s in scans})
     random.Random(0).shuffle(models)
+    return [set(models[fold::FOLDS]) for fold in range(FOLDS)]
+
+
+def cross_validated(scans: list[dict[str, Any]], names: tuple[str, ...], l2: float, cache: dict[str, Any]) -> int:
+    """Right scans of the tune half when each fold's models are judged by the rule fitted to the other folds."""
     right = 0
-    for fold in range(FOLDS):
-        held = set(models[fold::FOLDS])
+    for held in folds(scans):
         rule, _ = fit_rule([s for s in scans if s["model"] not in held], names, l2)
         right += judge([s for s in scans if s["model"] in held], rule, cache)["right"]
     return right
 
 
+def rules_tried(tune: list[dict[str, Any]]) -> list[Rule]:
+    """Every rule the script tries: each cut, and each learned rule fitted to the whole tune half or to four of its
+    five folds."""
+    tried = [cut_rule(share) for share in CUTS]
+    for names in FEATURE_SETS.values():
+        for l2 in L2_WEIGHTS:
+            tried.append(fit_rule(tune, names, l2)[0])
+            tried += [fit_rule([s for s in tune if s["model"] not in held], names, l2)[0] for held in folds(tune)]
+    return tried
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", action="store_true", help="run the symmetric checks the rules need first")
+    args = parser.parse_args()
     scans, rows = zoo_report.default_scans()
     cache = json.loads(zoo_report.PAIRS_FILE.read_text())
+    zoo_report.cache_scan_pairs(scans, cache)
     required = [s for s in scans if rows[(s["model"], s["seed"])]["required"]]
     halves = {half: [s for s in required if s["half"] == half] for half in ("tune", "test")}
     tune = halves["tune"]
+    if args.pairs:
+        torch.set_num_threads(1)
+        tried = rules_tried(tune)
+        zoo_report.run_pairs(required, cache, lambda scan: [label for rule in tried for label in rule(scan)])
 
     results: list[dict[str, Any]] = []
     for half, group in halves.items():

@@ -85,13 +85,21 @@ def cache_scan_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
             cache.setdefault(pair_key(row, check["label"]), check)
 
 
-def run_pairs(rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
-    """Symmetric checks for every label the default decision flags at the lowest swept threshold, cached; scans
-    of models not on disk are left as they are (their flags stay unchecked)."""
+def swept_suspects(row: dict[str, Any]) -> list[int]:
+    """The labels the default decision flags at the lowest swept threshold."""
+    return scan_decision(row, DECISION, min(SWEEP)).flagged
+
+
+def run_pairs(
+    rows: list[dict[str, Any]],
+    cache: dict[str, Any],
+    suspects: Callable[[dict[str, Any]], list[int]] = swept_suspects,
+) -> None:
+    """Symmetric checks for every label of ``suspects(row)`` (by default, :func:`swept_suspects`), cached; scans of
+    models not on disk are left as they are (their flags stay unchecked)."""
     recipes = {r["name"]: r for r in zoo.recipes()}
     for row in rows:
-        suspects = scan_decision(row, DECISION, min(SWEEP)).flagged
-        todo = [t for t in suspects if pair_key(row, t) not in cache]
+        todo = sorted({t for t in suspects(row) if pair_key(row, t) not in cache})
         if not todo or not zoo.model_path(row["model"]).exists():
             continue
         recipe = recipes[row["model"]]
