@@ -61,7 +61,8 @@ def features(scan: dict[str, Any], j: int) -> tuple[dict[str, float], int]:
     upper = ascending[BLOCK:]
     centre = float(upper.quantile(0.5))
     spread = math.hypot(CONSISTENCY * float((upper - centre).abs().quantile(0.5)), decision.SEARCH_NOISE)
-    below = min(x - float(ascending[j - 2]), math.log(2)) if j > 1 else math.log(2)
+    cap = math.log(decision.COMPANION_GAP)  # the gap below counts as at most one halving, as for the companions
+    below = min(x - float(ascending[j - 2]), cap) if j > 1 else cap
     return {
         "ratio": x - float(ascending.quantile(0.5)),
         "above": float(ascending[j]) - x,
@@ -74,7 +75,7 @@ def features(scan: dict[str, Any], j: int) -> tuple[dict[str, float], int]:
 
 
 def clean_gap(scan: dict[str, Any], label: int, upper: list[int]) -> float:
-    """The label's log clean gap (favour.clean_gaps) less the median of the labels' above the three smallest; 0
+    """The label's log clean gap (favour.clean_gaps) less the median of the labels above the three smallest; 0
     where unknown."""
     gaps = scan.get("gaps") or [None] * len(scan["norms"])
     known = [math.log(max(gaps[i], 1e-6)) for i in upper if gaps[i] is not None]
@@ -84,6 +85,8 @@ def clean_gap(scan: dict[str, Any], label: int, upper: list[int]) -> float:
 
 
 def cut_rule(share: float) -> Rule:
+    """Flag each of the three smallest labels whose norm is under ``share`` of the median norm."""
+
     def rule(scan: dict[str, Any]) -> list[int]:
         norms = scan["norms"]
         median = torch.tensor(norms).quantile(0.5)
