@@ -516,6 +516,35 @@ def timing(rows: list[dict[str, Any]]) -> str:
     return markdown_table(["dataset", "arch", "scans", "median s", "max s"], body)
 
 
+def partly_right(rows: list[dict[str, Any]]) -> str:
+    """Per half and dataset, the required infected scans of one target and of several: how many flag exactly their
+    targets, how many flag at least one of them (the model called infected, a target named), and how many flag a
+    label that is no target."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["required"] and r["infected"]:
+            kind = "one" if len(r["targets"]) == 1 else "several"
+            for dataset in (r["dataset"], "all"):
+                groups[(r["half"], kind, dataset)].append(r)
+    body = []
+    for (half, kind, dataset), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "tune", kv[0][1], kv[0][2])):
+        some = sum(bool(set(r["flagged"]) & set(r["targets"])) for r in rs)
+        other = sum(bool(set(r["flagged"]) - set(r["targets"])) for r in rs)
+        body.append(
+            [
+                half,
+                kind,
+                dataset,
+                len(rs),
+                f"{sum(r['correct'] for r in rs)}/{len(rs)}",
+                f"{some}/{len(rs)}",
+                f"{other}/{len(rs)}",
+            ]
+        )
+    header = ["half", "targets", "dataset", "scans", "exactly the targets", "a target flagged", "a non-target flagged"]
+    return markdown_table(header, body)
+
+
 def smallest_first(scans: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
     """Per half and dataset, the required infected scans whose targets are exactly their model's smallest labels
     by norm (as many as it has targets), beside the default's exact ones: what a rule that flags the smallest
@@ -658,6 +687,11 @@ def main() -> None:
         "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
         "what they need (docs/detection.md).\n\n",
         by_trigger([r for r in rows if r["half"] == "test" and r["required"]]),
+        "## Partly right: a target named, the set incomplete (required families)\n",
+        "Infected scans of models with one target and with several: exactly the targets flagged (the TPR above), at "
+        "least one target flagged (the model called infected and a target named), and a label flagged that is no "
+        "target.\n\n",
+        partly_right(rows),
         "## Are the targets the smallest labels? (required families)\n",
         "Infected scans whose targets are exactly their model's smallest labels by norm, as many as it has targets: "
         "what any rule that flags the smallest labels first could reach if it knew how many to flag, beside the "
