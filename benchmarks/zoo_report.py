@@ -394,7 +394,8 @@ def rules_table(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
 def round_names(index: int) -> set[str]:
     """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH), 3 the fifth
     (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH), 7 the ninth (NINTH), 8 the tenth
-    (TENTH), 9 the eleventh (ELEVENTH, at each of its poison rates), 10 the twelfth (TWELFTH)."""
+    (TENTH), 9 the eleventh (ELEVENTH, at each of its poison rates), 10 the twelfth (TWELFTH), 11 the thirteenth
+    (THIRTEENTH)."""
     return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
@@ -674,14 +675,15 @@ def main() -> None:
         "controls of the networks whose smallest natural labels lie lowest; both halves, two scan seeds per model; "
         "in every table above and below as well. *Without them*: the decision before them.\n\n",
         round_table(scans, cache, 8, "them", before_tenth_round),
-        "## The eleventh and twelfth rounds: fainter poison\n",
-        "Models planned before training (zoo_make_recipes.ELEVENTH and TWELFTH), the decision unchanged since the "
-        "tenth round: the zoo's first models poisoned at rates under the paper's 10% (3% and 1% of the training set "
-        "per trigger, as models trained elsewhere often are), MNIST single patches, blends and two targets, CIFAR-10 "
-        "single patches and two targets, the same plan at each rate, then GTSRB single patches at 3%; both halves, "
-        "two scan seeds per model; in every table above and below as well. Recipes whose attack did not take are "
-        "left out here (zoo_models.md); weak_attacks.md scans them anyway.\n\n",
-        poison_rate_table(rows, round_names(9) | round_names(10)),
+        "## The eleventh to thirteenth rounds: fainter poison\n",
+        "Models planned before training (zoo_make_recipes.ELEVENTH, TWELFTH and THIRTEENTH), the decision unchanged "
+        "since the tenth round: the zoo's first models poisoned at rates under the paper's 10% (3% and 1% of the "
+        "training set per trigger, as models trained elsewhere often are), MNIST single patches, blends and two "
+        "targets, CIFAR-10 single patches and two targets, the same plan at each rate; then GTSRB single patches at "
+        "3%; then MNIST single patches and two targets at 1%, trained longer; both halves, two scan seeds per model; "
+        "in every table above and below as well. Recipes whose attack did not take are left out here "
+        "(zoo_models.md); weak_attacks.md scans them anyway.\n\n",
+        poison_rate_table(rows, round_names(9) | round_names(10) | round_names(11)),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
         "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), or a blend "
         "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
