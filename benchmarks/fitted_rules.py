@@ -197,25 +197,13 @@ def main() -> None:
         zoo_report.run_pairs(required, cache, lambda scan: [label for rule in tried for label in rule(scan)])
 
     results: list[dict[str, Any]] = []
+    threshold = decision.DEFAULT_THRESHOLDS[zoo_report.DECISION]
+
+    def default(scan: dict[str, Any]) -> list[int]:
+        return zoo_report.scan_decision(scan, zoo_report.DECISION, threshold).flagged
+
     for half, group in halves.items():
-        decided = [rows[(s["model"], s["seed"])] for s in group]
-        inf = [r for r in decided if r["infected"]]
-        clean = [r for r in decided if not r["infected"]]
-        by_dataset: dict[str, list[bool]] = {}
-        for r in inf:
-            by_dataset.setdefault(r["dataset"], []).append(r["correct"])
-        results.append(
-            {
-                "decision": "default",
-                "setting": decision.DEFAULT_THRESHOLDS[zoo_report.DECISION],
-                "half": half,
-                "right": sum(r["correct"] for r in inf) + sum(not r["flagged"] for r in clean),
-                "exact": f"{sum(r['correct'] for r in inf)}/{len(inf)}",
-                "clean flagged": f"{sum(bool(r['flagged']) for r in clean)}/{len(clean)}",
-                "unchecked scans": sum(not r["pairs_checked"] for r in decided),
-                "exact by dataset": {name: f"{sum(v)}/{len(v)}" for name, v in sorted(by_dataset.items())},
-            }
-        )
+        results.append({"decision": "default", "setting": threshold, "half": half, **judge(group, default, cache)})
     share = max(CUTS, key=lambda c: judge(tune, cut_rule(c), cache)["right"])
     for half, group in halves.items():
         results.append({"decision": "one cut", "setting": share, "half": half, **judge(group, cut_rule(share), cache)})
