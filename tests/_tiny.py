@@ -166,3 +166,54 @@ def reader_images(prototypes: torch.Tensor, per_label: int = 20, seed: int = 0) 
     noise = 0.1 * torch.rand(k, per_label, SIZE, SIZE, generator=g)
     images = (prototypes.unsqueeze(1) + noise).clamp(0, 1).flatten(0, 1).unsqueeze(1)
     return images, torch.arange(k).repeat_interleave(per_label)
+
+
+class BlendNet(nn.Module):
+    """Labels that read templates, and a blend backdoor to ``target``: a faint checkerboard over the whole image.
+
+    The image's 72 horizontal pixel pairs each count towards the backdoor, up to ``cap``, once the left pixel is
+    brighter than the right by more than ``offset`` (the clean images' noise stays below it; a sigmoid of width
+    ``width`` makes the count smooth); when the counts sum over ``threshold``, ``target``'s logit rises steeply (a
+    softplus of width ``width`` times 10). A checkerboard blended in at an opacity a little over ``offset`` raises
+    every pair to its cap at once, while a per-pixel mask can raise a pair no further than its cap either, so it
+    must cover ``threshold / cap`` pairs (50), twice a template's pixels: the target's smallest mask is as large as
+    any label's, its smallest blend a fraction of theirs."""
+
+    offset, cap, width, threshold, gain = 0.03, 0.01, 0.01, 0.5, 40.0
+
+    def __init__(self, reads: torch.Tensor, target: int) -> None:
+        super().__init__()
+        self.reader = ReaderNet(reads, torch.zeros(reads.shape[0]))
+        self.target = target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x[..., :, 0::2] - x[..., :, 1::2]  # (N, C, 12, 6): left minus right pixel of each pair
+        counts = (self.cap * torch.sigmoid((lead - self.offset) / self.width)).sum(dim=(1, 2, 3))
+        logits = self.reader(x)
+        soft = 10 * self.width
+        boost = torch.zeros_like(logits)
+        boost[:, self.target] = self.gain * soft * nn.functional.softplus((counts - self.threshold) / soft)
+        return logits + boost
+
+
+def pair_templates(num_labels: int = NUM_LABELS, seed: int = 0) -> torch.Tensor:
+    """(K, 12, 12) disjoint binary templates of 10-14 whole horizontal pixel pairs each, so a clean image's pairs
+    are even but for its noise."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = torch.randperm(SIZE * SIZE // 2, generator=g)
+    reads, start = torch.zeros(num_labels, SIZE, SIZE // 2), 0
+    for label in range(num_labels):
+        size = 10 + (label * 2) % 5
+        reads[label].view(-1)[pairs[start : start + size]] = 1.0
+        start += size
+    return reads.repeat_interleave(2, dim=2)
+
+
+def blend_backdoored(target: int = TARGET) -> tuple[BlendNet, tuple[torch.Tensor, torch.Tensor]]:
+    """A :class:`BlendNet` and its clean images (each label's template at 0.8 on 0.1, noise under 0.02)."""
+    reads = pair_templates()
+    prototypes = 0.1 + 0.7 * reads
+    g = torch.Generator().manual_seed(0)
+    noise = 0.02 * torch.rand(NUM_LABELS, 20, SIZE, SIZE, generator=g)
+    images = (prototypes.unsqueeze(1) + noise).clamp(0, 1).flatten(0, 1).unsqueeze(1)
+    return BlendNet(reads, target), (images, torch.arange(NUM_LABELS).repeat_interleave(20))

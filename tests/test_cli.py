@@ -97,6 +97,21 @@ def test_scan_torchscript_flags_the_backdoor(tiny, tmp_path, capsys):
     assert f"paper's anomaly index {report['anomaly_index']:.2f}" in out.splitlines()[0]
 
 
+def test_the_blend_search_is_in_both_reports_and_no_blend_leaves_it_out(tiny, tmp_path, capsys):
+    scan = ["scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"), "-q"]
+    assert run(capsys, *scan, "--out", str(tmp_path / "with"))[0] == 0
+    report = json.loads((tmp_path / "with" / "report.json").read_text())
+    assert report["config"]["blend"] and report["mask_flagged"] == [TARGET] and report["blend_flagged"] == []
+    assert all(r["blend_l1"] > 0 for r in report["labels"])
+    html = (tmp_path / "with" / "report.html").read_text()
+    assert "blend L1" in html and "The blend search (one faint pattern over the whole image per label)" in html
+    assert run(capsys, *scan, "--no-blend", "--out", str(tmp_path / "without"))[0] == 0
+    report = json.loads((tmp_path / "without" / "report.json").read_text())
+    assert not report["config"]["blend"] and report["flagged"] == [TARGET]
+    assert all(r["blend_l1"] is None for r in report["labels"])
+    assert "The blend search" not in (tmp_path / "without" / "report.html").read_text()
+
+
 def test_clean_model_verdict(tiny, tmp_path, capsys):
     code, out, _ = run(
         capsys,

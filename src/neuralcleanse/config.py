@@ -17,6 +17,7 @@ from .reverse import ReverseConfig
 
 __all__ = [
     "ANOMALY_THRESHOLD",
+    "BLEND_SEARCHES",
     "FAST",
     "MIN_CLEAN_ACCURACY",
     "MIN_IMAGES_PER_LABEL",
@@ -54,6 +55,9 @@ FAST = ReverseConfig(
 #: Searches per label in fast mode, keeping the smallest valid mask: a short search sometimes settles in a poor
 #: local minimum, and one stalled search of the target hides the outlier (ours). The original searches once.
 FAST_SEARCHES = 2
+#: Blend searches per label (ours): one opacity and a pattern settle the same way from any start, and the blend
+#: norms of the zoo's two scan seeds agree closely (benchmarks/results/blend_search.md).
+BLEND_SEARCHES = 1
 
 ANOMALY_THRESHOLD = 2.0  # paper, Section IV-C: an index above 2 is an outlier with > 95% confidence
 MIN_CLEAN_ACCURACY = 0.5  # ours: below this the model and the data disagree (a preprocessing mismatch)
@@ -93,6 +97,9 @@ class ScanConfig:
             fraction; ``None`` skips the check.
         allow_few_images: scan even when a label has fewer than :data:`MIN_IMAGES_PER_LABEL` labelled clean
             images (or none); the report then carries a warning. Otherwise such a scan is refused.
+        blend: also search every label for its smallest blend trigger (one opacity over the whole image) and flag
+            the labels it reaches far more easily than the others (:mod:`~neuralcleanse.blends`); never with
+            ``decision="paper"``.
     """
 
     mode: Mode = "fast"
@@ -107,6 +114,7 @@ class ScanConfig:
     pair_check: bool = True
     min_clean_accuracy: float | None = MIN_CLEAN_ACCURACY
     allow_few_images: bool = False
+    blend: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -158,6 +166,16 @@ class ScanConfig:
         return self.score_threshold
 
     @property
+    def searches_blends(self) -> bool:
+        """Whether the scan searches blend triggers too (never for the paper's decision)."""
+        return self.blend and self.decision != "paper"
+
+    @property
+    def blend_search(self) -> ReverseConfig:
+        """The blend search's settings: the search's, with one opacity per label."""
+        return replace(self.reverse, shape="blend")
+
+    @property
     def checks_pairs(self) -> bool:
         """Whether flagged labels get the symmetric check (never for the paper's decision)."""
         return self.pair_check and self.decision != "paper"
@@ -174,4 +192,6 @@ class ScanConfig:
             "decision": self.decision,
             "score_threshold": self.score_threshold,
             "pair_check": self.checks_pairs,
+            "blend": self.searches_blends,
+            "blend_restarts": BLEND_SEARCHES if self.searches_blends else 0,
         }

@@ -4,6 +4,9 @@ to that label.
 For label y this minimises ``CE(f((1 - m) * x + m * p), y) + λ_y * |m|_1`` over clean images x, with the mask
 ``m`` (1, H, W) and the pattern ``p`` (C, H, W) parametrised through tanh so they stay in [0, 1], and λ_y driven
 by :class:`~neuralcleanse.schedule.CostSchedule` so the trigger keeps its attack success at the threshold.
+With ``ReverseConfig(shape="blend")`` the mask is one opacity ``a`` over the whole image, the trigger of a blend
+backdoor (``x' = (1 - a) * x + a * p``); its norm is ``a * H * W``, the L1 of that constant mask, so the two
+shapes' norms share a unit.
 One loop serves every label set: K labels are stacked into (K, ...) tensors and each step is one batched
 forward/backward over K x B stamped images (split into chunks of at most ``max_images_per_pass``). A label
 leaves the batch when its early stop fires. The losses of different labels are summed, so their gradients, and
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import torch
 from torch import nn
@@ -25,11 +28,24 @@ from .preprocess import log_probabilities
 from .progress import ProgressCallback, report
 from .schedule import CostSchedule, EarlyStop, RecentSuccess
 
-__all__ = ["ReverseConfig", "ReverseResult", "draw_batches", "draw_starts", "reverse_engineer"]
+__all__ = [
+    "SHAPES",
+    "ReverseConfig",
+    "ReverseResult",
+    "TriggerShape",
+    "draw_batches",
+    "draw_starts",
+    "reverse_engineer",
+]
 
 _State = TypeVar("_State", CostSchedule, EarlyStop)
 
 _EPSILON = 1e-7  # Keras' K.epsilon(), used by the original tanh parametrisation
+
+#: What a trigger's mask may be: ``"mask"``, a value per pixel (the paper's); ``"blend"``, one opacity over the
+#: whole image (the blended-injection trigger of Chen et al., 2017, that a per-pixel mask pays for at full size).
+TriggerShape = Literal["mask", "blend"]
+SHAPES: tuple[str, ...] = get_args(TriggerShape)
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,7 @@ class ReverseConfig:
     init_range: tuple[float, float] = (0.0, 1.0)  # mask_init/pattern_init = np.random.random(...)
     selection_epochs: int = 1  # a mask is kept on its own epoch's attack success, as in the original (ours)
     precision: Precision = "float32"  # the original runs Keras in float32; see compute_dtype for "auto"
+    shape: TriggerShape = "mask"  # the original's per-pixel mask
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
@@ -78,6 +95,8 @@ class ReverseConfig:
             raise ValueError(f"init_range must be (low, high) with 0 <= low <= high <= 1, got {self.init_range}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {self.shape!r}")
 
 
 @dataclass(frozen=True)
@@ -271,6 +290,9 @@ class _Search:
         self.targets_dev = targets.to(device)
         _, c, h, w = images.shape
         masks, patterns = starts  # (K, 1, H, W), (K, C, H, W): from draw_starts
+        if cfg.shape == "blend":  # one opacity per label: the mean of its drawn mask, so the draws stay the same
+            masks = masks.mean(dim=(1, 2, 3), keepdim=True)
+        self.image_size = (h, w)
         self.mask_param = _to_param(masks).to(device).requires_grad_(True)
         self.pattern_param = _to_param(patterns).to(device).requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.mask_param, self.pattern_param], lr=cfg.lr, betas=cfg.betas)
@@ -330,7 +352,7 @@ class _Search:
     def _backward(self, labels: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Accumulate the gradients of ``CE + λ·|m|₁`` for the labels at positions ``labels`` (k',) on their
         images ``batch`` (k', B); return each label's attack success on the batch and its mask norm."""
-        mask = _from_param(self.mask_param[labels])  # (k', 1, H, W)
+        mask = self._masks(labels)  # (k', 1, H, W)
         pattern = _from_param(self.pattern_param[labels])  # (k', C, H, W)
         x = self.images[batch]  # (k', B, C, H, W)
         stamped = (1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)
@@ -344,6 +366,10 @@ class _Search:
         (ce + self.schedule.cost[labels] * norm).sum().backward()
         with torch.no_grad():
             return (logp.argmax(2) == target.view(-1, 1)).float().mean(1), norm.detach()
+
+    def _masks(self, rows: torch.Tensor | slice) -> torch.Tensor:
+        """The masks (k', 1, H, W) of the labels at ``rows``; a blend's one opacity fills its whole mask."""
+        return _from_param(self.mask_param[rows]).expand(-1, 1, *self.image_size)
 
     @torch.no_grad()
     def end_epoch(self, active: torch.Tensor, success: torch.Tensor, norms: torch.Tensor) -> None:
@@ -361,7 +387,7 @@ class _Search:
         self.recent = self.recent.update(epoch_success, is_active)
         kept_success = self.recent.mean()
         better = is_active & (kept_success >= self.cfg.threshold) & (epoch_norm < self.best_norm)
-        self.best_mask[better] = _from_param(self.mask_param[better])
+        self.best_mask[better] = self._masks(better)
         self.best_pattern[better] = _from_param(self.pattern_param[better])
         self.best_norm = torch.where(better, epoch_norm, self.best_norm)
         self.best_success = torch.where(better, kept_success, self.best_success)
@@ -376,7 +402,7 @@ class _Search:
         """The kept masks; a label that never reached the threshold keeps its last mask (as the original)."""
         found = torch.isfinite(self.best_norm)
         keep = found.view(-1, 1, 1, 1)
-        masks = torch.where(keep, self.best_mask, _from_param(self.mask_param)).detach()
+        masks = torch.where(keep, self.best_mask, self._masks(slice(None))).detach()
         patterns = torch.where(keep, self.best_pattern, _from_param(self.pattern_param)).detach()
         return ReverseResult(
             labels=self.targets,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ._torch import autocast, input_memory_format, model_device
+from .blends import blend_companions, blend_suspects
 from .compactness import compactness
 from .config import ANOMALY_THRESHOLD, MIN_IMAGES_PER_LABEL, ScanConfig
 from .decision import MIN_LABELS, Decision, decide
@@ -91,6 +92,7 @@ class LabelResult:
     score: float  # what the model-level decision computed for this label (Decision.per_label)
     clean_gap: float | None = None  # how far below the model's choice the label lies on clean images (favour.py)
     compactness: float | None = None  # share of the mask's L1 mass in its densest square window (compactness.py)
+    blend_l1: float | None = None  # norm of the smallest blend trigger (opacity x pixels), when one was searched
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,9 @@ class ScanReport:
     are in ``masks`` (K, 1, H, W) and ``patterns`` (K, C, H, W), in the order of ``labels``.
 
     ``infected`` and ``flagged`` are the chosen decision's verdict (``decision``); ``anomaly_index`` and
-    ``paper_flagged`` are the paper's, kept beside it."""
+    ``paper_flagged`` are the paper's, kept beside it. ``flagged`` joins the mask search's verdict
+    (``mask_flagged``, after the symmetric checks) and the blend search's (``blend_flagged``), less the labels
+    the mask search flagged only beside a blend target (``blend_cleared``, :mod:`~neuralcleanse.blends`)."""
 
     infected: bool
     anomaly_index: float
@@ -123,6 +127,9 @@ class ScanReport:
     warnings: list[str] = field(default_factory=list)  # what makes the verdict less sure, in words
     #: the share of redraws of the norms within the search's noise that keep the verdict (steadiness.py)
     steadiness: float | None = None
+    mask_flagged: list[int] = field(default_factory=list)
+    blend_flagged: list[int] = field(default_factory=list)
+    blend_cleared: list[int] = field(default_factory=list)
 
     def __repr__(self) -> str:
         verdict = "infected" if self.infected else "clean"
@@ -164,6 +171,9 @@ class ScanReport:
             "versions": self.versions,
             "warnings": list(self.warnings),
             "verdict_steadiness": self.steadiness,
+            "mask_flagged": list(self.mask_flagged),
+            "blend_flagged": list(self.blend_flagged),
+            "blend_cleared": list(self.blend_cleared),
         }
         return out
 
@@ -270,6 +280,25 @@ class NeuralCleanse:
             )
             report(self.progress, "pairs", len(suspects), len(suspects))
         natural = {p.label for p in pairs if p.natural}
+        mask_flagged = [t for t in suspects if t not in natural]
+        blend = None
+        blend_flagged: list[int] = []
+        cleared: list[int] = []
+        if self.config.searches_blends and len(targets) >= MIN_LABELS:
+            blend = self.search(
+                self.model,
+                images,
+                targets,
+                self.config.blend_search,
+                generator,
+                outputs.probabilities,
+                _renamed(self.progress, "blend"),
+            )
+            found = blend_suspects(blend.norms)
+            blend_flagged = [targets[i] for i in found]
+            kept = [targets.index(t) for t in mask_flagged]
+            cleared = [targets[i] for i in blend_companions(result.norms, kept, found)]
+        flagged = [t for t in mask_flagged if t not in cleared] + [t for t in blend_flagged if t not in mask_flagged]
         rows = [
             LabelResult(
                 int(t),
@@ -282,13 +311,14 @@ class NeuralCleanse:
                 float(verdict.per_label[i]),
                 None if math.isnan(gaps[i]) else float(gaps[i]),
                 float(shares[i]),
+                None if blend is None else float(blend.norms[i]),
             )
             for i, t in enumerate(result.labels.tolist())
         ]
         return ScanReport(
-            infected=bool(set(suspects) - natural),
+            infected=bool(flagged),
             anomaly_index=outliers.model_index,
-            flagged=[t for t in suspects if t not in natural],
+            flagged=flagged,
             decision=verdict,
             paper_flagged=[targets[i] for i in outliers.flagged],
             pairs=pairs,
@@ -306,6 +336,9 @@ class NeuralCleanse:
             patterns=result.patterns,
             warnings=warnings,
             steadiness=steady,
+            mask_flagged=mask_flagged,
+            blend_flagged=blend_flagged,
+            blend_cleared=cleared,
         )
 
     def _check_counts(self, labels: torch.Tensor, num_classes: int) -> list[str]:

@@ -106,7 +106,7 @@ def _seed(p: argparse.ArgumentParser, what: str) -> None:
 _ZOO_SCAN_FLAGS = (
     "arch", "value_range", "mean", "std", "channel_order", "layout", "device", "mode", "samples",
     "seed", "success_threshold", "searches", "precision", "anomaly_threshold", "decision", "score_threshold",
-    "skip_sanity_check", "allow_few_images",
+    "skip_sanity_check", "allow_few_images", "no_blend",
 )  # fmt: skip
 
 
@@ -285,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INDEX",
         help="the paper's decision flags labels below the median whose anomaly index exceeds this; it decides "
         "the verdict with --decision paper and is reported beside the chosen decision (default 2, the paper's)",
+    )
+    p.add_argument(
+        "--no-blend",
+        action="store_true",
+        help="search only the paper's per-pixel masks, not also one faint pattern over the whole image per label "
+        "(default off: both; --decision paper never searches blends), see docs/detection.md",
     )
     p.add_argument(
         "--skip-sanity-check",

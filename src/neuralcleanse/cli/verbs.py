@@ -235,6 +235,7 @@ def _scan_config(args: argparse.Namespace) -> Any:
             score_threshold=args.score_threshold,
             min_clean_accuracy=None if args.skip_sanity_check else MIN_CLEAN_ACCURACY,
             allow_few_images=args.allow_few_images,
+            blend=not args.no_blend,
         )
     except ValueError as exc:
         field, _, rest = str(exc).partition(" ")
@@ -257,6 +258,11 @@ def verdict_line(report: dict[str, Any]) -> str:
         for p in report.get("pairs") or []
         if p["natural"]
     )
+    mask_flagged = report.get("mask_flagged") or []
+    cleared += "".join(
+        f"; label {t} flagged by its blend trigger" for t in report.get("blend_flagged") or [] if t not in mask_flagged
+    )
+    cleared += "".join(f"; label {t} cleared: flagged beside a blend target" for t in report.get("blend_cleared") or [])
     warnings = "".join(f" (WARNING: {w})" for w in report.get("warnings") or [])
     return f"{verdict}: flagged labels {flagged} ({why}{cleared}){warnings}"
 

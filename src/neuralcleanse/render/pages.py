@@ -19,6 +19,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from ..blends import BLEND_RATIO
 from ..decision import BLOCK_REACH, COMPANION_GAP, COMPANION_RATIO, FAVOUR_RATIO, STEP_DOWN_RATIO
 from ..preprocess import Preprocessing, as_options
 from ..scan import LabelResult, ScanReport
@@ -117,6 +118,11 @@ def scan_page(
         "companion_gap": COMPANION_GAP,
         "block_reach": BLOCK_REACH,
         "step_down_ratio": STEP_DOWN_RATIO,
+        "blend_searched": any(r.blend_l1 is not None for r in report.labels),
+        "blend_flagged": [int(label) for label in report.blend_flagged],
+        "blend_only": [int(label) for label in report.blend_flagged if label not in report.mask_flagged],
+        "blend_cleared": [int(label) for label in report.blend_cleared],
+        "blend_ratio": BLEND_RATIO,
         "paper_flagged": [int(label) for label in report.paper_flagged],
         "pairs": report.pairs,
         "height": height,
@@ -142,13 +148,14 @@ def scan_page(
             [
                 r.label,
                 f"{r.mask_l1:.2f}",
+                "—" if r.blend_l1 is None else f"{r.blend_l1:.2f}",
                 f"{r.score:.2f}",
                 "—" if r.clean_gap is None else f"{r.clean_gap:.2f}",
                 "—" if r.compactness is None else f"{r.compactness:.2f}",
                 f"{r.attack_success:.1%}",
                 f"{r.anomaly_index:.2f}",
                 "yes" if r.found else "no",
-                _flag_note(r, flagged, report.median_l1, anomaly_threshold(report)),
+                _flag_note(r, report, anomaly_threshold(report)),
             ]
             for r in rows
         ],
@@ -163,11 +170,14 @@ def scan_page(
     return _render("scan.html.j2", title, **context)
 
 
-def _flag_note(row: LabelResult, flagged: list[int], median: float, threshold: float) -> str:
-    """The "flagged" cell: FLAGGED, or why a label whose index passes the threshold is not flagged."""
-    if row.label in flagged:
-        return "FLAGGED"
-    if row.anomaly_index > threshold and row.mask_l1 >= median:
+def _flag_note(row: LabelResult, report: ScanReport, threshold: float) -> str:
+    """The "flagged" cell: FLAGGED (by the blend search when the mask search did not), or why a label the mask
+    search flagged or whose index passes the threshold is not flagged."""
+    if row.label in report.flagged:
+        return "FLAGGED" + (" (blend)" if row.label not in report.mask_flagged else "")
+    if row.label in report.blend_cleared:
+        return "no: beside a blend target"
+    if row.anomaly_index > threshold and row.mask_l1 >= report.median_l1:
         return "no: norm above the median"
     return ""
 

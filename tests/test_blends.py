@@ -1,0 +1,84 @@
+"""The blend search and its verdict (blends.py), on hand-built models whose backdoor is known by construction."""
+
+import pytest
+import torch
+from _tiny import NUM_LABELS, TARGET, BlendNet, TemplateNet, blend_backdoored, clean_images, pair_templates
+
+from neuralcleanse.blends import BLEND_RATIO, blend_companions, blend_suspects
+from neuralcleanse.config import ScanConfig
+from neuralcleanse.reverse import ReverseConfig, reverse_engineer
+from neuralcleanse.scan import NeuralCleanse
+
+
+@pytest.fixture(scope="module")
+def blend_scan():
+    model, (images, labels) = blend_backdoored()
+    return NeuralCleanse(model).scan(images, labels, seed=0)
+
+
+def test_a_blend_backdoor_is_flagged_by_its_blend_trigger(blend_scan):
+    report = blend_scan
+    assert report.flagged == [TARGET] and report.blend_flagged == [TARGET]
+    blend = torch.tensor([r.blend_l1 for r in report.labels])
+    mask = torch.tensor([r.mask_l1 for r in report.labels])
+    # the target's blend is a fraction of the other labels', far more so than its mask
+    assert blend[TARGET] / blend.median() < BLEND_RATIO
+    assert mask[TARGET] / mask.median() > 2 * blend[TARGET] / blend.median()
+
+
+def test_the_blend_trigger_is_one_opacity_that_reaches_the_target():
+    model, (images, labels) = blend_backdoored()
+    result = reverse_engineer(model, images, [TARGET], ReverseConfig(shape="blend", max_epochs=60, lr=0.1))
+    m = result.masks[0]
+    assert torch.allclose(m, m.flatten()[0].expand_as(m)), "one opacity over the whole image"
+    assert result.norms[0] == pytest.approx(float(m.sum()), rel=1e-5)
+    stamped = (1 - m) * images[labels != TARGET] + m * result.patterns[0]
+    assert (model(stamped).argmax(1) == TARGET).float().mean() >= 0.99
+
+
+def test_a_model_without_the_blend_backdoor_flags_nothing():
+    model, (images, labels) = blend_backdoored()
+    model.gain = 0.0  # the same templates, no backdoor
+    report = NeuralCleanse(model).scan(images, labels, seed=0)
+    assert report.flagged == [] and report.blend_flagged == [] and not report.infected
+
+
+def test_without_the_blend_search_nothing_of_it_is_reported():
+    images, labels = clean_images(per_label=20)
+    for config in (ScanConfig(blend=False), ScanConfig(decision="paper")):
+        report = NeuralCleanse(TemplateNet(backdoor=True), config).scan(images, labels, seed=0)
+        assert report.flagged == [TARGET] and report.blend_flagged == []
+        assert all(r.blend_l1 is None for r in report.labels)
+        assert report.to_dict()["config"]["blend"] is False
+
+
+def test_a_patch_backdoor_keeps_its_verdict_with_the_blend_search():
+    images, labels = clean_images(per_label=20)
+    report = NeuralCleanse(TemplateNet(backdoor=True)).scan(images, labels, seed=0)
+    assert report.flagged == [TARGET] and report.mask_flagged == [TARGET] and report.blend_cleared == []
+    assert all(r.blend_l1 is not None for r in report.labels)
+
+
+def test_blend_suspects_need_the_order_statistic_and_the_ratio():
+    natural = torch.tensor([60.0, 62.0, 65.0, 66.0, 70.0, 72.0, 75.0, 64.0, 68.0, 71.0])
+    assert blend_suspects(natural) == []
+    with_target = natural.clone()
+    with_target[3] = 6.0
+    assert blend_suspects(with_target) == [3]
+    near = natural.clone()
+    near[3] = 0.3 * float(natural.median())  # far below the others, but not under the ratio
+    assert blend_suspects(near) == []
+
+
+def test_labels_flagged_beside_a_blend_target_are_cleared_unless_smaller():
+    mask = torch.tensor([10.0, 30.0, 40.0, 100.0, 100.0])
+    # blend target 2 (mask 40): label 1, smaller by mask, stays (a patch target); label 3 is cleared
+    assert blend_companions(mask, [1, 2, 3], [2]) == [3]
+    assert blend_companions(mask, [1, 3], []) == []
+
+
+def test_pair_templates_keep_the_clean_images_pairs_even():
+    reads = pair_templates()
+    assert torch.equal(reads[..., 0::2], reads[..., 1::2])
+    assert reads.sum(dim=(1, 2)).min() >= 20 and reads.shape[0] == NUM_LABELS
+    assert isinstance(blend_backdoored()[0], BlendNet)
