@@ -51,3 +51,14 @@ def test_the_same_arguments_give_the_same_share_whatever_torch_drew_before():
 def test_bad_settings_are_refused(noise, draws):
     with pytest.raises(ValueError, match="noise must be >= 0 and draws >= 1"):
         steadiness(torch.tensor(NATURAL), noise=noise, draws=draws)
+
+
+def test_a_blend_target_far_below_the_others_keeps_an_infected_verdict_steady():
+    mask = torch.tensor([60.0, 62.0, 65.0, 66.0, 70.0, 72.0, 75.0, 64.0, 68.0, 71.0])  # nothing stands out
+    blend = mask.clone()
+    blend[2] = 6.0
+    assert steadiness(mask) == 1.0  # clean, steadily
+    assert steadiness(mask, blend_norms=blend) == 1.0  # infected by the blend verdict, steadily
+    borderline = mask.clone()
+    borderline[2] = 0.19 * float(mask.median())  # just under the blend verdict's ratio
+    assert 0.2 < steadiness(mask, blend_norms=borderline) < 0.9

@@ -255,12 +255,6 @@ class NeuralCleanse:
         gaps = clean_gaps(clean_outputs, outputs.probabilities)[result.labels]
         shares = compactness(result.masks)
         verdict = decide(result.norms, self.config.decision, self.config.decision_threshold, gaps)
-        steady = steadiness(result.norms, self.config.decision, self.config.decision_threshold, gaps)
-        if len(targets) >= MIN_LABELS and steady < STEADY:
-            warnings.append(
-                f"the verdict is borderline: {1 - steady:.0%} of redraws of the labels' norms within the search's "
-                "own noise give the other verdict; scan again with another seed and other clean images"
-            )
         suspects = [targets[i] for i in verdict.flagged]
         pairs = []
         if suspects and labels is not None and self.config.checks_pairs:
@@ -299,6 +293,18 @@ class NeuralCleanse:
             kept = [targets.index(t) for t in mask_flagged]
             cleared = [targets[i] for i in blend_companions(result.norms, kept, found)]
         flagged = [t for t in mask_flagged if t not in cleared] + [t for t in blend_flagged if t not in mask_flagged]
+        steady = steadiness(
+            result.norms,
+            self.config.decision,
+            self.config.decision_threshold,
+            gaps,
+            blend_norms=None if blend is None else blend.norms,
+        )
+        if len(targets) >= MIN_LABELS and steady < STEADY:
+            warnings.append(
+                f"the verdict is borderline: {1 - steady:.0%} of redraws of the labels' norms within the search's "
+                "own noise give the other verdict; scan again with another seed and other clean images"
+            )
         rows = [
             LabelResult(
                 int(t),

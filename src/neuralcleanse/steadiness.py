@@ -7,13 +7,16 @@ of the decision's thresholds can thus be called infected by one scan and clean b
 next draw, but it can ask the decision what such a draw would do: every label's log norm is moved by normal noise
 of that size and decided again, :data:`DRAWS` times; the share of redraws with the same verdict (infected or clean)
 is the verdict's steadiness. The symmetric checks are not run again on the redrawn norms (each costs two
-searches), so it is the steadiness of the decision over the norms; the clean gaps are kept as they are.
+searches), so it is the steadiness of the decision over the norms; the clean gaps are kept as they are. A scan
+that searched blend triggers too redraws their norms with the same noise and calls a redraw infected when either
+verdict flags a label (:mod:`~neuralcleanse.blends`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .blends import blend_suspects
 from .decision import DecisionMethod, decide
 
 __all__ = ["DRAWS", "NORM_NOISE", "STEADY", "steadiness"]
@@ -40,17 +43,29 @@ def steadiness(
     noise: float = NORM_NOISE,
     draws: int = DRAWS,
     seed: int = 0,
+    blend_norms: torch.Tensor | None = None,
 ) -> float:
     """The share of ``draws`` redraws of ``norms`` (each label's log norm moved by normal noise of standard
     deviation ``noise``) that :func:`~neuralcleanse.decision.decide` (``method``, ``threshold``, ``gaps``) gives
-    the verdict it gives ``norms``; the same arguments give the same share."""
+    the verdict it gives ``norms``, with ``blend_norms`` redrawn and judged beside them when given; the same
+    arguments give the same share."""
     if noise < 0 or draws < 1:
         raise ValueError(f"noise must be >= 0 and draws >= 1, got noise={noise} and draws={draws}")
     norms = torch.as_tensor(norms, dtype=torch.float64).flatten()
-    infected = bool(decide(norms, method, threshold, gaps).flagged)
+    blends = None if blend_norms is None else torch.as_tensor(blend_norms, dtype=torch.float64).flatten()
+
+    def infected(n: torch.Tensor, b: torch.Tensor | None) -> bool:
+        return bool(decide(n, method, threshold, gaps).flagged) or (b is not None and bool(blend_suspects(b)))
+
+    verdict = infected(norms, blends)
     generator = torch.Generator().manual_seed(seed)
     same = 0
     for _ in range(draws):
         moved = norms * torch.exp(noise * torch.randn(norms.shape, generator=generator, dtype=torch.float64))
-        same += bool(decide(moved, method, threshold, gaps).flagged) == infected
+        moved_blends = None
+        if blends is not None:
+            moved_blends = blends * torch.exp(
+                noise * torch.randn(blends.shape, generator=generator, dtype=torch.float64)
+            )
+        same += infected(moved, moved_blends) == verdict
     return same / draws
