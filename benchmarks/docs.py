@@ -496,6 +496,57 @@ SECTIONS["weak_attacks"] = Section(
     ],
 )
 
+SECTIONS["blend_search"] = Section(
+    "The blend search on zoo models",
+    "Zoo models retrained on the machine that scans them, scanned with the default (mask search, then the blend "
+    "search) on the zoo's scan seeds: the mask search's verdict (the previous default's), the blend verdict, the "
+    "labels it clears and the scan's verdict; the targets' norms over each search's median. The settings chosen on "
+    "the tune half and the test half's figures are in benchmarks/results/blend_search.md (docs/detection.md, \"Blend "
+    'triggers: a second search").',
+    "python benchmarks/blend_search.py scan, then python benchmarks/blend_search.py report",
+    [
+        ("model", lambda r: r["model"]),
+        ("half", lambda r: r["half"]),
+        ("seed", lambda r: r["seed"]),
+        ("clean accuracy", lambda r: pct(r.get("clean_accuracy"))),
+        ("targets", lambda r: num(r["targets"])),
+        ("mask flagged", lambda r: num(r["mask_flagged"])),
+        ("blend flagged", lambda r: num(r["blend_flagged"])),
+        ("cleared", lambda r: num(r["blend_cleared"])),
+        ("flagged", lambda r: num(r["flagged"])),
+        ("targets' blend norm / median", lambda r: num([_ratio(r["blend_norms"], t) for t in r["targets"]], 2)),
+        ("targets' mask norm / median", lambda r: num([_ratio(r["norms"], t) for t in r["targets"]], 2)),
+        ("seconds", lambda r: num(r["seconds"])),
+    ],
+)
+
+SECTIONS["default_speed"] = Section(
+    "The default scan's time beside the previous defaults'",
+    "Zoo models scanned in one run with the paper's decision, the previous default (the mask search alone) and "
+    "the default (mask and blend searches), alternating, with the same seeds: each scan's seconds, its clean-gap "
+    "pass timed alone, the flagged labels and the symmetric checks it ran. Medians per dataset and their ratios are "
+    "in benchmarks/results/default_speed.md.",
+    "python benchmarks/default_speed.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("config", lambda r: r["config"]),
+        ("seed", lambda r: r["seed"]),
+        ("seconds", lambda r: num(r["seconds"])),
+        ("clean-gap pass s", lambda r: num(r.get("gap_seconds"))),
+        ("flagged", lambda r: num(r["flagged"])),
+        ("symmetric checks", lambda r: r["pair_checks"]),
+        ("arithmetic", lambda r: r["compute_dtype"]),
+    ],
+)
+
+
+def _ratio(norms: list[float], label: int) -> float:
+    ordered = sorted(norms)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else ordered[middle - 1]  # torch.median's lower middle
+    return norms[label] / median
+
+
 SECTIONS["steadiness"] = Section(
     "Steadiness of the zoo's verdicts, replayed",
     "Every default zoo scan of a model scanned with both seeds: whether its model's two seeds reach different "

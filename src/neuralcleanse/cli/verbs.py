@@ -269,13 +269,15 @@ def verdict_line(report: dict[str, Any]) -> str:
 
 def _print_verdict(report: dict[str, Any], out: Path) -> None:
     print(verdict_line(report))
-    rows = sorted(report["labels"], key=lambda r: r["mask_l1"])[:5]
+    rows = sorted(report["labels"], key=lambda r: r["mask_l1"])
+    rows = rows[:5] + [r for r in rows[5:] if r["label"] in report["flagged"]]  # a blend target may lie further up
     print("  smallest reversed triggers:")
-    print("    label   mask L1     score   anomaly index   attack success")
+    print("    label   mask L1   blend L1     score   anomaly index   attack success")
     for r in rows:
         mark = " *" if r["label"] in report["flagged"] else ""
         label, l1, index, success = r["label"], r["mask_l1"], r["anomaly_index"], r["attack_success"]
-        print(f"    {label:>5}   {l1:7.1f}   {r['score']:7.2f}   {index:13.2f}   {success:14.2%}{mark}")
+        blend = "—" if r.get("blend_l1") is None else f"{r['blend_l1']:.1f}"
+        print(f"    {label:>5}   {l1:7.1f}   {blend:>8}   {r['score']:7.2f}   {index:13.2f}   {success:14.2%}{mark}")
     print(f"  {report['seconds']:.1f} s, {report['mode']} mode; report: {out / 'report.html'}")
 
 
