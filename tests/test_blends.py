@@ -66,7 +66,7 @@ def test_blend_suspects_need_the_order_statistic_and_the_ratio():
     with_target[3] = 6.0
     assert blend_suspects(with_target) == [3]
     near = natural.clone()
-    near[3] = 0.3 * float(natural.median())  # far below the others, but not under the ratio
+    near[3] = 1.2 * BLEND_RATIO * float(natural.median())  # far below the others, but not under the ratio
     assert blend_suspects(near) == []
 
 

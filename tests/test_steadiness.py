@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from neuralcleanse.blends import BLEND_RATIO
 from neuralcleanse.decision import decide
 from neuralcleanse.steadiness import STEADY, steadiness
 
@@ -60,5 +61,5 @@ def test_a_blend_target_far_below_the_others_keeps_an_infected_verdict_steady():
     assert steadiness(mask) == 1.0  # clean, steadily
     assert steadiness(mask, blend_norms=blend) == 1.0  # infected by the blend verdict, steadily
     borderline = mask.clone()
-    borderline[2] = 0.19 * float(mask.median())  # just under the blend verdict's ratio
+    borderline[2] = 0.95 * BLEND_RATIO * float(mask.median())  # just under the blend verdict's ratio
     assert 0.2 < steadiness(mask, blend_norms=borderline) < 0.9
