@@ -10,7 +10,7 @@ labels need opacities close to one another; a blend target needs a fraction of t
 
 A label is a blend suspect when the step-down order-statistic test (``decide(norms, "k-aware")``) flags its
 blend norm and that norm lies under :data:`BLEND_RATIO` of the median. Labels the mask search flags beside a
-blend suspect, with a mask no smaller than the suspect's own and an ordinary blend norm, are the suspect's
+blend suspect, with a mask no smaller than the suspect's own and not suspects themselves, are its
 companions by size (the blend target's spread-out mask sits among the smallest natural labels) and are cleared.
 """
 
@@ -24,7 +24,7 @@ __all__ = ["BLEND_RATIO", "blend_companions", "blend_suspects"]
 
 #: Largest blend norm, as a share of the median label's, that the blend verdict flags (ours: chosen on the tune
 #: half of zoo models retrained for it, benchmarks/results/blend_search.md; natural labels of clean MNIST, CIFAR-10
-#: and GTSRB models lie above 0.55 of the median but for the classes a model gives to content-free inputs).
+#: and GTSRB models lie above half the median but for the classes a model gives to content-free inputs).
 BLEND_RATIO = 0.3
 
 
