@@ -275,23 +275,11 @@ class NeuralCleanse:
             report(self.progress, "pairs", len(suspects), len(suspects))
         natural = {p.label for p in pairs if p.natural}
         mask_flagged = [t for t in suspects if t not in natural]
-        blend = None
+        blend: ReverseResult | None = None
         blend_flagged: list[int] = []
         cleared: list[int] = []
         if self.config.searches_blends and len(targets) >= MIN_LABELS:
-            blend = self.search(
-                self.model,
-                images,
-                targets,
-                self.config.blend_search,
-                generator,
-                outputs.probabilities,
-                _renamed(self.progress, "blend"),
-            )
-            found = blend_suspects(blend.norms)
-            blend_flagged = [targets[i] for i in found]
-            kept = [targets.index(t) for t in mask_flagged]
-            cleared = [targets[i] for i in blend_companions(result.norms, kept, found)]
+            blend, blend_flagged, cleared = self._blends(images, targets, generator, outputs, result, mask_flagged)
         flagged = [t for t in mask_flagged if t not in cleared] + [t for t in blend_flagged if t not in mask_flagged]
         steady = steadiness(
             result.norms,
@@ -346,6 +334,26 @@ class NeuralCleanse:
             blend_flagged=blend_flagged,
             blend_cleared=cleared,
         )
+
+    def _blends(
+        self,
+        images: torch.Tensor,
+        targets: list[int],
+        generator: torch.Generator,
+        outputs: ModelOutputs,
+        masks: ReverseResult,
+        mask_flagged: list[int],
+    ) -> tuple[ReverseResult, list[int], list[int]]:
+        """The blend search of every label, the labels its verdict flags, and the labels among ``mask_flagged`` it
+        clears as a blend target's companions (:mod:`~neuralcleanse.blends`)."""
+        progress = _renamed(self.progress, "blend")
+        blend = self.search(
+            self.model, images, targets, self.config.blend_search, generator, outputs.probabilities, progress
+        )
+        found = blend_suspects(blend.norms)
+        kept = [targets.index(t) for t in mask_flagged]
+        cleared = blend_companions(masks.norms, kept, found)
+        return blend, [targets[i] for i in found], [targets[i] for i in cleared]
 
     def _check_counts(self, labels: torch.Tensor, num_classes: int) -> list[str]:
         """Refuse (or, when the config allows it, warn about) labels with too few clean images."""
