@@ -34,9 +34,9 @@ from neuralcleanse.loading import load_model
 
 RESULTS_FILE = RESULTS / "blend_search.json"
 
-#: Zoo models of both halves (even training seed: tune; odd: test): every MNIST blend, clean models of each
-#: architecture, and single- and several-target patch, random-pattern and Trojan models, whose verdicts the blend
-#: search must leave alone; CIFAR-10 and GTSRB likewise, as far as training time allows.
+#: Zoo models of both halves (even training seed: tune; odd: test): the MNIST blends (the MLP's aside), clean
+#: models of each architecture, and single- and several-target patch, random-pattern and Trojan models, whose
+#: verdicts the blend search must leave alone; CIFAR-10 and GTSRB likewise, as far as training time allows.
 MODELS = [
     *(f"mnist-blend-0{i}" for i in (0, 1, 2, 4, 5, 6, 7, 8, 9)),
     *(f"mnist-clean-{i:02d}" for i in (1, 3, 12, 13, 15, 17, 19, 35)),
