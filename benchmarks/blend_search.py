@@ -28,8 +28,7 @@ import zoo
 from common import RESULTS, machine, markdown_table
 
 from neuralcleanse import NeuralCleanse, ScanConfig
-from neuralcleanse.blends import BLEND_RATIO, blend_companions
-from neuralcleanse.decision import decide
+from neuralcleanse.blends import BLEND_RATIO, blend_companions, blend_suspects
 from neuralcleanse.loading import load_model
 
 RESULTS_FILE = RESULTS / "blend_search.json"
@@ -117,9 +116,7 @@ def scan_all(names: list[str], seeds: list[int]) -> None:
 def replayed(row: dict[str, Any], ratio: float, clear: bool) -> tuple[list[int], list[int], list[int]]:
     """``(blend flagged, cleared, flagged)`` of a stored scan with the blend verdict at ``ratio`` (clearing the
     blend targets' companions or not), from its norms and the mask search's verdict, as the library decides."""
-    blend = torch.tensor(row["blend_norms"])
-    median = float(blend.median())
-    found = sorted(i for i in decide(blend, "k-aware").flagged if float(blend[i]) < ratio * median)
+    found = blend_suspects(torch.tensor(row["blend_norms"]), ratio)
     mask = row["mask_flagged"]  # the zoo's labels are 0..K-1, so positions are labels
     cleared = blend_companions(torch.tensor(row["norms"]), mask, found) if clear else []
     return found, cleared, sorted((set(mask) - set(cleared)) | set(found))

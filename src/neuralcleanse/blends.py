@@ -28,11 +28,11 @@ __all__ = ["BLEND_RATIO", "blend_companions", "blend_suspects"]
 BLEND_RATIO = 0.3
 
 
-def blend_suspects(norms: torch.Tensor) -> list[int]:
-    """Positions of the labels whose blend norm (K,) is flagged by the step-down test and lies under
-    :data:`BLEND_RATIO` of the median."""
+def blend_suspects(norms: torch.Tensor, ratio: float = BLEND_RATIO) -> list[int]:
+    """Positions of the labels whose blend norm (K,) is flagged by the step-down test and lies under ``ratio`` of
+    the median."""
     median = float(norms.median())
-    return sorted(i for i in decide(norms, "k-aware").flagged if float(norms[i]) < BLEND_RATIO * median)
+    return sorted(i for i in decide(norms, "k-aware").flagged if float(norms[i]) < ratio * median)
 
 
 def blend_companions(mask_norms: torch.Tensor, mask_flagged: list[int], suspects: list[int]) -> list[int]:

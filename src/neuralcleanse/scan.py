@@ -21,7 +21,7 @@ from torch import nn
 from ._torch import autocast, input_memory_format, model_device
 from .blends import blend_companions, blend_suspects
 from .compactness import compactness
-from .config import ANOMALY_THRESHOLD, MIN_IMAGES_PER_LABEL, ScanConfig
+from .config import ANOMALY_THRESHOLD, BLEND_SEARCHES, MIN_IMAGES_PER_LABEL, ScanConfig
 from .decision import MIN_LABELS, Decision, decide
 from .favour import clean_gaps
 from .metrics import outputs_of, predict
@@ -347,9 +347,11 @@ class NeuralCleanse:
         """The blend search of every label, the labels its verdict flags, and the labels among ``mask_flagged`` it
         clears as a blend target's companions (:mod:`~neuralcleanse.blends`)."""
         progress = _renamed(self.progress, "blend")
+        labels = targets * BLEND_SEARCHES
         blend = self.search(
-            self.model, images, targets, self.config.blend_search, generator, outputs.probabilities, progress
+            self.model, images, labels, self.config.blend_search, generator, outputs.probabilities, progress
         )
+        blend = blend.best_of_restarts(BLEND_SEARCHES)
         found = blend_suspects(blend.norms)
         kept = [targets.index(t) for t in mask_flagged]
         cleared = blend_companions(masks.norms, kept, found)
