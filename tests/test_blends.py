@@ -1,13 +1,18 @@
 """The blend search and its verdict (blends.py), on hand-built models whose backdoor is known by construction."""
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 from _tiny import NUM_LABELS, TARGET, BlendNet, TemplateNet, blend_backdoored, clean_images, pair_templates
 
 from neuralcleanse.blends import BLEND_RATIO, blend_companions, blend_suspects
 from neuralcleanse.config import ScanConfig
+from neuralcleanse.jobs.mitigate import flagged_trigger
 from neuralcleanse.reverse import ReverseConfig, reverse_engineer
 from neuralcleanse.scan import NeuralCleanse
+from neuralcleanse.store.scan_dir import TRIGGERS_FILE, read_scan, write_scan_report
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +87,43 @@ def test_pair_templates_keep_the_clean_images_pairs_even():
     assert torch.equal(reads[..., 0::2], reads[..., 1::2])
     assert reads.sum(dim=(1, 2)).min() >= 20 and reads.shape[0] == NUM_LABELS
     assert isinstance(blend_backdoored()[0], BlendNet)
+
+
+def test_a_blend_targets_trigger_is_its_blend_trigger_in_the_report_and_its_folder(blend_scan, tmp_path):
+    model, (images, labels) = blend_backdoored()
+    assert blend_scan.mask_flagged == [TARGET]  # flagged by both searches: its blend trigger is kept
+    trigger = blend_scan.trigger(TARGET)
+    m = trigger.mask
+    assert torch.allclose(m, m.flatten()[0].expand_as(m)), "one opacity over the whole image"
+    assert float(m.sum()) == pytest.approx(blend_scan.labels[TARGET].blend_l1, rel=1e-4)
+    assert (model(trigger.stamp(images[labels != TARGET])).argmax(1) == TARGET).float().mean() >= 0.99
+    natural = next(r.label for r in blend_scan.labels if r.label != TARGET)
+    assert torch.equal(blend_scan.trigger(natural).mask, blend_scan.masks[natural])  # the mask search's
+
+    write_scan_report(blend_scan, tmp_path)
+    with np.load(tmp_path / TRIGGERS_FILE) as arrays:
+        assert np.allclose(arrays["blend_l1"], [r.blend_l1 for r in blend_scan.labels])
+        assert np.allclose(arrays["masks"][TARGET], blend_scan.masks[TARGET].numpy())
+    _, by_label, _ = read_scan(tmp_path)
+    assert np.allclose(by_label[TARGET][0], m.numpy()) and np.allclose(by_label[TARGET][1], trigger.pattern.numpy())
+    assert np.allclose(by_label[natural][0], blend_scan.masks[natural].numpy())
+    label, chosen = flagged_trigger(tmp_path)  # what `mitigate` repairs the model with
+    assert label == TARGET and "blend" in chosen.spec and torch.allclose(chosen.mask, m)
+    html = (tmp_path / "report.html").read_text()
+    assert f"Reversed blend trigger of flagged label {TARGET}" in html
+    assert "flagged by the blend search &middot;" in html
+
+    write_scan_report(replace(blend_scan, mask_flagged=[]), tmp_path / "alone")  # as if the blend search alone had
+    html = (tmp_path / "alone" / "report.html").read_text()
+    assert "flagged by the blend search alone" in html and "FLAGGED (blend)" in html
+
+
+def test_without_a_blend_flag_every_trigger_is_the_mask_searchs(tmp_path):
+    images, labels = clean_images(per_label=20)
+    report = NeuralCleanse(TemplateNet(backdoor=True)).scan(images, labels, seed=0)
+    assert report.blend_flagged == [] and report.blend_masks is not None
+    assert all(report.trigger(r.label).mask.equal(report.masks[i]) for i, r in enumerate(report.labels))
+    write_scan_report(report, tmp_path)
+    _, by_label, _ = read_scan(tmp_path)
+    assert np.allclose(by_label[TARGET][0], report.masks[TARGET].numpy())
+    assert "blend" not in flagged_trigger(tmp_path)[1].spec

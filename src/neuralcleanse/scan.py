@@ -130,6 +130,10 @@ class ScanReport:
     mask_flagged: list[int] = field(default_factory=list)
     blend_flagged: list[int] = field(default_factory=list)
     blend_cleared: list[int] = field(default_factory=list)
+    #: the blend search's triggers (K, 1, H, W) (one opacity filling each mask) and (K, C, H, W), in the order of
+    #: ``labels``; None when no blend search ran
+    blend_masks: torch.Tensor | None = field(default=None, repr=False)
+    blend_patterns: torch.Tensor | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         verdict = "infected" if self.infected else "clean"
@@ -142,9 +146,18 @@ class ScanReport:
         )
 
     def trigger(self, label: int) -> Trigger:
-        """The reversed trigger of ``label``."""
+        """The reversed trigger of ``label``: the blend search's for a label the blend search flagged (unlearning
+        with it removes a blend backdoor more fully than with the mask search's: docs/how-it-works.md), else the
+        mask search's."""
         pos = [r.label for r in self.labels].index(label)
+        if label in self.blend_flagged and self.blend_masks is not None and self.blend_patterns is not None:
+            spec = f"reversed blend trigger of label {label}"
+            return Trigger(self.blend_masks[pos], self.blend_patterns[pos], spec=spec)
         return Trigger(self.masks[pos], self.patterns[pos], spec=f"reversed trigger of label {label}")
+
+    def by_blend(self, label: int) -> bool:
+        """Whether ``label`` is flagged by the blend search alone (its mask search left it unflagged)."""
+        return label in self.blend_flagged and label not in self.mask_flagged
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -333,6 +346,8 @@ class NeuralCleanse:
             mask_flagged=mask_flagged,
             blend_flagged=blend_flagged,
             blend_cleared=cleared,
+            blend_masks=None if blend is None else blend.masks,
+            blend_patterns=None if blend is None else blend.patterns,
         )
 
     def _blends(

@@ -17,7 +17,7 @@ from ..store.scan_dir import read_scan
 from ..triggers import Trigger
 from .evaluate import known_triggers
 
-__all__ = ["METHODS", "mitigate_model"]
+__all__ = ["METHODS", "flagged_trigger", "mitigate_model"]
 
 METHODS = ("filter", "prune", "unlearn")  # paper, Section VI: input filter, neuron pruning, unlearning
 
@@ -45,7 +45,7 @@ def mitigate_model(
     if method not in METHODS:
         raise ValueError(f"method must be filter, prune or unlearn, got {method!r}")
     check_out_dir(out, MITIGATION_FILE, overwrite)
-    label, trigger = _flagged_trigger(report_dir)
+    label, trigger = flagged_trigger(report_dir)
     work, heldout = mitigation_split(data, seed)
     check_compatible(loaded, heldout)
     if trigger.image_shape != heldout.image_shape:
@@ -93,11 +93,13 @@ def mitigate_model(
     )
 
 
-def _flagged_trigger(report_dir: Path) -> tuple[int, Trigger]:
+def flagged_trigger(report_dir: Path) -> tuple[int, Trigger]:
     """The scan's first flagged label (the most anomalous) and its reversed trigger."""
     report, reversed_triggers, _ = read_scan(report_dir)
     if not report.get("flagged"):
         raise ValueError(f"{report_dir}: the scan flagged no label, so there is no reversed backdoor to remove")
     label = int(report["flagged"][0])
-    mask, pattern = reversed_triggers[label]
-    return label, Trigger(torch.from_numpy(mask), torch.from_numpy(pattern), spec=f"reversed trigger of label {label}")
+    mask, pattern = reversed_triggers[label]  # the blend trigger of a label the blend search flagged
+    blend = label in report.get("blend_flagged", [])
+    spec = f"reversed {'blend ' if blend else ''}trigger of label {label}"
+    return label, Trigger(torch.from_numpy(mask), torch.from_numpy(pattern), spec=spec)

@@ -120,7 +120,7 @@ def scan_page(
         "step_down_ratio": STEP_DOWN_RATIO,
         "blend_searched": any(r.blend_l1 is not None for r in report.labels),
         "blend_flagged": [int(label) for label in report.blend_flagged],
-        "blend_only": [int(label) for label in report.blend_flagged if label not in report.mask_flagged],
+        "blend_only": [int(label) for label in report.blend_flagged if report.by_blend(label)],
         "blend_cleared": [int(label) for label in report.blend_cleared],
         "blend_ratio": BLEND_RATIO,
         "paper_flagged": [int(label) for label in report.paper_flagged],
@@ -134,7 +134,9 @@ def scan_page(
         if isinstance(known, list) and known and all(isinstance(t, Mapping) for t in known)
         else None,
         "plot_uri": png_data_uri(plot),
-        "flagged_labels": [_flagged_label(by_label[label], label_images[label], height * width) for label in flagged],
+        "flagged_labels": [
+            _flagged_label(by_label[label], label_images[label], height * width, report) for label in flagged
+        ],
         "gallery": [
             {
                 "uri": png_data_uri(png_bytes(masks[i] * patterns[i], min_size=THUMB_PX, max_size=MAX_THUMB_PX)),
@@ -174,7 +176,7 @@ def _flag_note(row: LabelResult, report: ScanReport, threshold: float) -> str:
     """The "flagged" cell: FLAGGED (by the blend search when the mask search did not), or why a label the mask
     search flagged or whose index passes the threshold is not flagged."""
     if row.label in report.flagged:
-        return "FLAGGED" + (" (blend)" if row.label not in report.mask_flagged else "")
+        return "FLAGGED" + (" (blend)" if report.by_blend(row.label) else "")
     if row.label in report.blend_cleared:
         return "no: beside a blend target"
     if row.anomaly_index > threshold and row.mask_l1 >= report.median_l1:
@@ -354,10 +356,19 @@ def _format_value(key: str, value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _flagged_label(row: LabelResult, images: Mapping[str, tuple[str, bytes]], pixels: int) -> dict[str, Any]:
-    """A flagged label's figures and its mask, pattern and trigger pictures (with their file names)."""
+def _flagged_label(
+    row: LabelResult, images: Mapping[str, tuple[str, bytes]], pixels: int, report: ScanReport
+) -> dict[str, Any]:
+    """A flagged label's figures and its mask, pattern and trigger pictures (with their file names): those of its
+    blend trigger when the blend search flagged it (:meth:`ScanReport.trigger`)."""
+    blend = row.label in report.blend_flagged
     return {
         "label": row.label,
+        "heading": f"Reversed {'blend ' if blend else ''}trigger of flagged label {row.label}",
+        "blend": blend,
+        "blend_only": report.by_blend(row.label),
+        "blend_l1": row.blend_l1,
+        "opacity": None if row.blend_l1 is None else row.blend_l1 / pixels,
         "mask_l1": row.mask_l1,
         "area": row.mask_l1 / pixels,
         "attack_success": row.attack_success,

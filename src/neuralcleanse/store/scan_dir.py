@@ -4,9 +4,11 @@ Files:
 
 - ``triggers.npz``: every examined label's reversed trigger, row k for the k-th label of ``report.json``'s
   ``"labels"``: ``masks`` (K, 1, H, W) and ``patterns`` (K, C, H, W) float32, ``labels`` (K,) int64,
-  ``mask_l1`` (K,) float64;
+  ``mask_l1`` (K,) float64; when the scan ran the blend search, also ``blend_masks`` (K, 1, H, W) (each one
+  opacity over the whole image), ``blend_patterns`` (K, C, H, W) and ``blend_l1`` (K,);
 - ``label_<L>_mask.png``, ``label_<L>_pattern.png``, ``label_<L>_trigger.png`` (mask × pattern) for each flagged
-  label L, upscaled (nearest neighbour) to at least :data:`MIN_IMAGE_PX` pixels;
+  label L (its blend trigger's when the blend search flagged it), upscaled (nearest neighbour) to at least
+  :data:`MIN_IMAGE_PX` pixels;
 - ``norms.png``: the mask L1 norms by label with the median and the flagging threshold;
 - ``report.html``: one self-contained page with all of the above (every image embedded, nothing fetched);
 - ``report.json``: :meth:`ScanReport.to_dict() <neuralcleanse.scan.ScanReport.to_dict>`, plus the caller's
@@ -87,7 +89,7 @@ def write_scan_report(
     json_path = out_dir / REPORT_FILE
     if json_path.exists() and not overwrite:
         raise ReportExistsError(f"{json_path} already exists; pass --overwrite to replace it or choose another --out")
-    masks, patterns = _check_report(report)
+    masks, patterns, blends = _check_report(report)
     payload = report.to_dict()
     if extra is not None:
         payload["extra"] = dict(extra)
@@ -106,16 +108,22 @@ def write_scan_report(
     labels = np.array([r.label for r in report.labels], dtype=np.int64)  # (K,)
     norms = np.array([r.mask_l1 for r in report.labels], dtype=np.float64)  # (K,)
     arrays = {"masks": masks, "patterns": patterns, "labels": labels, "mask_l1": norms}
+    if blends is not None:
+        arrays["blend_masks"], arrays["blend_patterns"] = blends
+        arrays["blend_l1"] = np.array([r.blend_l1 for r in report.labels], dtype=np.float64)
     atomic_write_npz(out_dir / TRIGGERS_FILE, arrays)
 
     position = {int(label): i for i, label in enumerate(labels)}
     label_images: dict[int, dict[str, tuple[str, bytes]]] = {}
     for label in report.flagged:
         i = position[int(label)]
+        mask, pattern = masks[i], patterns[i]
+        if blends is not None and label in report.blend_flagged:
+            mask, pattern = blends[0][i], blends[1][i]
         images = {
-            "mask": png_bytes(masks[i], min_size=MIN_IMAGE_PX),
-            "pattern": png_bytes(patterns[i], min_size=MIN_IMAGE_PX),
-            "trigger": png_bytes(masks[i] * patterns[i], min_size=MIN_IMAGE_PX),
+            "mask": png_bytes(mask, min_size=MIN_IMAGE_PX),
+            "pattern": png_bytes(pattern, min_size=MIN_IMAGE_PX),
+            "trigger": png_bytes(mask * pattern, min_size=MIN_IMAGE_PX),
         }
         label_images[int(label)] = {}
         for kind, data in images.items():
@@ -157,7 +165,9 @@ def scanned_preprocessing(report_dir: str | Path) -> Preprocessing | None:
 def read_scan(
     report_dir: str | Path,
 ) -> tuple[dict[str, Any], dict[int, tuple[np.ndarray, np.ndarray]], np.ndarray]:
-    """A scan folder's report (``report.json``), its reversed ``{label: (mask, pattern)}`` and its labels.
+    """A scan folder's report (``report.json``), its reversed ``{label: (mask, pattern)}`` and its labels. A
+    label's trigger is :meth:`ScanReport.trigger <neuralcleanse.scan.ScanReport.trigger>`'s: its blend trigger
+    when the blend search flagged it, else its mask trigger.
 
     Shape:
         mask: (1, H, W); pattern: (C, H, W); labels: (K,).
@@ -177,14 +187,20 @@ def read_scan(
         report = json.loads(report_path.read_text(encoding="utf-8"))
         with np.load(triggers_path, allow_pickle=False) as arrays:
             masks, patterns, labels = arrays["masks"], arrays["patterns"], arrays["labels"]
-    except (ValueError, KeyError, OSError) as exc:
+            blended = set(report.get("blend_flagged", []))
+            if blended:
+                masks, patterns = masks.copy(), patterns.copy()
+                rows = [i for i, label in enumerate(labels.tolist()) if label in blended]
+                masks[rows], patterns[rows] = arrays["blend_masks"][rows], arrays["blend_patterns"][rows]
+    except (ValueError, KeyError, OSError, TypeError) as exc:
         raise ValueError(f"{report_dir}: unreadable scan report ({exc})") from None
     by_label = {int(label): (masks[i], patterns[i]) for i, label in enumerate(labels.tolist())}
     return report, by_label, labels
 
 
-def _check_report(report: ScanReport) -> tuple[np.ndarray, np.ndarray]:
-    """The report's masks (K, 1, H, W) and patterns (K, C, H, W) as float32 numpy arrays, checked."""
+def _check_report(report: ScanReport) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """The report's masks (K, 1, H, W) and patterns (K, C, H, W) as float32 numpy arrays, checked, and its blend
+    triggers' (None when the scan ran no blend search)."""
     if not isinstance(report, ScanReport):
         raise TypeError(f"report must be a ScanReport, got {type(report).__name__}")
     masks = torch.as_tensor(report.masks).detach().cpu().float().numpy()
@@ -200,4 +216,15 @@ def _check_report(report: ScanReport) -> tuple[np.ndarray, np.ndarray]:
     missing = [label for label in report.flagged if label not in known]
     if missing:
         raise ValueError(f"report.flagged names labels {missing} that are not among report.labels")
-    return masks, patterns
+    if report.blend_masks is None or report.blend_patterns is None:
+        return masks, patterns, None
+    blends = (
+        torch.as_tensor(report.blend_masks).detach().cpu().float().numpy(),
+        torch.as_tensor(report.blend_patterns).detach().cpu().float().numpy(),
+    )
+    if blends[0].shape != masks.shape or blends[1].shape != patterns.shape:
+        raise ValueError(
+            f"report.blend_masks and blend_patterns must be shaped as masks {masks.shape} and patterns "
+            f"{patterns.shape}, got {blends[0].shape} and {blends[1].shape}"
+        )
+    return masks, patterns, blends
