@@ -8,7 +8,7 @@ from _tiny import CORNER, NUM_LABELS, TARGET, TemplateNet, clean_images
 
 from neuralcleanse.config import FAST, ScanConfig
 from neuralcleanse.reverse import ReverseConfig, reverse_engineer
-from neuralcleanse.scan import NeuralCleanse, SanityCheckError, trigger_success
+from neuralcleanse.scan import FewImagesError, NeuralCleanse, SanityCheckError, trigger_success
 from neuralcleanse.steadiness import STEADY
 
 
@@ -342,3 +342,13 @@ def test_initial_masks_and_patterns_come_from_init_range(data):
 def test_bad_reverse_settings_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
         ReverseConfig(**change)
+
+
+def test_too_few_images_of_many_labels_are_named_in_one_short_line():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1000))
+    images, labels = torch.rand(40, 1, 4, 4), torch.arange(40) % 1000  # one image for each of 40 labels
+    with pytest.raises(FewImagesError) as caught:
+        NeuralCleanse(model, ScanConfig(min_clean_accuracy=None)).scan(images, labels)
+    message = str(caught.value)
+    assert "label 0 has 1" in message and "label 4 has 1 and 995 more" in message and "label 5 has" not in message
+    assert len(caught.value.short) == 1000 and "\n" not in message and len(message) < 400

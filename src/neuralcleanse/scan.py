@@ -70,8 +70,9 @@ def short_labels(counts: list[int], minimum: int = MIN_IMAGES_PER_LABEL) -> list
     return [(label, n) for label, n in enumerate(counts) if n < minimum]
 
 
-def describe_short_labels(short: list[tuple[int, int]], limit: int | None = None) -> str:
-    """``"label 3 has 0, label 5 has 4"``; past ``limit`` labels, ``"... and N more"``."""
+def describe_short_labels(short: list[tuple[int, int]], limit: int | None = 5) -> str:
+    """``"label 3 has 0, label 5 has 4"``; past ``limit`` labels (None: no limit), ``"... and N more"``, so that
+    the message of a model with a thousand labels stays one line."""
     shown = short if limit is None else short[:limit]
     text = ", ".join(f"label {label} has {n}" for label, n in shown)
     return text + (f" and {len(short) - len(shown)} more" if len(shown) < len(short) else "")
