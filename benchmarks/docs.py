@@ -525,7 +525,7 @@ SECTIONS["blend_mitigation"] = Section(
     "MNIST blend models (the zoo's on disk and the held-out mnist-blend), scanned with the default (seed 0); the "
     "target's mask trigger and blend trigger each unlearn a copy of the model with the same images and seed. Clean "
     "accuracy and the true trigger's attack success before / after (docs/how-it-works.md, \"Mitigation results and "
-    'misses"); *scan\'s trigger*: the one `ScanReport.trigger` and `neuralcleanse mitigate` use.',
+    "misses\"); *scan's trigger*: the one `ScanReport.trigger` and `neuralcleanse mitigate` use.",
     "python benchmarks/blend_mitigation.py",
     [
         ("model", lambda r: r["model"]),
