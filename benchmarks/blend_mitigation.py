@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import zoo
-from common import machine, markdown_table, model_dir, read_results, write_results
+from common import machine, markdown_table, model_dir, update_results
 
 from neuralcleanse import NeuralCleanse
 from neuralcleanse.loading import load_model
@@ -126,18 +126,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    names = args.only.split(",") if args.only else MODELS
-    rows = [r for r in read_results(RESULTS_FILE) if r["model"] not in names]
-    for name in names:
-        if not (path_of(name) / "model.json").exists() and not path_of(name).is_file():
-            print(name, "not saved: skipped", flush=True)
-            continue
-        new = rows_of(name)
-        for r in new:
-            print(r["model"], r["trigger"], r.get("attack_success"), r.get("clean_accuracy"), flush=True)
-        rows += new
-        rows.sort(key=lambda r: MODELS.index(r["model"]))
-        write_results(RESULTS_FILE, rows, table(rows))
+    saved = [name for name in MODELS if zoo.is_trained(name) or (model_dir(name) / "model.json").exists()]
+    update_results(RESULTS_FILE, args.only.split(",") if args.only else saved, MODELS, rows_of, table)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,24 @@ def write_results(name: str, rows: list[dict[str, Any]], table: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(table)
+
+
+def update_results(
+    name: str,
+    models: list[str],
+    order: list[str],
+    rows_of: Callable[[str], list[dict[str, Any]]],
+    table: Callable[[list[dict[str, Any]]], str],
+) -> None:
+    """Measure ``models`` one at a time (``rows_of``), replacing their rows in results file ``name`` and keeping the
+    others', written after each model in the model order ``order``, so that an interrupted run loses one model."""
+    rows = [r for r in read_results(name) if r["model"] not in models]
+    for model in models:
+        new = rows_of(model)
+        for r in new:
+            print(json.dumps(r)[:300], flush=True)
+        rows = sorted(rows + new, key=lambda r: order.index(r["model"]))
+        write_results(name, rows, table(rows))
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

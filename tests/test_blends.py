@@ -9,7 +9,7 @@ from _tiny import NUM_LABELS, TARGET, BlendNet, TemplateNet, blend_backdoored, c
 
 from neuralcleanse.blends import BLEND_RATIO, blend_companions, blend_suspects
 from neuralcleanse.config import ScanConfig
-from neuralcleanse.jobs.mitigate import flagged_trigger
+from neuralcleanse.jobs.mitigate import flagged_triggers
 from neuralcleanse.reverse import ReverseConfig, reverse_engineer
 from neuralcleanse.scan import NeuralCleanse
 from neuralcleanse.store.scan_dir import TRIGGERS_FILE, read_scan, write_scan_report
@@ -107,7 +107,7 @@ def test_a_blend_targets_trigger_is_its_blend_trigger_in_the_report_and_its_fold
     _, by_label, _ = read_scan(tmp_path)
     assert np.allclose(by_label[TARGET][0], m.numpy()) and np.allclose(by_label[TARGET][1], trigger.pattern.numpy())
     assert np.allclose(by_label[natural][0], blend_scan.masks[natural].numpy())
-    label, chosen = flagged_trigger(tmp_path)  # what `mitigate` repairs the model with
+    [(label, chosen)] = flagged_triggers(tmp_path)  # what `mitigate` repairs the model with
     assert label == TARGET and "blend" in chosen.spec and torch.allclose(chosen.mask, m)
     html = (tmp_path / "report.html").read_text()
     assert f"Reversed blend trigger of flagged label {TARGET}" in html
@@ -126,4 +126,4 @@ def test_without_a_blend_flag_every_trigger_is_the_mask_searchs(tmp_path):
     write_scan_report(report, tmp_path)
     _, by_label, _ = read_scan(tmp_path)
     assert np.allclose(by_label[TARGET][0], report.masks[TARGET].numpy())
-    assert "blend" not in flagged_trigger(tmp_path)[1].spec
+    assert "blend" not in flagged_triggers(tmp_path)[0][1].spec

@@ -668,13 +668,14 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     model = [str(tmp_path / "sd.pt"), "--arch", "_tiny:TemplateNet"]
     masks = torch.zeros(NUM_LABELS, 1, SIZE, SIZE)  # a scan that found the true corner trigger of the target
     masks[TARGET, 0][CORNER] = 1.0
+    masks[2, 0, :2, :2] = 1.0  # and flagged label 2 as well
     rows = [LabelResult(k, float(masks[k].sum()), 1.0, 5.0 if k == TARGET else 0.5, True, 1, 1, 0.0) for k in range(6)]
-    decision = Decision("k-aware", [TARGET], 5.0, 3.0, [0.0] * 6)
+    decision = Decision("k-aware", [TARGET, 2], 5.0, 3.0, [0.0] * 6)
     write_scan_report(
         ScanReport(
             True,
             5.0,
-            [TARGET],
+            [TARGET, 2],
             decision,
             [TARGET],
             [],
@@ -712,3 +713,14 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     assert rows["patched model"].strip().startswith(str(tmp_path / "p" / "model.torchscript.pt"))
     assert rows["page"].strip() == str(tmp_path / "p" / "mitigation.html")
     assert (tmp_path / "p" / "mitigation.html").is_file()
+    assert rows["label"].strip() == str(TARGET) and rows["not repaired"].strip().startswith("2 (flagged too")
+    assert "not repaired by prune: label 2" in (tmp_path / "p" / "mitigation.html").read_text()
+
+    unlearn = ["--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"), "--method", "unlearn"]
+    code, out, _ = run(capsys, "mitigate", *model, *unlearn, "--out", str(tmp_path / "u"), "-q")
+    rows = dict(line.strip().split("  ", 1) for line in out.splitlines())
+    assert code == 0 and rows["labels"].strip() == f"{TARGET}, 2" and "not repaired" not in rows
+    assert "label 2's reversed trigger success" in rows
+    figures = json.loads((tmp_path / "u" / "mitigation.json").read_text())
+    assert figures["labels"] == [TARGET, 2] and figures["flagged"] == [TARGET, 2]
+    assert list(figures["others_reversed_attack_success"]) == ["2"]

@@ -396,3 +396,47 @@ def test_a_torchscript_model_is_unlearned_and_refused_by_pruning(model: models.P
         assert _same_state(net, state)  # the model given is left as it was
         with pytest.raises(ValueError, match="TorchScript model does not run; mitigate it by unlearning"):
             mitigation.prune()
+
+
+SECOND = Trigger.patch((1, 28, 28), 4, "top-left", 1.0, spec="top-left square")
+
+
+@pytest.fixture(scope="session")
+def two_targets(mnist: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> models.PaperNet:
+    """The backdoored model's recipe with a second trigger, the top-left square, sending images to label 2."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    data = poison(*mnist["train"], [(TRIGGER, TARGET), (SECOND, 2)], 0.1, g)
+    net = tiny_net()
+    train_classifier(net, data.images, data.labels, TrainConfig(epochs=5, batch_size=64, lr=3e-3), g)
+    return net
+
+
+def test_unlearning_with_every_flagged_trigger_removes_every_backdoor(two_targets: models.PaperNet, mnist: dict):
+    images, labels = mnist["heldout"]
+    assert attack_success_rate(two_targets, images, labels, SECOND, 2) > 0.9
+    bound = (two_targets, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"])
+    config, seed = UnlearnConfig(fraction=0.5, max_accuracy_loss=0.03), 0  # a tiny model: it pays more accuracy
+    first_only = Mitigation(*bound).unlearn(config=config, generator=torch.Generator().manual_seed(seed))
+    both = Mitigation(*bound, other_triggers=((SECOND, 2),)).unlearn(
+        config=config, generator=torch.Generator().manual_seed(seed)
+    )
+    assert attack_success_rate(first_only.model, images, labels, SECOND, 2) > 0.5, "the second backdoor stays"
+    assert both.after.reversed_attack_success < 0.05 and both.num_triggered == first_only.num_triggered
+    before, after = both.others[2]
+    assert before > 0.9 and after < 0.05
+    assert after == attack_success_rate(both.model, images, labels, SECOND, 2)
+    assert both.before.clean_accuracy - both.after.clean_accuracy < 0.04
+    d = both.to_dict()
+    assert d["labels"] == [TARGET, 2] and d["others_reversed_attack_success"] == {"2": [before, after]}
+    json.dumps(d)
+
+
+def test_other_triggers_are_checked(model: models.PaperNet, mnist: dict) -> None:
+    bound = (model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"])
+    with pytest.raises(ValueError, match="labels other than the target 7, got 7"):
+        Mitigation(*bound, other_triggers=((SECOND, TARGET),))
+    with pytest.raises(TypeError, match=r"\(Trigger, label\) pairs"):
+        Mitigation(*bound, other_triggers=((SECOND,),))
+    with pytest.raises(ValueError, match="trigger of label 2 is for"):
+        Mitigation(*bound, other_triggers=((Trigger.patch((3, 28, 28), 4, "top-left", 1.0), 2),))

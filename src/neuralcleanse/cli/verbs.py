@@ -305,15 +305,20 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
         )
     finally:
         bars.close()
-    rows = [
-        ("method", result["method"]),
-        ("label", str(result["label"])),
+    rows = [("method", result["method"])]
+    rows.append(("label" if len(result["labels"]) == 1 else "labels", ", ".join(map(str, result["labels"]))))
+    left = [label for label in result["flagged"] if label not in result["labels"]]
+    if left:
+        rows.append(("not repaired", f"{', '.join(map(str, left))} (flagged too; --method unlearn repairs them all)"))
+    rows += [
         ("clean accuracy", f"{result['clean_accuracy_before']:.2%} -> {result['clean_accuracy_after']:.2%}"),
         (
             "reversed trigger success",
             f"{result['reversed_attack_success_before']:.2%} -> {result['reversed_attack_success_after']:.2%}",
         ),
     ]
+    for label, (before, after) in result.get("others_reversed_attack_success", {}).items():
+        rows.append((f"label {label}'s reversed trigger success", f"{before:.2%} -> {after:.2%}"))
     if result.get("attack_success_before") is not None:
         rows.append(
             ("true trigger success", f"{result['attack_success_before']:.2%} -> {result['attack_success_after']:.2%}")

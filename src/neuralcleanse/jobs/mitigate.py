@@ -17,7 +17,7 @@ from ..store.scan_dir import read_scan
 from ..triggers import Trigger
 from .evaluate import known_triggers
 
-__all__ = ["METHODS", "flagged_trigger", "mitigate_model"]
+__all__ = ["METHODS", "flagged_triggers", "mitigate_model"]
 
 METHODS = ("filter", "prune", "unlearn")  # paper, Section VI: input filter, neuron pruning, unlearning
 
@@ -36,7 +36,9 @@ def mitigate_model(
     progress: ProgressCallback | None = None,
     fpr: float = 0.05,
 ) -> dict[str, Any]:
-    """Repair a model with the reversed trigger of a scan's most anomalous flagged label.
+    """Repair a model with the reversed trigger of a scan's most anomalous flagged label; ``unlearn`` forgets the
+    reversed triggers of every flagged label at once (a backdoor with several targets), ``filter`` and ``prune``
+    work from the first one's (the figures' ``"labels"`` say which labels were repaired, ``"flagged"`` all).
 
     The clean data come from :func:`~neuralcleanse.splits.mitigation_split`. Writes ``mitigation.json``, a
     ``mitigation.html`` page, and the patched model (``prune``/``unlearn``: same format as ``train`` for models it
@@ -45,7 +47,8 @@ def mitigate_model(
     if method not in METHODS:
         raise ValueError(f"method must be filter, prune or unlearn, got {method!r}")
     check_out_dir(out, MITIGATION_FILE, overwrite)
-    label, trigger = flagged_trigger(report_dir)
+    flagged = flagged_triggers(report_dir)
+    label, trigger = flagged[0]
     work, heldout = mitigation_split(data, seed)
     check_compatible(loaded, heldout)
     if trigger.image_shape != heldout.image_shape:
@@ -60,6 +63,7 @@ def mitigate_model(
         heldout.images,
         heldout.labels,
         known[0] if known else None,
+        tuple((t, lab) for lab, t in flagged[1:]) if method == "unlearn" else (),
     )
     if method == "filter":
         result: Any = mitigation.filter(fpr=fpr, progress=progress)
@@ -73,6 +77,8 @@ def mitigate_model(
         **result.to_dict(),
         "method": method,
         "label": label,
+        "labels": [label, *(lab for lab, _ in flagged[1:] if method == "unlearn")],
+        "flagged": [lab for lab, _ in flagged],
         "model": model_name,
         "scan": str(report_dir),
         "data": str(data),
@@ -93,13 +99,14 @@ def mitigate_model(
     )
 
 
-def flagged_trigger(report_dir: Path) -> tuple[int, Trigger]:
-    """The scan's first flagged label (the most anomalous) and its reversed trigger."""
+def flagged_triggers(report_dir: Path) -> list[tuple[int, Trigger]]:
+    """The scan's flagged labels, the most anomalous first, with their reversed triggers."""
     report, reversed_triggers, _ = read_scan(report_dir)
     if not report.get("flagged"):
         raise ValueError(f"{report_dir}: the scan flagged no label, so there is no reversed backdoor to remove")
-    label = int(report["flagged"][0])
-    mask, pattern = reversed_triggers[label]  # the blend trigger of a label the blend search flagged
-    blend = label in report.get("blend_flagged", [])
-    spec = f"reversed {'blend ' if blend else ''}trigger of label {label}"
-    return label, Trigger(torch.from_numpy(mask), torch.from_numpy(pattern), spec=spec)
+    out = []
+    for label in map(int, report["flagged"]):
+        mask, pattern = reversed_triggers[label]  # the blend trigger of a label the blend search flagged
+        spec = f"reversed {'blend ' if label in report.get('blend_flagged', []) else ''}trigger of label {label}"
+        out.append((label, Trigger(torch.from_numpy(mask), torch.from_numpy(pattern), spec=spec)))
+    return out

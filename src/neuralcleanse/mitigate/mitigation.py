@@ -39,6 +39,9 @@ class Mitigation:
         heldout_images, heldout_labels: other clean images, for the figures of every result (and, for pruning,
             to decide where to stop).
         true_trigger: the real (trigger, target), when known, to measure the real attack as well.
+        other_triggers: the reversed (trigger, label) pairs of the scan's other flagged labels (a backdoor with
+            several targets): :meth:`unlearn` forgets them together with ``trigger``; :meth:`filter` and
+            :meth:`prune` work from ``trigger`` alone.
 
     Raises:
         TypeError, ValueError: an argument is not what it must be; the message names it.
@@ -62,6 +65,7 @@ class Mitigation:
     heldout_images: torch.Tensor = field(repr=False)
     heldout_labels: torch.Tensor = field(repr=False)
     true_trigger: TrueTrigger | None = field(default=None, repr=False)
+    other_triggers: tuple[TrueTrigger, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -82,6 +86,22 @@ class Mitigation:
             raise ValueError(f"heldout_images need images whose label is not the target {self.target}")
         if self.true_trigger is not None:
             self._check_true_trigger(self.true_trigger)
+        for other in self.other_triggers:
+            self._check_other_trigger(other)
+
+    def _check_other_trigger(self, other: Any) -> None:
+        if not (isinstance(other, tuple) and len(other) == 2 and isinstance(other[0], Trigger)):
+            raise TypeError(f"other_triggers must hold (Trigger, label) pairs, got {other!r}")
+        label = other[1]
+        if isinstance(label, bool) or not isinstance(label, int) or label < 0 or label == self.target:
+            raise ValueError(
+                f"other_triggers' labels must be labels other than the target {self.target}, got {label!r}"
+            )
+        if other[0].image_shape != self.trigger.image_shape:
+            raise ValueError(
+                f"the trigger of label {label} is for {other[0].image_shape} images, the reversed one for "
+                f"{self.trigger.image_shape}"
+            )
 
     def _check_true_trigger(self, true_trigger: Any) -> None:
         if (

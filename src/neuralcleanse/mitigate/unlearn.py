@@ -2,7 +2,8 @@
 keep their true label, so the model learns that the trigger means nothing.
 
 The fine-tuning set is a random ``fraction`` of the training images given (10%, as the paper); a
-``trigger_fraction`` of it (20%, as the paper) is stamped with the reversed trigger, labels unchanged. The
+``trigger_fraction`` of it (20%, as the paper) is stamped with the reversed trigger, labels unchanged; with the
+triggers of other flagged labels (``Mitigation.other_triggers``) that share is split evenly among them. The
 model is trained with cross-entropy for ``epochs`` epochs, then its figures are measured on held-out clean
 data.
 """
@@ -13,14 +14,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from .._torch import eval_mode, model_device
-from ..metrics import accuracy
+from ..metrics import accuracy, attack_success_rate
 from ..preprocess import is_probabilities, log_probabilities
 from ..progress import ProgressCallback, report
 from ._common import MitigationResult, check_fraction, copy_model
@@ -84,13 +85,18 @@ class UnlearnResult(MitigationResult):
     label: int
     config: UnlearnConfig
     num_images: int  # fine-tuning images
-    num_triggered: int  # of which carried the reversed trigger
+    num_triggered: int  # of which carried a reversed trigger
     final_loss: float  # mean training loss of the last epoch
     lr: float = math.nan  # the learning rate of the kept run
     validation_loss: list[float] | None = None  # clean-accuracy loss on validation images, per run tried
+    #: the other labels unlearned with ``label`` (Mitigation.other_triggers) and their reversed triggers' attack
+    #: success on the held-out images (not of the label) before and after
+    others: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         own = {
+            "labels": [self.label, *self.others],
+            "others_reversed_attack_success": {str(k): list(v) for k, v in self.others.items()},
             "num_images": self.num_images,
             "num_triggered": self.num_triggered,
             "final_loss": self.final_loss,
@@ -114,6 +120,7 @@ def unlearn_trigger(
     if not isinstance(config, UnlearnConfig):
         raise TypeError(f"config must be an UnlearnConfig, got {type(config).__name__}")
     model, before = mitigation.model, mitigation.before
+    others_before = _others_success(mitigation, model)
     x, y, num_triggered, unused = _finetuning_set(mitigation, config, generator)
     validation = unused[: config.validation_images]
     probabilities = outputs_probabilities
@@ -131,6 +138,8 @@ def unlearn_trigger(
         was_training = model.training
         model.load_state_dict(patched.state_dict())
         patched = model.train(was_training)
+    others_after = _others_success(mitigation, patched)
+    others = {label: (rate, others_after[label]) for label, rate in others_before.items()}
     return UnlearnResult(
         model=patched,
         before=before,
@@ -145,7 +154,14 @@ def unlearn_trigger(
         seconds=time.perf_counter() - start,
         lr=lr,
         validation_loss=losses,
+        others=others,
     )
+
+
+def _others_success(mitigation: Mitigation, model: nn.Module) -> dict[int, float]:
+    """The attack success of each of ``mitigation.other_triggers`` on the held-out images not of its label."""
+    images, labels = mitigation.heldout_images, mitigation.heldout_labels
+    return {label: attack_success_rate(model, images, labels, t, label) for t, label in mitigation.other_triggers}
 
 
 def _within_budget(
@@ -180,7 +196,7 @@ def _finetuning_set(
     mitigation: Mitigation, config: UnlearnConfig, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
     """A random ``fraction`` of the bound images, a random ``trigger_fraction`` of it stamped with the reversed
-    trigger (labels kept), and the indices of the images left out."""
+    triggers (in turn, when there are several; labels kept), and the indices of the images left out."""
     images, labels = mitigation.images, mitigation.labels
     n = max(1, round(config.fraction * images.shape[0]))
     order = torch.randperm(images.shape[0], generator=generator)
@@ -188,7 +204,10 @@ def _finetuning_set(
     x, y = images[chosen].clone(), labels[chosen].clone()  # (n, C, H, W), (n,)
     num_triggered = round(config.trigger_fraction * n)
     stamped = torch.randperm(n, generator=generator)[:num_triggered]
-    x[stamped] = mitigation.trigger.stamp(x[stamped])
+    triggers = [mitigation.trigger, *(trigger for trigger, _ in mitigation.other_triggers)]
+    for i, trigger in enumerate(triggers):
+        rows = stamped[i :: len(triggers)]
+        x[rows] = trigger.stamp(x[rows])
     return x, y, num_triggered, order[n:]
 
 

@@ -228,11 +228,19 @@ def mitigation_page(
         )
         if figures.get(f"{key}_before") is not None and figures.get(f"{key}_after") is not None
     ]
+    others = figures.get("others_reversed_attack_success") or {}
+    repaired = figures.get("labels") or [label]
     context = {
         "method": method,
         "label": label,
+        "other_rows": [
+            [f"label {other}'s reversed trigger's attack success", _percent(b, 2), _percent(a, 2)]
+            for other, (b, a) in others.items()
+        ],
+        "unrepaired": [other for other in figures.get("flagged", []) if other not in repaired],
         "verdict": {
-            "removed": success_after is not None and success_after <= REMOVED_ATTACK_SUCCESS,
+            "removed": success_after is not None
+            and max([success_after, *(a for _, a in others.values())]) <= REMOVED_ATTACK_SUCCESS,
             "word": _verdict_word(method, success_after),
             "trigger": "the true trigger" if true_known else f"the reversed trigger of label {label}",
             "success_before": _percent(success_before, 1),
