@@ -35,7 +35,9 @@ RESULTS_FILE = RESULTS / "blend_search.json"
 
 #: Zoo models of both halves (even training seed: tune; odd: test): the MNIST blends (the MLP's aside), clean
 #: models of each architecture, and single- and several-target patch, random-pattern and Trojan models, whose
-#: verdicts the blend search must leave alone; CIFAR-10 and GTSRB likewise, as far as training time allows.
+#: verdicts the blend search must leave alone; CIFAR-10 and GTSRB likewise, as far as training time allows; and the
+#: many-label task's clean 100- and 1000-label models and a 100-label patch model, where the blend verdict's order
+#: statistic must hold for many labels.
 MODELS = [
     *(f"mnist-blend-0{i}" for i in (0, 1, 2, 4, 5, 6, 7, 8, 9)),
     *(f"mnist-clean-{i:02d}" for i in (1, 3, 12, 13, 15, 17, 19, 35)),
@@ -59,6 +61,10 @@ MODELS = [
     "gtsrb-clean-05",
     "gtsrb-patch-00",
     "gtsrb-patch-03",
+    "numbers2-clean-00",
+    "numbers2-clean-01",
+    "numbers2-patch-01",
+    "numbers3-clean-00",
 ]
 RATIOS = (0.15, 0.2, 0.25, 0.3, 0.4)
 
