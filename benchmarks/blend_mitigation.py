@@ -40,7 +40,7 @@ def rows_of(name: str) -> list[dict[str, Any]]:
     sample = work.subset(torch.randperm(len(work), generator=torch.Generator().manual_seed(0))[:SCAN_IMAGES])
     report = NeuralCleanse(loaded.model).scan(sample.images, sample.labels, seed=0)
     if name != "mnist-blend":  # TorchScript zoo models carry no triggers: rebuilt from the recipe
-        attack = next(r for r in zoo.recipes() if r["name"] == name)["attacks"][0]
+        attack = zoo.recipe(name)["attacks"][0]
         true = (parse_trigger(attack["trigger"], heldout.image_shape), attack["target"])
     else:
         true = loaded.triggers[0]

@@ -520,6 +520,25 @@ SECTIONS["blend_search"] = Section(
     ],
 )
 
+SECTIONS["blend_restarts"] = Section(
+    "One blend search per label or the smaller of two",
+    "The scans of blend_search.json (the many-label task's aside), each label's blend search run twice more with a "
+    "fresh draw; the verdict replayed from the scan's mask search at the default ratio with the scan's own blend "
+    "search, with the first fresh one, and with the smaller of both; the targets' blend norms over the median "
+    '(docs/detection.md, "Blend triggers: a second search").',
+    "python benchmarks/blend_restarts.py, then python benchmarks/blend_restarts.py report",
+    [
+        ("model", lambda r: r["model"]),
+        ("half", lambda r: r["half"]),
+        ("seed", lambda r: r["seed"]),
+        ("targets", lambda r: num(r["targets"])),
+        ("one search", lambda r: num(r["one_search"])),
+        ("two searches", lambda r: num(r["two_searches"])),
+        ("targets' ratio, one", lambda r: num(r["target_ratio_one"], 2)),
+        ("targets' ratio, two", lambda r: num(r["target_ratio_two"], 2)),
+    ],
+)
+
 SECTIONS["blend_mitigation"] = Section(
     "Unlearning a blend backdoor with its blend trigger or its mask trigger",
     "MNIST blend models (the zoo's on disk and the held-out mnist-blend), scanned with the default (seed 0); the "

@@ -38,7 +38,7 @@ def rows_of(name: str) -> list[dict[str, Any]]:
     work, heldout = mitigation_split("mnist", 0)
     sample = work.subset(torch.randperm(len(work), generator=torch.Generator().manual_seed(0))[:SCAN_IMAGES])
     report = NeuralCleanse(loaded.model).scan(sample.images, sample.labels, seed=0)
-    attacks = next(r for r in zoo.recipes() if r["name"] == name)["attacks"]
+    attacks = zoo.recipe(name)["attacks"]
     true = [(parse_trigger(a["trigger"], heldout.image_shape), a["target"]) for a in attacks]
     x, y = heldout.images, heldout.labels
     base = {"model": name, "targets": [t for _, t in true], "flagged": report.flagged}

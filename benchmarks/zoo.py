@@ -105,6 +105,11 @@ def recipes() -> list[dict[str, Any]]:
     )
 
 
+def recipe(name: str) -> dict[str, Any]:
+    """The recipe called ``name``."""
+    return next(r for r in recipes() if r["name"] == name)
+
+
 def half(recipe: dict[str, Any]) -> str:
     return "tune" if recipe["seed"] % 2 == 0 else "test"
 
