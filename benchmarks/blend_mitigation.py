@@ -20,8 +20,10 @@ import zoo
 from common import machine, markdown_table, model_dir, update_results
 
 from neuralcleanse import NeuralCleanse
-from neuralcleanse.loading import load_model
+from neuralcleanse.data import ImageData
+from neuralcleanse.loading import LoadedModel, load_model
 from neuralcleanse.mitigate import Mitigation
+from neuralcleanse.scan import ScanReport
 from neuralcleanse.splits import mitigation_split
 from neuralcleanse.triggers import Trigger, parse_trigger
 
@@ -34,11 +36,28 @@ def path_of(name: str) -> Any:
     return model_dir(name) if name == "mnist-blend" else zoo.model_path(name)
 
 
-def rows_of(name: str) -> list[dict[str, Any]]:
-    loaded = load_model(path_of(name))
+def scanned(path: Any) -> tuple[LoadedModel, ImageData, ImageData, ScanReport]:
+    """The MNIST model at ``path``, the mitigation split (work, held-out) and a default scan (seed 0) of
+    :data:`SCAN_IMAGES` work images."""
+    loaded = load_model(path)
     work, heldout = mitigation_split("mnist", 0)
     sample = work.subset(torch.randperm(len(work), generator=torch.Generator().manual_seed(0))[:SCAN_IMAGES])
-    report = NeuralCleanse(loaded.model).scan(sample.images, sample.labels, seed=0)
+    return loaded, work, heldout, NeuralCleanse(loaded.model).scan(sample.images, sample.labels, seed=0)
+
+
+def models_to_run(description: str, saved: list[str]) -> list[str]:
+    """The command line's ``--only`` models, else the ``saved`` ones; sets the torch threads (``--threads``, 1 by
+    default)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--only", help="comma-separated model names (default: every saved one of MODELS)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args.only.split(",") if args.only else saved
+
+
+def rows_of(name: str) -> list[dict[str, Any]]:
+    loaded, work, heldout, report = scanned(path_of(name))
     if name != "mnist-blend":  # TorchScript zoo models carry no triggers: rebuilt from the recipe
         attack = zoo.recipe(name)["attacks"][0]
         true = (parse_trigger(attack["trigger"], heldout.image_shape), attack["target"])
@@ -121,13 +140,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="comma-separated model names (default: every saved one of MODELS)")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     saved = [name for name in MODELS if zoo.is_trained(name) or (model_dir(name) / "model.json").exists()]
-    update_results(RESULTS_FILE, args.only.split(",") if args.only else saved, MODELS, rows_of, table)
+    update_results(RESULTS_FILE, models_to_run(__doc__.splitlines()[0], saved), MODELS, rows_of, table)
 
 
 if __name__ == "__main__":

@@ -11,20 +11,16 @@ images not of its target. Writes benchmarks/results/multi_target_mitigation.{jso
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 import torch
 import zoo
-from blend_mitigation import SCAN_IMAGES
+from blend_mitigation import models_to_run, scanned
 from common import machine, markdown_table, update_results
 
-from neuralcleanse import NeuralCleanse
-from neuralcleanse.loading import load_model
 from neuralcleanse.metrics import accuracy, attack_success_rate
 from neuralcleanse.mitigate import Mitigation
-from neuralcleanse.splits import mitigation_split
 from neuralcleanse.triggers import parse_trigger
 
 RESULTS_FILE = "multi_target_mitigation"
@@ -34,10 +30,7 @@ MODELS = [
 
 
 def rows_of(name: str) -> list[dict[str, Any]]:
-    loaded = load_model(zoo.model_path(name))
-    work, heldout = mitigation_split("mnist", 0)
-    sample = work.subset(torch.randperm(len(work), generator=torch.Generator().manual_seed(0))[:SCAN_IMAGES])
-    report = NeuralCleanse(loaded.model).scan(sample.images, sample.labels, seed=0)
+    loaded, work, heldout, report = scanned(zoo.model_path(name))
     attacks = zoo.recipe(name)["attacks"]
     true = [(parse_trigger(a["trigger"], heldout.image_shape), a["target"]) for a in attacks]
     x, y = heldout.images, heldout.labels
@@ -99,13 +92,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="comma-separated model names (default: every saved one of MODELS)")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     saved = [name for name in MODELS if zoo.is_trained(name)]
-    update_results(RESULTS_FILE, args.only.split(",") if args.only else saved, MODELS, rows_of, table)
+    update_results(RESULTS_FILE, models_to_run(__doc__.splitlines()[0], saved), MODELS, rows_of, table)
 
 
 if __name__ == "__main__":
