@@ -151,3 +151,20 @@ def test_the_mitigation_page_says_when_the_backdoor_stays(tmp_path):
     page = (tmp_path / MITIGATION_HTML).read_text()
     assert "BACKDOOR NOT BLOCKED" in page and 'class="verdict bad"' in page
     assert f"InputFilter.load(&#39;{(tmp_path / FILTER_FILE).resolve()}&#39;)" in page
+
+
+def test_the_mitigation_page_judges_every_label_repaired_and_names_those_left(tmp_path):
+    figures = {
+        **FIGURES,
+        "method": "unlearn",
+        "labels": [7, 2],
+        "flagged": [7, 2, 4],
+        "others_reversed_attack_success": {"2": [0.99, 0.41]},
+        "attack_success_before": 0.97,
+        "attack_success_after": 0.004,
+    }
+    write_mitigation(tmp_path, figures, patched=build_model("mnist").eval(), model_metadata={"architecture": "mnist"})
+    page = (tmp_path / MITIGATION_HTML).read_text()
+    assert "BACKDOOR NOT REMOVED" in page, "label 2's trigger still works on 41% of images"
+    assert "label 2&#39;s reversed trigger&#39;s attack success" in page and "41.00%" in page
+    assert "not repaired by unlearn: label 4" in page

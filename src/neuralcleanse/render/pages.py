@@ -230,6 +230,8 @@ def mitigation_page(
     ]
     others = figures.get("others_reversed_attack_success") or {}
     repaired = figures.get("labels") or [label]
+    # The verdict holds for every label repaired: the worst attack success left among them.
+    worst = None if success_after is None else max([success_after, *(a for _, a in others.values())])
     context = {
         "method": method,
         "label": label,
@@ -239,9 +241,8 @@ def mitigation_page(
         ],
         "unrepaired": [other for other in figures.get("flagged", []) if other not in repaired],
         "verdict": {
-            "removed": success_after is not None
-            and max([success_after, *(a for _, a in others.values())]) <= REMOVED_ATTACK_SUCCESS,
-            "word": _verdict_word(method, success_after),
+            "removed": worst is not None and worst <= REMOVED_ATTACK_SUCCESS,
+            "word": _verdict_word(method, worst),
             "trigger": "the true trigger" if true_known else f"the reversed trigger of label {label}",
             "success_before": _percent(success_before, 1),
             "success_after": _percent(success_after, 1),
