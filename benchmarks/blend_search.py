@@ -112,11 +112,11 @@ def scan_all(names: list[str], seeds: list[int]) -> None:
             print(f"{name}: not trained, skipped", flush=True)
             continue
         for seed in seeds:
-            rows = read_rows()
-            if any(r["model"] == name and r["seed"] == seed for r in rows):
+            if any(r["model"] == name and r["seed"] == seed for r in read_rows()):
                 continue
             row = scan_row(name, seed)
-            RESULTS_FILE.write_text(json.dumps([*rows, row], indent=1) + "\n")
+            # Read again after the scan: another run may have added its rows meanwhile (a 1000-label scan takes hours).
+            RESULTS_FILE.write_text(json.dumps([*read_rows(), row], indent=1) + "\n")
             keys = ("model", "seed", "targets", "mask_flagged", "blend_flagged", "flagged", "seconds")
             print({k: row[k] for k in keys}, flush=True)
 
@@ -157,11 +157,14 @@ def report() -> None:
     for v in variants:
         v["tune"], v["test"] = (tally(halves[h], v["rule"]) for h in ("tune", "test"))
     best = max(variants[1:], key=lambda v: (right(v["tune"]), -v.get("ratio", 0)))
+    seeds = {m: sum(r["model"] == m for r in rows) for m in dict.fromkeys(r["model"] for r in rows)}
+    once = [m for m, n in seeds.items() if n == 1]
     lines = [
         "# The blend search on zoo models (benchmarks/blend_search.py)",
         "",
-        f"{len(rows)} scans of {len({r['model'] for r in rows})} zoo models retrained on this machine, two scan seeds "
-        "each, with the library's default scan. *Mask search alone*: its verdict after the symmetric "
+        f"{len(rows)} scans of {len(seeds)} zoo models retrained on this machine, two scan seeds each"
+        + (f" ({', '.join(once)}: one)" if once else "")
+        + ", with the library's default scan. *Mask search alone*: its verdict after the symmetric "
         "checks, which is the previous default's (the blend search runs after it). The blend verdict's settings are "
         "replayed on the stored norms; the tune half (even training seeds) chose them by right scans (exact "
         "infected plus unflagged clean), the test half is reported.",
