@@ -18,11 +18,12 @@ import argparse
 import json
 from typing import Any
 
+import blend_search
 import torch
 import zoo
 from common import RESULTS, machine, markdown_table, read_results, update_results, write_results
 
-from neuralcleanse.blends import blend_companions, blend_suspects
+from neuralcleanse.blends import BLEND_RATIO
 from neuralcleanse.config import ScanConfig
 from neuralcleanse.loading import load_model
 from neuralcleanse.reverse import reverse_engineer
@@ -33,12 +34,8 @@ MODELS = list(dict.fromkeys(r["model"] for r in SCANS))
 
 
 def verdict(row: dict[str, Any], blend_norms: torch.Tensor) -> list[int]:
-    """The scan's verdict from the row's mask search and these blend norms."""
-    found = blend_suspects(blend_norms)
-    cleared = blend_companions(torch.tensor(row["norms"]), row["mask_flagged"], found)
-    return sorted(
-        [t for t in row["mask_flagged"] if t not in cleared] + [t for t in found if t not in row["mask_flagged"]]
-    )
+    """The scan's verdict from the row's mask search and these blend norms, at the library's ratio."""
+    return blend_search.verdict({**row, "blend_norms": blend_norms.tolist()}, BLEND_RATIO, clear=True)
 
 
 def rows_of(name: str) -> list[dict[str, Any]]:

@@ -113,13 +113,11 @@ def write_scan_report(
         arrays["blend_l1"] = np.array([r.blend_l1 for r in report.labels], dtype=np.float64)
     atomic_write_npz(out_dir / TRIGGERS_FILE, arrays)
 
-    position = {int(label): i for i, label in enumerate(labels)}
     label_images: dict[int, dict[str, tuple[str, bytes]]] = {}
     for label in report.flagged:
-        i = position[int(label)]
-        mask, pattern = masks[i], patterns[i]
-        if blends is not None and label in report.blend_flagged:
-            mask, pattern = blends[0][i], blends[1][i]
+        trigger = report.trigger(int(label))  # the blend trigger of a label the blend search flagged
+        mask = trigger.mask.detach().cpu().float().numpy()
+        pattern = trigger.pattern.detach().cpu().float().numpy()
         images = {
             "mask": png_bytes(mask, min_size=MIN_IMAGE_PX),
             "pattern": png_bytes(pattern, min_size=MIN_IMAGE_PX),
