@@ -35,7 +35,7 @@ MODELS = list(dict.fromkeys(r["model"] for r in SCANS))
 
 def verdict(row: dict[str, Any], blend_norms: torch.Tensor) -> list[int]:
     """The scan's verdict from the row's mask search and these blend norms, at the library's ratio."""
-    return blend_search.verdict({**row, "blend_norms": blend_norms.tolist()}, BLEND_RATIO, clear=True)
+    return blend_search.verdict({**row, "blend_norms": blend_norms.tolist()}, BLEND_RATIO)
 
 
 def rows_of(name: str) -> list[dict[str, Any]]:

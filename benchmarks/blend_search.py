@@ -11,7 +11,9 @@ blend verdict and the labels it clears. The models are retrained on the machine 
 accuracy is recorded beside the zoo's), so the mask verdicts here are the previous default's on the same models.
 
 ``report`` replays the blend verdict's two settings on the stored norms (the largest blend norm flagged, as a share
-of the median, and whether labels flagged by the mask search beside a blend target are cleared), chooses them on
+of the median, and which labels flagged by the mask search beside a blend target are cleared: none, every one, or
+those whose blend norm, mask norm or both reach ``NATURAL_BLEND_RATIO`` and ``SMALL_RATIO`` of their medians),
+chooses them on
 the tune half (even training seeds) by right scans (infected scans flagging exactly their targets plus clean scans
 flagging nothing) and reports the test half, beside the mask search alone; it writes blend_search.md.
 """
@@ -28,7 +30,8 @@ import zoo
 from common import RESULTS, machine, markdown_table
 
 from neuralcleanse import NeuralCleanse, ScanConfig
-from neuralcleanse.blends import BLEND_RATIO, blend_companions, blend_suspects
+from neuralcleanse.blends import BLEND_RATIO, NATURAL_BLEND_RATIO, blend_companions, blend_suspects
+from neuralcleanse.decision import SMALL_RATIO
 from neuralcleanse.loading import load_model
 
 RESULTS_FILE = RESULTS / "blend_search.json"
@@ -37,7 +40,8 @@ RESULTS_FILE = RESULTS / "blend_search.json"
 #: models of each architecture, and single- and several-target patch, random-pattern and Trojan models, whose
 #: verdicts the blend search must leave alone; CIFAR-10 and GTSRB likewise, as far as training time allows; and the
 #: many-label task's clean 100- and 1000-label models and a 100-label patch model, where the blend verdict's order
-#: statistic must hold for many labels.
+#: statistic must hold for many labels. Then the MNIST models with two and three targets of both halves, whose
+#: patch targets the blend search can flag beside one another, and three more clean MNIST models.
 MODELS = [
     *(f"mnist-blend-0{i}" for i in (0, 1, 2, 4, 5, 6, 7, 8, 9)),
     *(f"mnist-clean-{i:02d}" for i in (1, 3, 12, 13, 15, 17, 19, 35)),
@@ -65,8 +69,27 @@ MODELS = [
     "numbers2-clean-01",
     "numbers2-patch-01",
     "numbers3-clean-00",
+    *(
+        f"mnist-two-targets-{i}"
+        for i in "01 03 06 07 08 09 10 12 14 16 18 20 22 24 25 26 28 30 31 32 36 37 38 39 40 41 42 45 48".split()
+    ),
+    *(
+        f"mnist-three-targets-{i}"
+        for i in "00 02 04 06 08 09 12 14 15 18 20 21 22 23 24 26 28 29 30 32 34 35 36 38 39 40".split()
+    ),
+    *(f"mnist-clean-{i}" for i in "00 02 04".split()),
 ]
 RATIOS = (0.15, 0.2, 0.25, 0.3, 0.4)
+#: The companions' clearing replayed with each ratio (the shares of the median blend and mask norms a companion
+#: must reach to be cleared): none; every companion (the rule before NATURAL_BLEND_RATIO); those natural by their
+#: blend norm alone, by their mask norm alone, and by both (the library's rule).
+CLEARINGS: dict[str, tuple[float, float] | None] = {
+    "": None,
+    ", every companion cleared": (0.0, 0.0),
+    f", companions with a blend norm over {NATURAL_BLEND_RATIO:g} of the median cleared": (NATURAL_BLEND_RATIO, 0.0),
+    f", companions with a mask norm over {SMALL_RATIO:g} of the median cleared": (0.0, SMALL_RATIO),
+    ", companions natural by both cleared": (NATURAL_BLEND_RATIO, SMALL_RATIO),
+}
 
 
 def scan_row(name: str, seed: int) -> dict[str, Any]:
@@ -121,17 +144,23 @@ def scan_all(names: list[str], seeds: list[int]) -> None:
             print({k: row[k] for k in keys}, flush=True)
 
 
-def replayed(row: dict[str, Any], ratio: float, clear: bool) -> tuple[list[int], list[int], list[int]]:
-    """``(blend flagged, cleared, flagged)`` of a stored scan with the blend verdict at ``ratio`` (clearing the
-    blend targets' companions or not), from its norms and the mask search's verdict, as the library decides."""
-    found = blend_suspects(torch.tensor(row["blend_norms"]), ratio)
-    mask = row["mask_flagged"]  # the zoo's labels are 0..K-1, so positions are labels
-    cleared = blend_companions(torch.tensor(row["norms"]), mask, found) if clear else []
-    return found, cleared, sorted((set(mask) - set(cleared)) | set(found))
+def replayed(
+    row: dict[str, Any], ratio: float, clearing: tuple[float, float] | None = (NATURAL_BLEND_RATIO, SMALL_RATIO)
+) -> tuple[list[int], list[int], list[int]]:
+    """``(blend flagged, cleared, flagged)`` of a stored scan with the blend verdict at ``ratio``, clearing the
+    blend targets' companions whose blend and mask norms reach ``clearing``'s shares of their medians (None: none
+    cleared), from its norms and the mask search's verdict, as the library decides."""
+    blend, mask = torch.tensor(row["blend_norms"]), torch.tensor(row["norms"])
+    found = blend_suspects(blend, ratio)
+    flagged = row["mask_flagged"]  # the zoo's labels are 0..K-1, so positions are labels
+    cleared = [] if clearing is None else blend_companions(mask, flagged, found, blend, *clearing)
+    return found, cleared, sorted((set(flagged) - set(cleared)) | set(found))
 
 
-def verdict(row: dict[str, Any], ratio: float, clear: bool) -> list[int]:
-    return replayed(row, ratio, clear)[2]
+def verdict(
+    row: dict[str, Any], ratio: float, clearing: tuple[float, float] | None = (NATURAL_BLEND_RATIO, SMALL_RATIO)
+) -> list[int]:
+    return replayed(row, ratio, clearing)[2]
 
 
 def tally(rows: list[dict[str, Any]], decide_row: Any) -> dict[str, int]:
@@ -151,9 +180,8 @@ def report() -> None:
     halves = {h: [r for r in rows if r["half"] == h] for h in ("tune", "test")}
     variants: list[dict[str, Any]] = [{"name": "mask search alone", "rule": lambda r: r["mask_flagged"]}]
     for ratio in RATIOS:
-        for clear in (False, True):
-            name = f"blend under {ratio:g}" + (", companions cleared" if clear else "")
-            variants.append({"name": name, "ratio": ratio, "clear": clear, "rule": _rule(ratio, clear)})
+        for suffix, clearing in CLEARINGS.items():
+            variants.append({"name": f"blend under {ratio:g}{suffix}", "ratio": ratio, "rule": _rule(ratio, clearing)})
     for v in variants:
         v["tune"], v["test"] = (tally(halves[h], v["rule"]) for h in ("tune", "test"))
     best = max(variants[1:], key=lambda v: (right(v["tune"]), -v.get("ratio", 0)))
@@ -214,15 +242,15 @@ def report() -> None:
     print("\n".join(lines[:14]))
 
 
-def _rule(ratio: float, clear: bool) -> Any:
-    return lambda r: verdict(r, ratio, clear)
+def _rule(ratio: float, clearing: tuple[float, float] | None) -> Any:
+    return lambda r: verdict(r, ratio, clearing)
 
 
 def _scan_cells(r: dict[str, Any]) -> list[Any]:
     blend, mask = torch.tensor(r["blend_norms"]), torch.tensor(r["norms"])
     b, m = blend / blend.median(), mask / mask.median()
     others = [float(b[i]) for i in range(len(b)) if i not in r["targets"]]
-    found, cleared, flagged = replayed(r, BLEND_RATIO, clear=True)
+    found, cleared, flagged = replayed(r, BLEND_RATIO)
     return [
         r["model"],
         r["half"],

@@ -500,9 +500,11 @@ SECTIONS["blend_search"] = Section(
     "The blend search on zoo models",
     "Zoo models retrained on the machine that scans them, scanned with the default (mask search, then the blend "
     "search) on the zoo's scan seeds: the mask search's verdict (the previous default's), the blend verdict, the "
-    "labels it clears and the scan's verdict; the targets' norms over each search's median. The settings chosen on "
-    "the tune half and the test half's figures are in benchmarks/results/blend_search.md (docs/detection.md, \"Blend "
-    'triggers: a second search").',
+    "labels it clears and the scan's verdict, as the library that scanned each row decided them (rows scanned "
+    "before the blend companions' conditions were added clear every companion or, later, every one with a natural "
+    "blend norm); the targets' norms over each search's median. "
+    "benchmarks/results/blend_search.md replays every row with the library's rule, and has the settings chosen on "
+    'the tune half and the test half\'s figures (docs/detection.md, "Blend triggers: a second search").',
     "python benchmarks/blend_search.py scan, then python benchmarks/blend_search.py report",
     [
         ("model", lambda r: r["model"]),

@@ -7,8 +7,9 @@ import pytest
 import torch
 from _tiny import NUM_LABELS, TARGET, BlendNet, TemplateNet, blend_backdoored, clean_images, pair_templates
 
-from neuralcleanse.blends import BLEND_RATIO, blend_companions, blend_suspects
+from neuralcleanse.blends import BLEND_RATIO, NATURAL_BLEND_RATIO, blend_companions, blend_suspects
 from neuralcleanse.config import ScanConfig
+from neuralcleanse.decision import SMALL_RATIO
 from neuralcleanse.jobs.mitigate import flagged_triggers
 from neuralcleanse.reverse import ReverseConfig, reverse_engineer
 from neuralcleanse.scan import NeuralCleanse
@@ -77,9 +78,26 @@ def test_blend_suspects_need_the_order_statistic_and_the_ratio():
 
 def test_labels_flagged_beside_a_blend_target_are_cleared_unless_smaller():
     mask = torch.tensor([10.0, 30.0, 40.0, 100.0, 100.0])
+    blend = torch.tensor([60.0, 60.0, 6.0, 60.0, 60.0])
     # blend target 2 (mask 40): label 1, smaller by mask, stays (a patch target); label 3 is cleared
-    assert blend_companions(mask, [1, 2, 3], [2]) == [3]
-    assert blend_companions(mask, [1, 3], []) == []
+    assert blend_companions(mask, [1, 2, 3], [2], blend) == [3]
+    assert blend_companions(mask, [1, 3], [], blend) == []
+
+
+def test_a_flagged_label_with_a_small_blend_norm_is_another_target_not_a_companion():
+    # A several-target patch model: targets 0 and 2 by both searches; target 3's mask is larger than theirs, and
+    # its blend norm, over the suspects' ratio, lies well under a natural label's: it stays flagged.
+    mask = torch.tensor([10.0, 100.0, 15.0, 30.0, 100.0, 90.0, 110.0])
+    blend = torch.tensor([12.0, 60.0, 15.0, 0.4 * 60.0, 60.0, 65.0, 55.0])
+    assert blend_suspects(blend) == [0, 2]
+    assert blend_companions(mask, [0, 2, 3], [0, 2], blend) == []
+    natural = blend.clone()
+    natural[3] = NATURAL_BLEND_RATIO * float(blend.median())
+    assert blend_companions(mask, [0, 2, 3], [0, 2], natural) == [3]
+    # a mask small enough to be flagged by size alone keeps a label flagged, however natural its blend norm
+    small = mask.clone()
+    small[3] = 0.9 * SMALL_RATIO * float(mask.median())
+    assert blend_companions(small, [0, 2, 3], [0, 2], natural) == []
 
 
 def test_pair_templates_keep_the_clean_images_pairs_even():

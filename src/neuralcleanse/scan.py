@@ -370,7 +370,7 @@ class NeuralCleanse:
         blend = blend.best_of_restarts(BLEND_SEARCHES)
         found = blend_suspects(blend.norms)
         kept = [targets.index(t) for t in mask_flagged]
-        cleared = blend_companions(masks.norms, kept, found)
+        cleared = blend_companions(masks.norms, kept, found, blend.norms)
         return blend, [targets[i] for i in found], [targets[i] for i in cleared]
 
     def _check_counts(self, labels: torch.Tensor, num_classes: int) -> list[str]:
