@@ -40,8 +40,9 @@ RESULTS_FILE = RESULTS / "blend_search.json"
 #: models of each architecture, and single- and several-target patch, random-pattern and Trojan models, whose
 #: verdicts the blend search must leave alone; CIFAR-10 and GTSRB likewise, as far as training time allows; and the
 #: many-label task's clean 100- and 1000-label models and a 100-label patch model, where the blend verdict's order
-#: statistic must hold for many labels. Then the MNIST models with two and three targets of both halves, whose
-#: patch targets the blend search can flag beside one another, and three more clean MNIST models.
+#: statistic must hold for many labels. Then the MNIST models with two and three targets of both halves and
+#: CIFAR-10 two-target models, whose patch targets the blend search can flag beside one another, and three more
+#: clean MNIST models.
 MODELS = [
     *(f"mnist-blend-0{i}" for i in (0, 1, 2, 4, 5, 6, 7, 8, 9)),
     *(f"mnist-clean-{i:02d}" for i in (1, 3, 12, 13, 15, 17, 19, 35)),
@@ -78,8 +79,12 @@ MODELS = [
         for i in "00 02 04 06 08 09 12 14 15 18 20 21 22 23 24 26 28 29 30 32 34 35 36 38 39 40".split()
     ),
     *(f"mnist-clean-{i}" for i in "00 02 04".split()),
+    *(f"cifar10-two-targets-{i}" for i in "01 02 03 04 05 06 07 08 09 10 11 18 26 28".split()),
 ]
 RATIOS = (0.15, 0.2, 0.25, 0.3, 0.4)
+#: The library's clearing of a blend target's companions: those whose blend and mask norms reach these shares of
+#: their medians.
+DEFAULT_CLEARING = (NATURAL_BLEND_RATIO, SMALL_RATIO)
 #: The companions' clearing replayed with each ratio (the shares of the median blend and mask norms a companion
 #: must reach to be cleared): none; every companion (the rule before NATURAL_BLEND_RATIO); those natural by their
 #: blend norm alone, by their mask norm alone, and by both (the library's rule).
@@ -88,7 +93,7 @@ CLEARINGS: dict[str, tuple[float, float] | None] = {
     ", every companion cleared": (0.0, 0.0),
     f", companions with a blend norm over {NATURAL_BLEND_RATIO:g} of the median cleared": (NATURAL_BLEND_RATIO, 0.0),
     f", companions with a mask norm over {SMALL_RATIO:g} of the median cleared": (0.0, SMALL_RATIO),
-    ", companions natural by both cleared": (NATURAL_BLEND_RATIO, SMALL_RATIO),
+    ", companions natural by both cleared": DEFAULT_CLEARING,
 }
 
 
@@ -145,7 +150,7 @@ def scan_all(names: list[str], seeds: list[int]) -> None:
 
 
 def replayed(
-    row: dict[str, Any], ratio: float, clearing: tuple[float, float] | None = (NATURAL_BLEND_RATIO, SMALL_RATIO)
+    row: dict[str, Any], ratio: float, clearing: tuple[float, float] | None = DEFAULT_CLEARING
 ) -> tuple[list[int], list[int], list[int]]:
     """``(blend flagged, cleared, flagged)`` of a stored scan with the blend verdict at ``ratio``, clearing the
     blend targets' companions whose blend and mask norms reach ``clearing``'s shares of their medians (None: none
@@ -157,9 +162,7 @@ def replayed(
     return found, cleared, sorted((set(flagged) - set(cleared)) | set(found))
 
 
-def verdict(
-    row: dict[str, Any], ratio: float, clearing: tuple[float, float] | None = (NATURAL_BLEND_RATIO, SMALL_RATIO)
-) -> list[int]:
+def verdict(row: dict[str, Any], ratio: float, clearing: tuple[float, float] | None = DEFAULT_CLEARING) -> list[int]:
     return replayed(row, ratio, clearing)[2]
 
 
@@ -173,6 +176,18 @@ def tally(rows: list[dict[str, Any]], decide_row: Any) -> dict[str, int]:
 
 def right(t: dict[str, int]) -> int:
     return t["exact"] + t["clean"] - t["clean_flagged"]
+
+
+def seeds_agree(rows: list[dict[str, Any]], decide_row: Any) -> tuple[int, int, int]:
+    """Of the models scanned on two seeds or more: how many get the same verdict (infected or clean) on every
+    seed, how many the same flagged labels, and how many there are."""
+    by_model: dict[str, list[list[int]]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(decide_row(r))
+    several = [v for v in by_model.values() if len(v) > 1]
+    verdict = sum(len({bool(f) for f in v}) == 1 for v in several)
+    labels = sum(len({tuple(f) for f in v}) == 1 for v in several)
+    return verdict, labels, len(several)
 
 
 def report() -> None:
@@ -210,6 +225,23 @@ def report() -> None:
                     f"{v['test']['clean_flagged']}/{v['test']['clean']}",
                 ]
                 for v in variants
+            ],
+        ),
+        "",
+        "## Seed agreement",
+        "",
+        "Models whose scan seeds reach the same verdict (infected or clean) and flag the same labels.",
+        "",
+        markdown_table(
+            ["half", "rule", "same verdict", "same labels"],
+            [
+                [half, name, f"{a[0]}/{a[2]}", f"{a[1]}/{a[2]}"]
+                for half in ("tune", "test")
+                for name, rule in (
+                    ("mask search alone", variants[0]["rule"]),
+                    ("library's default", _rule(BLEND_RATIO, DEFAULT_CLEARING)),
+                )
+                for a in [seeds_agree(halves[half], rule)]
             ],
         ),
         "",
