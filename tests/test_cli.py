@@ -724,3 +724,6 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     figures = json.loads((tmp_path / "u" / "mitigation.json").read_text())
     assert figures["labels"] == [TARGET, 2] and figures["flagged"] == [TARGET, 2]
     assert list(figures["others_reversed_attack_success"]) == ["2"]
+    page = (tmp_path / "u" / "mitigation.html").read_text()
+    assert "The triggers used" in page and "The reversed trigger of label 2" in page
+    assert "The trigger used" in (tmp_path / "p" / "mitigation.html").read_text(), "prune used the first alone"

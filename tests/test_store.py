@@ -163,8 +163,14 @@ def test_the_mitigation_page_judges_every_label_repaired_and_names_those_left(tm
         "attack_success_before": 0.97,
         "attack_success_after": 0.004,
     }
-    write_mitigation(tmp_path, figures, patched=build_model("mnist").eval(), model_metadata={"architecture": "mnist"})
+    first, second = Trigger.patch((1, 28, 28), 4), Trigger.patch((1, 28, 28), 3, position="top-left")
+    model = build_model("mnist").eval()
+    write_mitigation(
+        tmp_path, figures, patched=model, model_metadata={"architecture": "mnist"}, trigger=first, others=[(2, second)]
+    )
     page = (tmp_path / MITIGATION_HTML).read_text()
+    assert "The triggers used" in page and "The reversed trigger of label 2" in page and "mask L1 9.0" in page
+    assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', page)) == 7  # the chart and 3 per trigger
     assert "BACKDOOR NOT REMOVED" in page, "label 2's trigger still works on 41% of images"
     assert "label 2&#39;s reversed trigger&#39;s attack success" in page and "41.00%" in page
     assert "not repaired by unlearn: label 4" in page

@@ -96,6 +96,7 @@ def mitigate_model(
         triggers=list(getattr(loaded, "triggers", None) or []),
         example=heldout.images[:2],
         trigger=trigger,
+        others=flagged[1:] if method == "unlearn" else (),
     )
 
 

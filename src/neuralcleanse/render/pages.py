@@ -201,6 +201,7 @@ def mitigation_page(
     figures: Mapping[str, Any],
     *,
     trigger: tuple[np.ndarray, np.ndarray] | None = None,
+    other_triggers: Sequence[tuple[int, tuple[np.ndarray, np.ndarray]]] = (),
     location: str | Path | None = None,
 ) -> str:
     """The mitigation page, from the figures recorded in ``mitigation.json`` (``method``, ``label``, ``model``,
@@ -210,6 +211,8 @@ def mitigation_page(
     Args:
         figures: as written to ``mitigation.json``.
         trigger: the reversed trigger used, ``(mask (1, H, W), pattern (C, H, W))``, drawn on the page.
+        other_triggers: ``(label, (mask, pattern))`` of the other labels' reversed triggers used (unlearning several),
+            drawn after it.
         location: the mitigation folder, for the exact path and the load example (``figures["model_dir"]``
             or the current folder when not given).
     """
@@ -255,8 +258,10 @@ def mitigation_page(
         "removed_below": REMOVED_ATTACK_SUCCESS,
         "chart_uri": png_data_uri(before_after_png(chart_rows)) if chart_rows else None,
         "figures": figures,
-        "trigger": _trigger_figures(trigger, label) if trigger is not None else [],
-        "trigger_l1": None if trigger is None else float(trigger[0].sum()),
+        "triggers": [
+            {"label": lab, "l1": float(used[0].sum()), "figures": _trigger_figures(used, lab)}
+            for lab, used in ([(label, trigger)] if trigger is not None else []) + list(other_triggers)
+        ],
         "usage": _usage(figures, where),
         "settings": _mitigation_settings(figures),
     }

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,6 +50,7 @@ def write_mitigation(
     triggers: Sequence[tuple[Trigger, int]] = (),
     example: torch.Tensor | None = None,
     trigger: Trigger | None = None,
+    others: Sequence[tuple[int, Trigger]] = (),
 ) -> dict[str, Any]:
     """Write a mitigation's result into ``out`` and return the figures as written to ``mitigation.json``.
 
@@ -66,6 +68,8 @@ def write_mitigation(
         triggers: the ``(trigger, target)`` pairs known for the model, saved with it in the model-folder format.
         example: a few input images (N, C, H, W) to trace the patched model on; moved to its device.
         trigger: the reversed trigger the mitigation used, drawn on the page.
+        others: ``(label, trigger)`` of the other labels' reversed triggers it used (unlearning several), drawn
+            after it.
 
     Returns:
         ``figures`` with ``filter_file``, ``model_dir`` or ``model_file`` added: what holds the result.
@@ -93,7 +97,14 @@ def write_mitigation(
         traced = torch.jit.trace(patched.eval(), example.to(model_device(patched)))
         atomic_write(out / PATCHED_TORCHSCRIPT, lambda tmp: traced.save(str(tmp)))
         written["model_file"] = PATCHED_TORCHSCRIPT
-    drawn = None if trigger is None else (trigger.mask.cpu().numpy(), trigger.pattern.cpu().numpy())
-    atomic_write_text(out / MITIGATION_HTML, mitigation_page(written, trigger=drawn, location=out))
+    drawn = None if trigger is None else _arrays(trigger)
+    others_drawn = [(lab, _arrays(t)) for lab, t in others]
+    page = mitigation_page(written, trigger=drawn, other_triggers=others_drawn, location=out)
+    atomic_write_text(out / MITIGATION_HTML, page)
     atomic_write_json(out / MITIGATION_FILE, written)  # last: a directory with mitigation.json is complete
     return written
+
+
+def _arrays(trigger: Trigger) -> tuple[np.ndarray, np.ndarray]:
+    """A trigger's mask and pattern as arrays, as the page draws them."""
+    return trigger.mask.cpu().numpy(), trigger.pattern.cpu().numpy()
