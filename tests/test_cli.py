@@ -713,8 +713,19 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     assert rows["patched model"].strip().startswith(str(tmp_path / "p" / "model.torchscript.pt"))
     assert rows["page"].strip() == str(tmp_path / "p" / "mitigation.html")
     assert (tmp_path / "p" / "mitigation.html").is_file()
-    assert rows["label"].strip() == str(TARGET) and rows["not repaired"].strip().startswith("2 (flagged too")
-    assert "not repaired by prune: label 2" in (tmp_path / "p" / "mitigation.html").read_text()
+    assert rows["labels"].strip() == f"{TARGET}, 2" and "not repaired" not in rows
+    assert "label 2's reversed trigger success" in rows
+    figures = json.loads((tmp_path / "p" / "mitigation.json").read_text())
+    assert figures["labels"] == [TARGET, 2] and list(figures["others_reversed_attack_success"]) == ["2"]
+    assert all(len(step["others_reversed_attack_success"]) == 1 for step in figures["curve"])
+    assert "The triggers used" in (tmp_path / "p" / "mitigation.html").read_text()
+
+    only_first = ["--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"), "--method", "filter"]
+    code, out, _ = run(capsys, "mitigate", *model, *only_first, "--out", str(tmp_path / "f"), "-q")
+    rows = dict(line.strip().split("  ", 1) for line in out.splitlines())
+    assert code == 0 and rows["label"].strip() == str(TARGET)
+    assert rows["not repaired"].strip().startswith("2 (flagged too")
+    assert "not repaired by filter: label 2" in (tmp_path / "f" / "mitigation.html").read_text()
 
     unlearn = ["--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"), "--method", "unlearn"]
     code, out, _ = run(capsys, "mitigate", *model, *unlearn, "--out", str(tmp_path / "u"), "-q")
@@ -726,4 +737,4 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     assert list(figures["others_reversed_attack_success"]) == ["2"]
     page = (tmp_path / "u" / "mitigation.html").read_text()
     assert "The triggers used" in page and "The reversed trigger of label 2" in page
-    assert "The trigger used" in (tmp_path / "p" / "mitigation.html").read_text(), "prune used the first alone"
+    assert "The trigger used" in (tmp_path / "f" / "mitigation.html").read_text(), "the filter used the first alone"

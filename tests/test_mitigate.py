@@ -432,6 +432,24 @@ def test_unlearning_with_every_flagged_trigger_removes_every_backdoor(two_target
     json.dumps(d)
 
 
+def test_pruning_against_every_flagged_trigger_silences_every_backdoor(two_targets: models.PaperNet, mnist: dict):
+    images, labels = mnist["heldout"]
+    bound = (two_targets, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"])
+    first_only = Mitigation(*bound).prune()
+    both = Mitigation(*bound, other_triggers=((SECOND, 2),)).prune()
+    assert attack_success_rate(first_only.model, images, labels, SECOND, 2) > 0.9, "the second backdoor stays"
+    before, after = both.others[2]
+    assert before > 0.9 and after < 0.05 and both.after.reversed_attack_success < 0.05
+    assert after == attack_success_rate(both.model, images, labels, SECOND, 2)
+    assert both.before.clean_accuracy - both.after.clean_accuracy <= 0.05  # the default accuracy budget
+    assert len(both.neurons) > len(first_only.neurons)  # the second trigger's neurons are silenced too
+    assert all(len(step.others_reversed_attack_success) == 1 for step in both.steps)
+    d = both.to_dict()
+    assert d["labels"] == [TARGET, 2] and d["others_reversed_attack_success"] == {"2": [before, after]}
+    assert first_only.to_dict()["labels"] == [TARGET]
+    json.dumps(d)
+
+
 def test_other_triggers_are_checked(model: models.PaperNet, mnist: dict) -> None:
     bound = (model, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"])
     with pytest.raises(ValueError, match="labels other than the target 7, got 7"):

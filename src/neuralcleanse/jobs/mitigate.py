@@ -20,6 +20,7 @@ from .evaluate import known_triggers
 __all__ = ["METHODS", "flagged_triggers", "mitigate_model"]
 
 METHODS = ("filter", "prune", "unlearn")  # paper, Section VI: input filter, neuron pruning, unlearning
+REPAIR_EVERY_LABEL = ("prune", "unlearn")  # the methods that work from every flagged label's trigger at once
 
 
 def mitigate_model(
@@ -36,9 +37,9 @@ def mitigate_model(
     progress: ProgressCallback | None = None,
     fpr: float = 0.05,
 ) -> dict[str, Any]:
-    """Repair a model with the reversed trigger of a scan's most anomalous flagged label; ``unlearn`` forgets the
-    reversed triggers of every flagged label at once (a backdoor with several targets), ``filter`` and ``prune``
-    work from the first one's (the figures' ``"labels"`` say which labels were repaired, ``"flagged"`` all).
+    """Repair a model with the reversed trigger of a scan's most anomalous flagged label; ``prune`` and ``unlearn``
+    work from the reversed triggers of every flagged label at once (a backdoor with several targets), ``filter``
+    from the first one's (the figures' ``"labels"`` say which labels were repaired, ``"flagged"`` all).
 
     The clean data come from :func:`~neuralcleanse.splits.mitigation_split`. Writes ``mitigation.json``, a
     ``mitigation.html`` page, and the patched model (``prune``/``unlearn``: same format as ``train`` for models it
@@ -49,6 +50,7 @@ def mitigate_model(
     check_out_dir(out, MITIGATION_FILE, overwrite)
     flagged = flagged_triggers(report_dir)
     label, trigger = flagged[0]
+    others = flagged[1:] if method in REPAIR_EVERY_LABEL else []
     work, heldout = mitigation_split(data, seed)
     check_compatible(loaded, heldout)
     if trigger.image_shape != heldout.image_shape:
@@ -63,7 +65,7 @@ def mitigate_model(
         heldout.images,
         heldout.labels,
         known[0] if known else None,
-        tuple((t, lab) for lab, t in flagged[1:]) if method == "unlearn" else (),
+        tuple((t, lab) for lab, t in others),
     )
     if method == "filter":
         result: Any = mitigation.filter(fpr=fpr, progress=progress)
@@ -77,7 +79,7 @@ def mitigate_model(
         **result.to_dict(),
         "method": method,
         "label": label,
-        "labels": [label, *(lab for lab, _ in flagged[1:] if method == "unlearn")],
+        "labels": [label, *(lab for lab, _ in others)],
         "flagged": [lab for lab, _ in flagged],
         "model": model_name,
         "scan": str(report_dir),
@@ -96,7 +98,7 @@ def mitigate_model(
         triggers=list(getattr(loaded, "triggers", None) or []),
         example=heldout.images[:2],
         trigger=trigger,
-        others=flagged[1:] if method == "unlearn" else (),
+        others=others,
     )
 
 

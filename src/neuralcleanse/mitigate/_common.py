@@ -99,6 +99,15 @@ class MitigationResult:
         return out
 
 
+def repaired_labels(label: int, others: dict[int, tuple[float, float]]) -> dict[str, Any]:
+    """The JSON entries of a mitigation that repaired ``label`` and ``others`` (label: the attack success of its
+    reversed trigger before and after): ``labels`` and ``others_reversed_attack_success``."""
+    return {
+        "labels": [label, *others],
+        "others_reversed_attack_success": {str(k): list(v) for k, v in others.items()},
+    }
+
+
 def check_fraction(name: str, value: float, *, allow_zero: bool = False, allow_one: bool = True) -> None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not (number and (value >= 0 if allow_zero else value > 0) and (value <= 1 if allow_one else value < 1)):

@@ -40,8 +40,8 @@ class Mitigation:
             to decide where to stop).
         true_trigger: the real (trigger, target), when known, to measure the real attack as well.
         other_triggers: the reversed (trigger, label) pairs of the scan's other flagged labels (a backdoor with
-            several targets): :meth:`unlearn` forgets them together with ``trigger``; :meth:`filter` and
-            :meth:`prune` work from ``trigger`` alone.
+            several targets): :meth:`unlearn` forgets them together with ``trigger`` and :meth:`prune` silences
+            the neurons of each; :meth:`filter` works from ``trigger`` alone.
 
     Raises:
         TypeError, ValueError: an argument is not what it must be; the message names it.
@@ -131,6 +131,12 @@ class Mitigation:
             true_asr,
         )
 
+    def others_success(self, model: nn.Module) -> dict[int, float]:
+        """The attack success of each of :attr:`other_triggers` on the held-out images not of its label, with
+        ``model`` (the bound one or a mitigated copy)."""
+        images, labels = self.heldout_images, self.heldout_labels
+        return {label: attack_success_rate(model, images, labels, t, label) for t, label in self.other_triggers}
+
     @cached_property
     def before(self) -> Figures:
         """The bound model's figures on the held-out images, measured at first use."""
@@ -189,14 +195,16 @@ class Mitigation:
         max_accuracy_loss: float = MAX_ACCURACY_LOSS,
         progress: ProgressCallback | None = None,
     ) -> PruneResult:
-        """Prune the neurons the reversed trigger activates most (paper, Section VI-B), on a copy of the model.
+        """Prune the neurons the reversed trigger activates most (paper, Section VI-B), on a copy of the model;
+        with :attr:`other_triggers`, the neurons each of them activates most, taken in turn.
 
         Args:
             layer: the layer to prune: by default the flattened output of the convolutional layers
                 (``"conv-output"``), or the second-to-last layer (``"penultimate"``) for a model without
                 convolutions; see :mod:`neuralcleanse.mitigate.prune` for why.
             step: share of the layer's neurons pruned per step (at least one neuron).
-            max_attack_success: stop once the reversed trigger's attack success is below this.
+            max_attack_success: stop once the reversed trigger's attack success (every one's, with
+                :attr:`other_triggers`) is below this.
             max_accuracy_loss: never lose more than this much clean accuracy (a fraction: 0.05 = 5 points).
             progress: receives an event of phase ``"prune"`` per step.
         """

@@ -17,6 +17,11 @@ clean images, and pruned in that order, ``step`` of the layer's neurons at a tim
 accuracy and the reversed trigger's attack success are measured on held-out clean images; the sweep stops as
 soon as the attack success is below ``max_attack_success`` or the accuracy has dropped by more than
 ``max_accuracy_loss``. The returned model is the last step within the accuracy budget.
+
+With the reversed triggers of other flagged labels (``Mitigation.other_triggers``, a backdoor with several
+targets) each trigger ranks the neurons on the clean images not of its own label, the rankings are taken in turn
+(every trigger's most raised neuron, then every one's second, ...), and the sweep stops when every trigger's attack
+success is below the bar.
 """
 
 from __future__ import annotations
@@ -25,17 +30,18 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from ..progress import ProgressCallback, report
-from ._common import Figures, MitigationResult, check_fraction, copy_model
+from ._common import Figures, MitigationResult, check_fraction, copy_model, repaired_labels
 from .layers import (
     CONV_OUTPUT,
     PENULTIMATE,
+    Layer,
     NeuronMask,
     conv_output_layer,
     resolve_layer,
@@ -68,17 +74,26 @@ class PruneStep:
     clean_accuracy: float
     reversed_attack_success: float
     attack_success: float | None
+    #: the attack success of the other labels' reversed triggers (Mitigation.other_triggers), in their order
+    others_reversed_attack_success: tuple[float, ...] = ()
 
     @classmethod
-    def of(cls, pruned: int, num_neurons: int, figures: Figures) -> PruneStep:
-        """The step with ``pruned`` of the layer's ``num_neurons`` silenced, where the model has ``figures``."""
+    def of(cls, pruned: int, num_neurons: int, figures: Figures, others: tuple[float, ...] = ()) -> PruneStep:
+        """The step with ``pruned`` of the layer's ``num_neurons`` silenced, where the model has ``figures`` and
+        the other labels' reversed triggers succeed on ``others``."""
         return cls(
             pruned,
             pruned / num_neurons,
             figures.clean_accuracy,
             figures.reversed_attack_success,
             figures.attack_success,
+            others,
         )
+
+    @property
+    def worst_reversed_attack_success(self) -> float:
+        """The largest attack success among the reversed triggers pruned against."""
+        return max((self.reversed_attack_success, *self.others_reversed_attack_success))
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,9 @@ class PruneResult(MitigationResult):
     stop_reason: StopReason
     persistent: bool
     label: int
+    #: the other labels pruned against with ``label`` (Mitigation.other_triggers) and their reversed triggers'
+    #: attack success on the held-out images (not of the label) before and after
+    others: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return self._dict(
@@ -114,6 +132,7 @@ class PruneResult(MitigationResult):
             self.label,
             {"layer": self.layer},
             {
+                **repaired_labels(self.label, self.others),
                 "pruned": len(self.neurons),
                 "pruned_fraction": len(self.neurons) / self.num_neurons,
                 "num_neurons": self.num_neurons,
@@ -143,13 +162,14 @@ def prune_neurons(
     if layer is None:
         layer = CONV_OUTPUT if conv_output_layer(pruned) is not None else PENULTIMATE
     resolved = resolve_layer(pruned, layer)
-    victims = mitigation.images[mitigation.victims]  # (M, C, H, W)
-    order = trigger_ranking(pruned, resolved, victims, mitigation.trigger)  # (D,) neurons, most raised first
+    order = _ranking(pruned, resolved, mitigation)  # (D,) neurons, most raised first
 
     def point(count: int) -> PruneStep:
-        return PruneStep.of(count, order.numel(), mitigation.measure(pruned))
+        others = tuple(mitigation.others_success(pruned).values())
+        return PruneStep.of(count, order.numel(), mitigation.measure(pruned), others)
 
     before = mitigation.before
+    others_before = mitigation.others_success(pruned)
     mask = NeuronMask(resolved)
     detach = mask.attach()
     try:
@@ -157,7 +177,7 @@ def prune_neurons(
             order,
             mask,
             point,
-            PruneStep.of(0, order.numel(), before),
+            PruneStep.of(0, order.numel(), before, tuple(others_before.values())),
             step,
             max_attack_success,
             max_accuracy_loss,
@@ -174,6 +194,7 @@ def prune_neurons(
             resolved.spec,
         )
     after = mitigation.measure(pruned)
+    others_after = mitigation.others_success(pruned)
     logger.info(
         "pruned %d of %d neurons of %s (%s): accuracy %.4f -> %.4f, reversed attack success %.4f -> %.4f",
         kept,
@@ -196,10 +217,24 @@ def prune_neurons(
         before=before,
         after=after,
         label=mitigation.target,
+        others={label: (rate, others_after[label]) for label, rate in others_before.items()},
         true_target=mitigation.true_target,
         num_heldout=mitigation.num_heldout,
         seconds=time.perf_counter() - start,
     )
+
+
+def _ranking(model: nn.Module, layer: Layer, mitigation: Mitigation) -> torch.Tensor:
+    """The layer's neurons (D,) in pruning order: the reversed trigger's ranking on the clean images not of its
+    label and, with other triggers, theirs on the images not of theirs, taken in turn."""
+    triggers = [mitigation.trigger, *(t for t, _ in mitigation.other_triggers)]
+    victims = [mitigation.victims, *(mitigation.labels != label for _, label in mitigation.other_triggers)]
+    images = mitigation.images
+    rankings = [trigger_ranking(model, layer, images[v], t) for t, v in zip(triggers, victims, strict=True)]
+    if len(rankings) == 1:
+        return rankings[0]
+    merged = dict.fromkeys(n for row in zip(*(r.tolist() for r in rankings), strict=True) for n in row)
+    return torch.tensor(list(merged), dtype=rankings[0].dtype)
 
 
 def _sweep(
@@ -228,12 +263,12 @@ def _sweep(
             total,
             pruned=last.pruned,
             accuracy=last.clean_accuracy,
-            attack_success=last.reversed_attack_success,
+            attack_success=last.worst_reversed_attack_success,
         )
         if steps[0].clean_accuracy - last.clean_accuracy > max_accuracy_loss:
             return steps, kept, "accuracy_budget"
         kept = last.pruned
-        if last.reversed_attack_success < max_attack_success:
+        if last.worst_reversed_attack_success < max_attack_success:
             return steps, kept, "attack_success"
         if kept >= num_neurons:
             return steps, kept, "exhausted"

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from .._torch import eval_mode, model_device
-from ..metrics import accuracy, attack_success_rate
+from ..metrics import accuracy
 from ..preprocess import is_probabilities, log_probabilities
 from ..progress import ProgressCallback, report
-from ._common import MitigationResult, check_fraction, copy_model
+from ._common import MitigationResult, check_fraction, copy_model, repaired_labels
 
 if TYPE_CHECKING:
     from .mitigation import Mitigation
@@ -95,8 +95,7 @@ class UnlearnResult(MitigationResult):
 
     def to_dict(self) -> dict[str, Any]:
         own = {
-            "labels": [self.label, *self.others],
-            "others_reversed_attack_success": {str(k): list(v) for k, v in self.others.items()},
+            **repaired_labels(self.label, self.others),
             "num_images": self.num_images,
             "num_triggered": self.num_triggered,
             "final_loss": self.final_loss,
@@ -120,7 +119,7 @@ def unlearn_trigger(
     if not isinstance(config, UnlearnConfig):
         raise TypeError(f"config must be an UnlearnConfig, got {type(config).__name__}")
     model, before = mitigation.model, mitigation.before
-    others_before = _others_success(mitigation, model)
+    others_before = mitigation.others_success(model)
     x, y, num_triggered, unused = _finetuning_set(mitigation, config, generator)
     validation = unused[: config.validation_images]
     probabilities = outputs_probabilities
@@ -138,7 +137,7 @@ def unlearn_trigger(
         was_training = model.training
         model.load_state_dict(patched.state_dict())
         patched = model.train(was_training)
-    others_after = _others_success(mitigation, patched)
+    others_after = mitigation.others_success(patched)
     others = {label: (rate, others_after[label]) for label, rate in others_before.items()}
     return UnlearnResult(
         model=patched,
@@ -156,12 +155,6 @@ def unlearn_trigger(
         validation_loss=losses,
         others=others,
     )
-
-
-def _others_success(mitigation: Mitigation, model: nn.Module) -> dict[int, float]:
-    """The attack success of each of ``mitigation.other_triggers`` on the held-out images not of its label."""
-    images, labels = mitigation.heldout_images, mitigation.heldout_labels
-    return {label: attack_success_rate(model, images, labels, t, label) for t, label in mitigation.other_triggers}
 
 
 def _within_budget(
