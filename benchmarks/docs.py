@@ -562,17 +562,18 @@ SECTIONS["blend_mitigation"] = Section(
 )
 
 SECTIONS["multi_target_mitigation"] = Section(
-    "Unlearning a backdoor with several targets: every flagged label's trigger or the first one's",
-    "MNIST two- and three-target zoo models, scanned with the default (seed 0); one copy unlearned with the first "
-    "flagged label's reversed trigger, another with every flagged label's. Clean accuracy and each true trigger's "
-    'attack success (in the order of the targets) before / after (docs/how-it-works.md, "Mitigation results and '
-    'misses").',
+    "Repairing a backdoor with several targets: every flagged label's trigger or the first one's",
+    "MNIST two- and three-target zoo models, scanned with the default (seed 0); for unlearning and for pruning, one "
+    "copy repaired with the first flagged label's reversed trigger, another with every flagged label's. Clean "
+    "accuracy and each true trigger's attack success (in the order of the targets) before / after "
+    '(docs/how-it-works.md, "Mitigation results and misses").',
     "python benchmarks/multi_target_mitigation.py",
     [
         ("model", lambda r: r["model"]),
         ("targets", lambda r: num(r["targets"])),
         ("flagged", lambda r: num(r["flagged"])),
-        ("unlearned", lambda r: num(r["unlearned"]) if r["unlearned"] else "not flagged"),
+        ("method", lambda r: r.get("method") or "—"),
+        ("labels repaired", lambda r: num(r["repaired"]) if r["repaired"] else "not flagged"),
         ("clean accuracy", lambda r: pct(r.get("clean_accuracy"))),
         ("attack success before", lambda r: pct(r["attack_success"][0]) if r.get("attack_success") else "—"),
         ("attack success after", lambda r: pct(r["attack_success"][1]) if r.get("attack_success") else "—"),
