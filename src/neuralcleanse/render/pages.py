@@ -211,8 +211,8 @@ def mitigation_page(
     Args:
         figures: as written to ``mitigation.json``.
         trigger: the reversed trigger used, ``(mask (1, H, W), pattern (C, H, W))``, drawn on the page.
-        other_triggers: ``(label, (mask, pattern))`` of the other labels' reversed triggers used (unlearning several),
-            drawn after it.
+        other_triggers: ``(label, (mask, pattern))`` of the other labels' reversed triggers used (a repair of
+            several labels), drawn after it.
         location: the mitigation folder, for the exact path and the load example (``figures["model_dir"]``
             or the current folder when not given).
     """

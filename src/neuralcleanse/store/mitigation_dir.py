@@ -68,8 +68,8 @@ def write_mitigation(
         triggers: the ``(trigger, target)`` pairs known for the model, saved with it in the model-folder format.
         example: a few input images (N, C, H, W) to trace the patched model on; moved to its device.
         trigger: the reversed trigger the mitigation used, drawn on the page.
-        others: ``(label, trigger)`` of the other labels' reversed triggers it used (unlearning several), drawn
-            after it.
+        others: ``(label, trigger)`` of the other labels' reversed triggers it used (a repair of several
+            labels), drawn after it.
 
     Returns:
         ``figures`` with ``filter_file``, ``model_dir`` or ``model_file`` added: what holds the result.
