@@ -13,9 +13,9 @@ accuracy is recorded beside the zoo's), so the mask verdicts here are the previo
 ``report`` replays the blend verdict's two settings on the stored norms (the largest blend norm flagged, as a share
 of the median, and which labels flagged by the mask search beside a blend target are cleared: none, every one, or
 those whose blend norm, mask norm or both reach ``NATURAL_BLEND_RATIO`` and ``SMALL_RATIO`` of their medians),
-chooses them on
-the tune half (even training seeds) by right scans (infected scans flagging exactly their targets plus clean scans
-flagging nothing) and reports the test half, beside the mask search alone; it writes blend_search.md.
+chooses them on the tune half (even training seeds) by right scans (infected scans flagging exactly their targets
+plus clean scans flagging nothing) and reports the test half, beside the mask search alone, with the models whose
+seeds agree; it writes blend_search.md.
 """
 
 from __future__ import annotations
