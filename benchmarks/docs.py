@@ -563,9 +563,10 @@ SECTIONS["blend_mitigation"] = Section(
 
 SECTIONS["multi_target_mitigation"] = Section(
     "Repairing a backdoor with several targets: every flagged label's trigger or the first one's",
-    "MNIST two- and three-target zoo models, scanned with the default (seed 0); for unlearning and for pruning, one "
-    "copy repaired with the first flagged label's reversed trigger, another with every flagged label's. Clean "
-    "accuracy and each true trigger's attack success (in the order of the targets) before / after "
+    "MNIST two- and three-target zoo models, scanned with the default (seed 0); for unlearning, pruning and the "
+    "input filter, one repair with the first flagged label's reversed trigger, another with every flagged label's. "
+    "Clean accuracy and each true trigger's attack success (in the order of the targets) before / after (behind the "
+    "filter: accepted and correct, accepted and sent to the target) "
     '(docs/how-it-works.md, "Mitigation results and misses").',
     "python benchmarks/multi_target_mitigation.py",
     [

@@ -17,6 +17,7 @@ import torch
 from _tiny import TARGET, Pixels255, TemplateNet, clean_images
 
 from neuralcleanse.cli import _glue_dash_values, build_parser, main
+from neuralcleanse.mitigate import InputFilter
 
 
 class Saturating(torch.nn.Module):
@@ -720,12 +721,16 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     assert all(len(step["others_reversed_attack_success"]) == 1 for step in figures["curve"])
     assert "The triggers used" in (tmp_path / "p" / "mitigation.html").read_text()
 
-    only_first = ["--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"), "--method", "filter"]
-    code, out, _ = run(capsys, "mitigate", *model, *only_first, "--out", str(tmp_path / "f"), "-q")
+    filter_args = ["--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"), "--method", "filter"]
+    code, out, _ = run(capsys, "mitigate", *model, *filter_args, "--out", str(tmp_path / "f"), "-q")
     rows = dict(line.strip().split("  ", 1) for line in out.splitlines())
-    assert code == 0 and rows["label"].strip() == str(TARGET)
-    assert rows["not repaired"].strip().startswith("2 (flagged too")
-    assert "not repaired by filter: label 2" in (tmp_path / "f" / "mitigation.html").read_text()
+    assert code == 0 and rows["labels"].strip() == f"{TARGET}, 2" and "label 2's reversed trigger success" in rows
+    figures = json.loads((tmp_path / "f" / "mitigation.json").read_text())
+    assert [part["label"] for part in figures["others_filter"]] == [2]
+    assert list(figures["others_reversed_false_negative_rate"]) == ["2"]
+    assert InputFilter.load(tmp_path / "f" / "filter.json").labels == [TARGET, 2]
+    page = (tmp_path / "f" / "mitigation.html").read_text()
+    assert "The triggers used" in page and "false-negative rate, label 2&#39;s reversed trigger" in page
 
     unlearn = ["--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"), "--method", "unlearn"]
     code, out, _ = run(capsys, "mitigate", *model, *unlearn, "--out", str(tmp_path / "u"), "-q")
@@ -737,4 +742,3 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     assert list(figures["others_reversed_attack_success"]) == ["2"]
     page = (tmp_path / "u" / "mitigation.html").read_text()
     assert "The triggers used" in page and "The reversed trigger of label 2" in page
-    assert "The trigger used" in (tmp_path / "f" / "mitigation.html").read_text(), "the filter used the first alone"

@@ -27,6 +27,7 @@ from neuralcleanse.metrics import accuracy, attack_success_rate
 from neuralcleanse.mitigate import (
     FilteredModel,
     InputFilter,
+    LabelNeurons,
     Mitigation,
     UnlearnConfig,
     penultimate_layer,
@@ -285,6 +286,12 @@ def test_filter_files_and_arguments_are_checked(model: models.PaperNet, mnist: d
         InputFilter("head", (50,), 0.0).reject(model, mnist["clean"][0][:2])
     with pytest.raises(ValueError, match="layer 'features' has 64 neurons, the filter expects 512"):
         InputFilter("features", (3,), 0.0, num_neurons=512).reject(model, mnist["clean"][0][:2])
+    with pytest.raises(ValueError, match="layer 'features' has 64 neurons, the filter expects more than 70"):
+        InputFilter("features", (3,), 0.0, others=(LabelNeurons(2, (70,), 0.0),)).reject(model, mnist["clean"][0][:2])
+    version_1 = {k: v for k, v in InputFilter("features", (3,), 0.5, label=7).to_dict().items() if k != "others"}
+    assert InputFilter.from_dict({**version_1, "version": 1}) == InputFilter("features", (3,), 0.5, label=7)
+    with pytest.raises(ValueError, match="unsupported input-filter version 3"):
+        InputFilter.from_dict({**version_1, "version": 3})
 
 
 # --- pruning ----------------------------------------------------------------------------------------------
@@ -447,6 +454,28 @@ def test_pruning_against_every_flagged_trigger_silences_every_backdoor(two_targe
     d = both.to_dict()
     assert d["labels"] == [TARGET, 2] and d["others_reversed_attack_success"] == {"2": [before, after]}
     assert first_only.to_dict()["labels"] == [TARGET]
+    json.dumps(d)
+
+
+def test_filtering_for_every_flagged_trigger_blocks_every_backdoor(two_targets: models.PaperNet, mnist: dict):
+    images, labels = mnist["heldout"]
+    bound = (two_targets, TRIGGER, TARGET, *mnist["spare"], *mnist["heldout"])
+    first_only = Mitigation(*bound).filter(top_fraction=0.2)  # 13 of the tiny model's 64 neurons per trigger
+    both = Mitigation(*bound, other_triggers=((SECOND, 2),)).filter(top_fraction=0.2)
+    assert first_only.filter.labels == [TARGET] and both.filter.labels == [TARGET, 2]
+    passed = ~first_only.filter.reject(two_targets, SECOND.stamp(images[labels != 2]))
+    assert passed.float().mean() > 0.5, "the first label's neurons miss the second trigger"
+    before, after = both.others[2]
+    assert before > 0.9 and after < 0.1 and both.after.reversed_attack_success < 0.1
+    assert both.others_false_negative_rate[2] < 0.1
+    # The budget is shared: the two thresholds together reject at most 5% of the calibration images.
+    calibration = Mitigation(*bound, other_triggers=((SECOND, 2),)).images
+    assert both.filter.reject(two_targets, calibration).float().mean() <= 0.05
+    assert abs(both.false_positive_rate - 0.05) < 0.03  # and about 5% of held-out clean images
+    assert InputFilter.from_dict(json.loads(json.dumps(both.filter.to_dict()))) == both.filter
+    d = both.to_dict()
+    assert d["labels"] == [TARGET, 2] and d["others_reversed_attack_success"] == {"2": [before, after]}
+    assert [part["label"] for part in d["others_filter"]] == [2] and "2" in d["others_reversed_false_negative_rate"]
     json.dumps(d)
 
 

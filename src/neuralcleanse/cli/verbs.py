@@ -307,11 +307,6 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
         bars.close()
     rows = [("method", result["method"])]
     rows.append(("label" if len(result["labels"]) == 1 else "labels", ", ".join(map(str, result["labels"]))))
-    left = [label for label in result["flagged"] if label not in result["labels"]]
-    if left:
-        rows.append(
-            ("not repaired", f"{', '.join(map(str, left))} (flagged too; --method prune or unlearn repairs them all)")
-        )
     rows += [
         ("clean accuracy", f"{result['clean_accuracy_before']:.2%} -> {result['clean_accuracy_after']:.2%}"),
         (

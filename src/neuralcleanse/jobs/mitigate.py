@@ -20,7 +20,6 @@ from .evaluate import known_triggers
 __all__ = ["METHODS", "flagged_triggers", "mitigate_model"]
 
 METHODS = ("filter", "prune", "unlearn")  # paper, Section VI: input filter, neuron pruning, unlearning
-REPAIR_EVERY_LABEL = ("prune", "unlearn")  # the methods that work from every flagged label's trigger at once
 
 
 def mitigate_model(
@@ -37,9 +36,9 @@ def mitigate_model(
     progress: ProgressCallback | None = None,
     fpr: float = 0.05,
 ) -> dict[str, Any]:
-    """Repair a model with the reversed trigger of a scan's most anomalous flagged label; ``prune`` and ``unlearn``
-    work from the reversed triggers of every flagged label at once (a backdoor with several targets), ``filter``
-    from the first one's (the figures' ``"labels"`` say which labels were repaired, ``"flagged"`` all).
+    """Repair a model with the reversed triggers of a scan's flagged labels, the most anomalous first: every
+    method works from all of them at once (a backdoor with several targets; the figures' ``"labels"`` say which
+    labels were repaired, ``"flagged"`` which the scan flagged).
 
     The clean data come from :func:`~neuralcleanse.splits.mitigation_split`. Writes ``mitigation.json``, a
     ``mitigation.html`` page, and the patched model (``prune``/``unlearn``: same format as ``train`` for models it
@@ -50,7 +49,7 @@ def mitigate_model(
     check_out_dir(out, MITIGATION_FILE, overwrite)
     flagged = flagged_triggers(report_dir)
     label, trigger = flagged[0]
-    others = flagged[1:] if method in REPAIR_EVERY_LABEL else []
+    others = flagged[1:]
     work, heldout = mitigation_split(data, seed)
     check_compatible(loaded, heldout)
     if trigger.image_shape != heldout.image_shape:

@@ -20,7 +20,7 @@ Example:
 """
 
 from ._common import Figures, MitigationResult
-from .filter import FALSE_POSITIVE_RATE, TOP_FRACTION, FilteredModel, FilterResult, InputFilter
+from .filter import FALSE_POSITIVE_RATE, TOP_FRACTION, FilteredModel, FilterResult, InputFilter, LabelNeurons
 from .layers import CONV_OUTPUT, LAST_CONV, PENULTIMATE, penultimate_layer, resolve_layer
 from .mitigation import Mitigation
 from .prune import MAX_ACCURACY_LOSS, MAX_ATTACK_SUCCESS, STEP, PruneResult, PruneStep
@@ -39,6 +39,7 @@ __all__ = [
     "Figures",
     "FilteredModel",
     "InputFilter",
+    "LabelNeurons",
     "Mitigation",
     "MitigationResult",
     "PruneResult",

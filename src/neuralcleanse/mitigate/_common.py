@@ -99,7 +99,7 @@ class MitigationResult:
         return out
 
 
-def repaired_labels(label: int, others: dict[int, tuple[float, float]]) -> dict[str, Any]:
+def repaired_labels(label: int | None, others: dict[int, tuple[float, float]]) -> dict[str, Any]:
     """The JSON entries of a mitigation that repaired ``label`` and ``others`` (label: the attack success of its
     reversed trigger before and after): ``labels`` and ``others_reversed_attack_success``."""
     return {

@@ -40,8 +40,8 @@ class Mitigation:
             to decide where to stop).
         true_trigger: the real (trigger, target), when known, to measure the real attack as well.
         other_triggers: the reversed (trigger, label) pairs of the scan's other flagged labels (a backdoor with
-            several targets): :meth:`unlearn` forgets them together with ``trigger`` and :meth:`prune` silences
-            the neurons of each; :meth:`filter` works from ``trigger`` alone.
+            several targets): :meth:`unlearn` forgets them together with ``trigger``, :meth:`prune` silences
+            the neurons of each and :meth:`filter` rejects inputs that excite any one's.
 
     Raises:
         TypeError, ValueError: an argument is not what it must be; the message names it.
@@ -174,12 +174,13 @@ class Mitigation:
         top_fraction: float = TOP_FRACTION,
         progress: ProgressCallback | None = None,
     ) -> FilterResult:
-        """Fit an input filter (paper, Section VI-A; see :mod:`~neuralcleanse.mitigate.filter`) and measure it.
+        """Fit an input filter (paper, Section VI-A; see :mod:`~neuralcleanse.mitigate.filter`) and measure it;
+        with :attr:`other_triggers`, one filter watching for each of them as well.
 
         The model is not modified (it runs in eval mode, restored afterwards).
 
         Args:
-            fpr: share of the clean ``images`` the threshold rejects.
+            fpr: share of the clean ``images`` the filter rejects (every label's threshold together).
             layer: the layer to read; the second-to-last by default (see :mod:`neuralcleanse.mitigate.layers`).
             top_fraction: share of the layer's neurons scored (at least one).
             progress: receives events of phase ``"filter"``.

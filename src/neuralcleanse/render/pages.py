@@ -242,6 +242,10 @@ def mitigation_page(
             [f"label {other}'s reversed trigger's attack success", _percent(b, 2), _percent(a, 2)]
             for other, (b, a) in others.items()
         ],
+        "filter_other_rows": [
+            [f"false-negative rate, label {other}'s reversed trigger", _percent(rate, 2)]
+            for other, rate in (figures.get("others_reversed_false_negative_rate") or {}).items()
+        ],
         "unrepaired": [other for other in figures.get("flagged", []) if other not in repaired],
         "verdict": {
             "removed": worst is not None and worst <= REMOVED_ATTACK_SUCCESS,
