@@ -522,6 +522,38 @@ SECTIONS["blend_search"] = Section(
     ],
 )
 
+SECTIONS["stimulation"] = Section(
+    "Neuron stimulation on zoo and held-out models",
+    "Each model's labels stimulated as a scan does (stimulation.scan_stimulation, on the clean images of the zoo's "
+    "scan with the row's seed, or held_out.py's): the layer stimulated and the four smallest ratios of a label's "
+    "level to the median label's (* a target; flagged at 0.25 or under). The zoo's own architectures, TorchScript "
+    "in the zoo and never stimulated by a scan, are rebuilt as PyTorch modules here. "
+    "benchmarks/results/stimulation.md has the sweep of ratios per half, the natural labels' smallest ratios and "
+    'the zoo\'s verdicts joined with stimulation (docs/detection.md, "Trojans: neuron stimulation").',
+    "python benchmarks/stimulation.py [--seed 1 --only ...]",
+    [
+        ("model", lambda r: r["model"]),
+        ("seed", lambda r: r.get("seed", 0)),
+        ("arch", lambda r: r["arch"]),
+        ("half", lambda r: r["half"]),
+        ("targets", lambda r: num(r["targets"])),
+        ("layer", lambda r: r.get("layer") or "not stimulated"),
+        (
+            "smallest ratios",
+            lambda r: (
+                ", ".join(
+                    f"{k}{'*' if k in r['targets'] else ''}: {v:.2f}"
+                    for k, v in sorted(
+                        ((k, v) for k, v in enumerate(r.get("ratios") or []) if v is not None), key=lambda kv: kv[1]
+                    )[:4]
+                )
+                or "—"
+            ),
+        ),
+        ("seconds", lambda r: num(r["seconds"])),
+    ],
+)
+
 SECTIONS["blend_restarts"] = Section(
     "One blend search per label or the smaller of two",
     "The scans of blend_search.json (the many-label task's aside), each label's blend search run twice more with a "

@@ -217,3 +217,39 @@ def blend_backdoored(target: int = TARGET) -> tuple[BlendNet, tuple[torch.Tensor
     noise = 0.02 * torch.rand(NUM_LABELS, 20, SIZE, SIZE, generator=g)
     images = (prototypes.unsqueeze(1) + noise).clamp(0, 1).flatten(0, 1).unsqueeze(1)
     return BlendNet(reads, target), (images, torch.arange(NUM_LABELS).repeat_interleave(20))
+
+
+class SpreadNet(nn.Module):
+    """``TemplateNet(backdoor=False)``'s scores, each label read by ``copies`` hidden units that add ``1 / copies`` of
+    their value to its logit (as in a trained network, no one unit decides a label); with ``trojan``, one more unit,
+    silent on clean images, adds ``trojan`` times its value to label TARGET's logit: driven to an eighth of the level
+    a label's own units need, it hands every image to the target (the neuron a Trojan attack trains,
+    Liu et al. 2018)."""
+
+    def __init__(self, trojan: float | None = None, copies: int = 8) -> None:
+        super().__init__()
+        reads = templates().flatten(1)
+        weight = 10 * reads / reads.sum(1, keepdim=True)  # (K, 144): score_i = 10 * mean over template i
+        units = NUM_LABELS * copies + (trojan is not None)
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(SIZE * SIZE, units), nn.ReLU())
+        self.head = nn.Linear(units, NUM_LABELS)
+        with torch.no_grad():
+            self.features[1].weight.zero_()
+            self.features[1].bias.zero_()
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+            self.features[1].weight[: NUM_LABELS * copies] = weight.repeat_interleave(copies, dim=0)
+            self.head.weight[:, : NUM_LABELS * copies] = torch.eye(NUM_LABELS).repeat_interleave(copies, dim=1) / copies
+            if trojan is not None:
+                self.features[1].bias[-1] = -100.0  # no clean image reaches it
+                self.head.weight[TARGET, -1] = trojan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class TrojanSpreadNet(SpreadNet):
+    """``SpreadNet(trojan=10.0)``, built without arguments (for ``--arch _tiny:TrojanSpreadNet``)."""
+
+    def __init__(self) -> None:
+        super().__init__(trojan=10.0)

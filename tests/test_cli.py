@@ -113,6 +113,29 @@ def test_the_blend_search_is_in_both_reports_and_no_blend_leaves_it_out(tiny, tm
     assert "The blend search" not in (tmp_path / "without" / "report.html").read_text()
 
 
+def test_stimulation_is_reported_and_no_stimulation_leaves_it_out(tiny, tmp_path, capsys):
+    from _tiny import TrojanSpreadNet
+
+    torch.save(TrojanSpreadNet().state_dict(), tmp_path / "sd.pt")
+    scan = ["scan", str(tmp_path / "sd.pt"), "--arch", "_tiny:TrojanSpreadNet", "--data", str(tiny / "clean.npz")]
+    code, out, _ = run(capsys, *scan, "-q", "--no-blend", "--out", str(tmp_path / "with"))
+    assert code == 0 and f"label {TARGET} flagged by neuron stimulation" in out.splitlines()[0]
+    report = json.loads((tmp_path / "with" / "report.json").read_text())
+    assert report["config"]["stimulation"] and report["stimulation_layer"] == "head:input"
+    assert report["flagged"] == [TARGET] == report["stimulation_flagged"] and report["mask_flagged"] == []
+    assert report["labels"][TARGET]["stimulation"] <= 0.25
+    page = (tmp_path / "with" / "report.html").read_text()
+    assert '<th class="num">stimulation</th>' in page and "FLAGGED (stimulation)" in page
+    code, out, _ = run(capsys, *scan, "-q", "--no-blend", "--no-stimulation", "--out", str(tmp_path / "without"))
+    report = json.loads((tmp_path / "without" / "report.json").read_text())
+    assert code == 0 and report["flagged"] == [] and not report["config"]["stimulation"]
+    assert report["stimulation_layer"] is None and all(r["stimulation"] is None for r in report["labels"])
+    # A TorchScript model's activations cannot be read: it is decided without stimulation.
+    assert run(capsys, "scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"), "-q", "--no-blend",
+               "--out", str(tmp_path / "scripted"))[0] == 0  # fmt: skip
+    assert json.loads((tmp_path / "scripted" / "report.json").read_text())["stimulation_layer"] is None
+
+
 def test_clean_model_verdict(tiny, tmp_path, capsys):
     code, out, _ = run(
         capsys,

@@ -101,6 +101,9 @@ class ScanConfig:
         blend: also search every label for its smallest blend trigger (one opacity over the whole image) and flag
             the labels it reaches far more easily than the others (:mod:`~neuralcleanse.blends`); never with
             ``decision="paper"``.
+        stimulation: also drive each neuron of the layer the dense layers read, one at a time, and flag the labels
+            one neuron hands the clean images to far more readily than the others (:mod:`~neuralcleanse.
+            stimulation`, ABS's stimulation analysis); never with ``decision="paper"``.
     """
 
     mode: Mode = "fast"
@@ -116,6 +119,7 @@ class ScanConfig:
     min_clean_accuracy: float | None = MIN_CLEAN_ACCURACY
     allow_few_images: bool = False
     blend: bool = True
+    stimulation: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -172,6 +176,11 @@ class ScanConfig:
         return self.blend and self.decision != "paper"
 
     @property
+    def stimulates(self) -> bool:
+        """Whether the scan stimulates neurons too (never for the paper's decision)."""
+        return self.stimulation and self.decision != "paper"
+
+    @property
     def blend_search(self) -> ReverseConfig:
         """The blend search's settings: the search's, with one opacity per label."""
         return replace(self.reverse, shape="blend")
@@ -195,4 +204,5 @@ class ScanConfig:
             "pair_check": self.checks_pairs,
             "blend": self.searches_blends,
             "blend_restarts": BLEND_SEARCHES if self.searches_blends else 0,
+            "stimulation": self.stimulates,
         }

@@ -31,6 +31,7 @@ from .probe import ModelOutputs, probe_outputs
 from .progress import ProgressCallback, report
 from .reverse import ReverseResult, reverse_engineer
 from .steadiness import STEADY, steadiness
+from .stimulation import scan_stimulation, stimulation_suspects
 from .triggers import Trigger
 from .versions import versions
 
@@ -94,6 +95,8 @@ class LabelResult:
     clean_gap: float | None = None  # how far below the model's choice the label lies on clean images (favour.py)
     compactness: float | None = None  # share of the mask's L1 mass in its densest square window (compactness.py)
     blend_l1: float | None = None  # norm of the smallest blend trigger (opacity x pixels), when one was searched
+    #: the level at which one neuron hands the label the clean images, over the median label's (stimulation.py)
+    stimulation: float | None = None
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,9 @@ class ScanReport:
 
     ``infected`` and ``flagged`` are the chosen decision's verdict (``decision``); ``anomaly_index`` and
     ``paper_flagged`` are the paper's, kept beside it. ``flagged`` joins the mask search's verdict
-    (``mask_flagged``, after the symmetric checks) and the blend search's (``blend_flagged``), less the labels
-    the mask search flagged only beside a blend target (``blend_cleared``, :mod:`~neuralcleanse.blends`)."""
+    (``mask_flagged``, after the symmetric checks), the blend search's (``blend_flagged``), less the labels
+    the mask search flagged only beside a blend target (``blend_cleared``, :mod:`~neuralcleanse.blends`), and the
+    neuron stimulation's (``stimulation_flagged``, :mod:`~neuralcleanse.stimulation`)."""
 
     infected: bool
     anomaly_index: float
@@ -135,6 +139,10 @@ class ScanReport:
     #: ``labels``; None when no blend search ran
     blend_masks: torch.Tensor | None = field(default=None, repr=False)
     blend_patterns: torch.Tensor | None = field(default=None, repr=False)
+    stimulation_flagged: list[int] = field(default_factory=list)
+    #: the layer stimulated; None when the scan did not stimulate (TorchScript, layers not read by dense layers
+    #: alone, or the paper's decision)
+    stimulation_layer: str | None = None
 
     def __repr__(self) -> str:
         verdict = "infected" if self.infected else "clean"
@@ -188,6 +196,8 @@ class ScanReport:
             "mask_flagged": list(self.mask_flagged),
             "blend_flagged": list(self.blend_flagged),
             "blend_cleared": list(self.blend_cleared),
+            "stimulation_flagged": list(self.stimulation_flagged),
+            "stimulation_layer": self.stimulation_layer,
         }
         return out
 
@@ -295,6 +305,15 @@ class NeuralCleanse:
         if self.config.searches_blends and len(targets) >= MIN_LABELS:
             blend, blend_flagged, cleared = self._blends(images, targets, generator, outputs, result, mask_flagged)
         flagged = [t for t in mask_flagged if t not in cleared] + [t for t in blend_flagged if t not in mask_flagged]
+        stimulation = None
+        if self.config.stimulates:
+            report(self.progress, "stimulate", 0, 1)
+            stimulation = scan_stimulation(self.model, images, clean_outputs)
+            report(self.progress, "stimulate", 1, 1)
+        stimulation_flagged = (
+            [] if stimulation is None else [k for k in stimulation_suspects(stimulation) if k in targets]
+        )
+        flagged += [t for t in stimulation_flagged if t not in flagged]
         steady = steadiness(
             result.norms,
             self.config.decision,
@@ -320,6 +339,7 @@ class NeuralCleanse:
                 None if math.isnan(gaps[i]) else float(gaps[i]),
                 float(shares[i]),
                 None if blend is None else float(blend.norms[i]),
+                None if stimulation is None else stimulation.ratios[t],
             )
             for i, t in enumerate(result.labels.tolist())
         ]
@@ -349,6 +369,8 @@ class NeuralCleanse:
             blend_cleared=cleared,
             blend_masks=None if blend is None else blend.masks,
             blend_patterns=None if blend is None else blend.patterns,
+            stimulation_flagged=stimulation_flagged,
+            stimulation_layer=None if stimulation is None else stimulation.layer,
         )
 
     def _blends(

@@ -60,6 +60,7 @@ class ProgressBars:
         "reverse": "reversing triggers",
         "restart": "searching again from new starts",
         "blend": "reversing blend triggers",
+        "stimulate": "stimulating neurons",
         "check": "sanity check",
         "measure": "measuring the triggers",
         "filter": "input filter",

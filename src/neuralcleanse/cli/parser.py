@@ -106,7 +106,7 @@ def _seed(p: argparse.ArgumentParser, what: str) -> None:
 _ZOO_SCAN_FLAGS = (
     "arch", "value_range", "mean", "std", "channel_order", "layout", "device", "mode", "samples",
     "seed", "success_threshold", "searches", "precision", "anomaly_threshold", "decision", "score_threshold",
-    "skip_sanity_check", "allow_few_images", "no_blend",
+    "skip_sanity_check", "allow_few_images", "no_blend", "no_stimulation",
 )  # fmt: skip
 
 
@@ -291,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="search only the paper's per-pixel masks, not also one faint pattern over the whole image per label "
         "(default off: both; --decision paper never searches blends), see docs/detection.md",
+    )
+    p.add_argument(
+        "--no-stimulation",
+        action="store_true",
+        help="do not drive single neurons of the layer the dense layers read to find a label one neuron hands every "
+        "image to (default off: stimulate where the model allows; --decision paper never does), see "
+        "docs/detection.md",
     )
     p.add_argument(
         "--skip-sanity-check",

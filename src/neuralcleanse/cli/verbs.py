@@ -236,6 +236,7 @@ def _scan_config(args: argparse.Namespace) -> Any:
             min_clean_accuracy=None if args.skip_sanity_check else MIN_CLEAN_ACCURACY,
             allow_few_images=args.allow_few_images,
             blend=not args.no_blend,
+            stimulation=not args.no_stimulation,
         )
     except ValueError as exc:
         field, _, rest = str(exc).partition(" ")
@@ -263,6 +264,12 @@ def verdict_line(report: dict[str, Any]) -> str:
         f"; label {t} flagged by its blend trigger" for t in report.get("blend_flagged") or [] if t not in mask_flagged
     )
     cleared += "".join(f"; label {t} cleared: flagged beside a blend target" for t in report.get("blend_cleared") or [])
+    flagged_before = set(mask_flagged) | set(report.get("blend_flagged") or [])
+    cleared += "".join(
+        f"; label {t} flagged by neuron stimulation"
+        for t in report.get("stimulation_flagged") or []
+        if t not in flagged_before
+    )
     warnings = "".join(f" (WARNING: {w})" for w in report.get("warnings") or [])
     return f"{verdict}: flagged labels {flagged} ({why}{cleared}){warnings}"
 

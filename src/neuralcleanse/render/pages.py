@@ -23,6 +23,7 @@ from ..blends import BLEND_RATIO
 from ..decision import BLOCK_REACH, COMPANION_GAP, COMPANION_RATIO, FAVOUR_RATIO, STEP_DOWN_RATIO
 from ..preprocess import Preprocessing, as_options
 from ..scan import LabelResult, ScanReport
+from ..stimulation import STIMULATION_RATIO
 from .pictures import anomaly_threshold, before_after_png, png_bytes, png_data_uri
 
 __all__ = ["mitigation_page", "render_page", "scan_page"]
@@ -123,6 +124,8 @@ def scan_page(
         "blend_only": [int(label) for label in report.blend_flagged if report.by_blend(label)],
         "blend_cleared": [int(label) for label in report.blend_cleared],
         "blend_ratio": BLEND_RATIO,
+        "stimulation_layer": report.stimulation_layer,
+        "stimulation_ratio": STIMULATION_RATIO,
         "paper_flagged": [int(label) for label in report.paper_flagged],
         "pairs": report.pairs,
         "height": height,
@@ -151,6 +154,7 @@ def scan_page(
                 r.label,
                 f"{r.mask_l1:.2f}",
                 "—" if r.blend_l1 is None else f"{r.blend_l1:.2f}",
+                "—" if r.stimulation is None else f"{r.stimulation:.2f}",
                 f"{r.score:.2f}",
                 "—" if r.clean_gap is None else f"{r.clean_gap:.2f}",
                 "—" if r.compactness is None else f"{r.compactness:.2f}",
@@ -176,7 +180,8 @@ def _flag_note(row: LabelResult, report: ScanReport, threshold: float) -> str:
     """The "flagged" cell: FLAGGED (by the blend search when the mask search did not), or why a label the mask
     search flagged or whose index passes the threshold is not flagged."""
     if row.label in report.flagged:
-        return "FLAGGED" + (" (blend)" if report.by_blend(row.label) else "")
+        by_stimulation = row.label in report.stimulation_flagged and row.label not in report.mask_flagged
+        return "FLAGGED" + (" (blend)" if report.by_blend(row.label) else " (stimulation)" if by_stimulation else "")
     if row.label in report.blend_cleared:
         return "no: beside a blend target"
     if row.anomaly_index > threshold and row.mask_l1 >= report.median_l1:
