@@ -29,6 +29,13 @@ def test_a_neuron_that_hands_every_image_to_one_label_flags_it(data):
     assert all(r is None or r > STIMULATION_RATIO for k, r in enumerate(ratios) if k != TARGET)
 
 
+def test_two_labels_are_never_judged(data):
+    from neuralcleanse.stimulation import Stimulation
+
+    assert stimulation_suspects(Stimulation("head:input", [1.0, 8.0], [0, 1], 1.0)) == []
+    assert stimulation_suspects(Stimulation("head:input", [1.0, 8.0, 8.0], [0, 1, 2], 1.0)) == [0]
+
+
 def test_labels_read_alike_are_not_flagged(data):
     images, labels = data
     assert stimulation_suspects(stimulation_levels(SpreadNet(), images, labels, NUM_LABELS)) == []

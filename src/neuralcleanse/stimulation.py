@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ._torch import eval_mode, model_device
+from .decision import MIN_LABELS
 from .mitigate.layers import CONV_OUTPUT, PENULTIMATE, conv_output_layer, resolve_layer
 
 __all__ = [
@@ -105,7 +106,10 @@ def scan_stimulation(model: nn.Module, images: torch.Tensor, outputs: torch.Tens
 
 def stimulation_suspects(stimulation: Stimulation) -> list[int]:
     """The labels (positions in ``levels``) whose level is at most :data:`STIMULATION_RATIO` of the median label's,
-    the smallest first; none when the median label was not reached."""
+    the smallest first; none when the median label was not reached, or with fewer labels than a median can be
+    judged by (:data:`~neuralcleanse.decision.MIN_LABELS`)."""
+    if len(stimulation.levels) < MIN_LABELS:
+        return []
     ratios = stimulation.ratios
     small = [k for k, ratio in enumerate(ratios) if ratio is not None and ratio <= STIMULATION_RATIO * (1 + 1e-6)]
     return sorted(small, key=lambda k: stimulation.levels[k])
