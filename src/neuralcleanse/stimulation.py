@@ -62,7 +62,7 @@ STIMULATION_RATIO = 0.25
 #: The clean images stimulated: at most this many of the scan's, spread over them (ours: the share of 90% is then
 #: counted over some 90 images of other labels).
 STIMULATION_IMAGES = 100
-_CHUNK_CELLS = 2**24  # values of the largest tensor of one pass (stimulated images x the wider of H and K)
+_CHUNK_CELLS = 2**20  # values of the largest tensor of one pass (stimulated images x the wider of H and K): cache-sized
 
 
 @dataclass(frozen=True)
