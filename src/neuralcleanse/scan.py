@@ -314,6 +314,7 @@ class NeuralCleanse:
             [] if stimulation is None else [k for k in stimulation_suspects(stimulation) if k in targets]
         )
         flagged += [t for t in stimulation_flagged if t not in flagged]
+        stimulation_ratios = [None] * num_classes if stimulation is None else stimulation.ratios
         steady = steadiness(
             result.norms,
             self.config.decision,
@@ -339,7 +340,7 @@ class NeuralCleanse:
                 None if math.isnan(gaps[i]) else float(gaps[i]),
                 float(shares[i]),
                 None if blend is None else float(blend.norms[i]),
-                None if stimulation is None else stimulation.ratios[t],
+                stimulation_ratios[t],
             )
             for i, t in enumerate(result.labels.tolist())
         ]
