@@ -34,7 +34,7 @@ from ..progress import ProgressCallback, report
 from ..triggers import Trigger
 from ..versions import versions
 from ._common import Figures, MitigationResult, check_fraction, repaired_labels
-from .layers import Layer, forward_with_activations, record_activations, resolve_layer
+from .layers import Layer, forward_with_activations, record_activations, resolve_layer, trigger_ranking
 
 if TYPE_CHECKING:
     from .mitigation import Mitigation
@@ -299,22 +299,19 @@ def build_filter(
     check_fraction("fpr", fpr, allow_one=False)
     images = mitigation.images
     resolved = resolve_layer(mitigation.model, layer)
-    parts = [(mitigation.trigger, mitigation.target), *mitigation.other_triggers]
+    parts = mitigation.ranking_triggers()
     total = 2 * len(parts) + (mitigation.true_trigger is not None)  # rank, then measure, per trigger
     report(progress, "filter", 0, total)
     clean = record_activations(mitigation.model, resolved, images)  # (N, D)
+    k = max(1, math.ceil(top_fraction * clean.shape[1]))
     chosen = []
-    for done, (trigger, label) in enumerate(parts, 1):
-        victims = mitigation.victims if label == mitigation.target else mitigation.labels != label
-        stamped = record_activations(mitigation.model, resolved, images[victims], trigger)  # (M, D)
-        raised = (stamped - clean[victims]).mean(dim=0)  # (D,) mean rise per neuron
-        k = max(1, math.ceil(top_fraction * raised.numel()))
-        chosen.append(torch.argsort(raised, descending=True, stable=True)[:k])
+    for done, (trigger, _, victims) in enumerate(parts, 1):
+        chosen.append(trigger_ranking(mitigation.model, resolved, images[victims], trigger, clean[victims])[:k])
         report(progress, "filter", done, total)
     thresholds = _thresholds([clean[:, neurons].mean(dim=1) for neurons in chosen], fpr)
     others = tuple(
         LabelNeurons(label, tuple(neurons.tolist()), threshold)
-        for (_, label), neurons, threshold in zip(parts[1:], chosen[1:], thresholds[1:], strict=True)
+        for (_, label, _), neurons, threshold in zip(parts[1:], chosen[1:], thresholds[1:], strict=True)
     )
     input_filter = InputFilter(
         resolved.spec,

@@ -198,10 +198,13 @@ def record_activations(
     return torch.cat([forward_with_activations(model, layer, batch)[1].float().cpu() for batch in batches])
 
 
-def trigger_ranking(model: nn.Module, layer: Layer, images: torch.Tensor, trigger: Trigger) -> torch.Tensor:
+def trigger_ranking(
+    model: nn.Module, layer: Layer, images: torch.Tensor, trigger: Trigger, clean: torch.Tensor | None = None
+) -> torch.Tensor:
     """Neurons (D,) ordered by how much ``trigger`` raises their mean activation on ``images``, most first
-    (paper, Section VI-A: the neurons the reversed trigger activates most)."""
-    clean = record_activations(model, layer, images)  # (N, D)
+    (paper, Section VI-A: the neurons the reversed trigger activates most); ``clean``: the images' own (N, D)
+    activations, when already recorded."""
+    clean = record_activations(model, layer, images) if clean is None else clean  # (N, D)
     stamped = record_activations(model, layer, images, trigger)  # (N, D)
     return torch.argsort((stamped - clean).mean(dim=0), descending=True, stable=True)
 

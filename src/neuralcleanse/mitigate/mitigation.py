@@ -142,17 +142,21 @@ class Mitigation:
         """The bound model's figures on the held-out images, measured at first use."""
         return self.measure(self.model)
 
-    @cached_property
-    def victims(self) -> torch.Tensor:
-        """Which ``images`` (N,) are not of the target label: the ones stamped with the trigger to rank neurons.
+    def ranking_triggers(self) -> list[tuple[Trigger, int, torch.Tensor]]:
+        """The reversed trigger and each of :attr:`other_triggers`, with its label and which ``images`` (N,) are not
+        of that label: the ones it is stamped on to rank neurons (the filter and pruning).
 
         Raises:
-            ValueError: every image is of the target label (only the filter and pruning rank neurons).
+            ValueError: every image is of a trigger's label.
         """
-        victims = self.labels != self.target
-        if not bool(victims.any()):
-            raise ValueError(f"images need clean images whose label is not the target {self.target} to rank neurons")
-        return victims
+        out = []
+        for trigger, label in ((self.trigger, self.target), *self.other_triggers):
+            victims = self.labels != label
+            if not bool(victims.any()):
+                which = f"the target {label}" if label == self.target else str(label)
+                raise ValueError(f"images need clean images whose label is not {which} to rank neurons")
+            out.append((trigger, label, victims))
+        return out
 
     @property
     def true_target(self) -> int | None:

@@ -227,10 +227,8 @@ def prune_neurons(
 def _ranking(model: nn.Module, layer: Layer, mitigation: Mitigation) -> torch.Tensor:
     """The layer's neurons (D,) in pruning order: the reversed trigger's ranking on the clean images not of its
     label and, with other triggers, theirs on the images not of theirs, taken in turn."""
-    triggers = [mitigation.trigger, *(t for t, _ in mitigation.other_triggers)]
-    victims = [mitigation.victims, *(mitigation.labels != label for _, label in mitigation.other_triggers)]
     images = mitigation.images
-    rankings = [trigger_ranking(model, layer, images[v], t) for t, v in zip(triggers, victims, strict=True)]
+    rankings = [trigger_ranking(model, layer, images[v], t) for t, _, v in mitigation.ranking_triggers()]
     if len(rankings) == 1:
         return rankings[0]
     merged = dict.fromkeys(n for row in zip(*(r.tolist() for r in rankings), strict=True) for n in row)
