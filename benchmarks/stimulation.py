@@ -38,7 +38,7 @@ from common import machine, markdown_table, read_results, write_results
 
 from neuralcleanse import load_model
 from neuralcleanse.metrics import outputs_of
-from neuralcleanse.stimulation import STIMULATION_RATIO, scan_stimulation
+from neuralcleanse.stimulation import STIMULATION_RATIO, Stimulation, scan_stimulation, stimulation_suspects
 
 RESULTS_FILE = "stimulation"
 RATIOS = [2 ** (-k / 2) for k in (6, 5, 4, 3, 2)]  # 0.125 to 0.5, the levels' half octaves
@@ -98,7 +98,11 @@ def row_of(name: str, seed: int) -> dict[str, Any]:
 
 
 def _flags(row: dict[str, Any], ratio: float) -> set[int]:
-    return {k for k, r in enumerate(row.get("ratios") or []) if r is not None and r <= ratio * (1 + 1e-6)}
+    """The labels the library's rule flags at ``ratio`` from a stored row."""
+    if not row.get("layer"):
+        return set()
+    levels = [math.inf if v is None else v for v in row["levels"]]
+    return set(stimulation_suspects(Stimulation(row["layer"], levels, row["neurons"], row["scale"]), ratio))
 
 
 def _sweep(rows: list[dict[str, Any]]) -> str:
@@ -127,24 +131,19 @@ def _natural(rows: list[dict[str, Any]]) -> str:
     body = []
     for half in ("tune", "test", "held-out"):
         for arch_kind in ("library", "own"):
-            values = sorted(
-                (ratio, r["model"], k)
+            ratios = [
+                (ratio, r["model"], k, k in r["targets"])
                 for r in rows
                 if r["half"] == half and r.get("layer") and (r["arch"] in LIBRARY) == (arch_kind == "library")
                 for k, ratio in enumerate(r["ratios"])
-                if ratio is not None and k not in r["targets"]
-            )
-            targets = sorted(
-                (ratio, r["model"], k)
-                for r in rows
-                if r["half"] == half and r.get("layer") and (r["arch"] in LIBRARY) == (arch_kind == "library")
-                for k, ratio in enumerate(r["ratios"])
-                if ratio is not None and k in r["targets"]
-            )
+                if ratio is not None
+            ]
+            values = sorted((v, m, k) for v, m, k, target in ratios if not target)
+            targets = [v for v, _, _, target in ratios if target]
             if not values:
                 continue
             smallest = ", ".join(f"{m} label {k}: {v:.2f}" for v, m, k in values[:3])
-            under = sum(v <= STIMULATION_RATIO * (1 + 1e-6) for v, _, _ in targets)
+            under = sum(v <= STIMULATION_RATIO * (1 + 1e-6) for v in targets)
             body.append([half, arch_kind, smallest, f"{under}/{len(targets)}"])
     header = ["half", "architectures", "smallest natural labels (ratio to the median)", "targets at or under the ratio"]
     return markdown_table(header, body)

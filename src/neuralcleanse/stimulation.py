@@ -104,14 +104,14 @@ def scan_stimulation(model: nn.Module, images: torch.Tensor, outputs: torch.Tens
     return stimulation_levels(model, images[chosen], outputs[chosen].argmax(dim=1), outputs.shape[1])
 
 
-def stimulation_suspects(stimulation: Stimulation) -> list[int]:
-    """The labels (positions in ``levels``) whose level is at most :data:`STIMULATION_RATIO` of the median label's,
-    the smallest first; none when the median label was not reached, or with fewer labels than a median can be
+def stimulation_suspects(stimulation: Stimulation, ratio: float = STIMULATION_RATIO) -> list[int]:
+    """The labels (positions in ``levels``) whose level is at most ``ratio`` of the median label's, the smallest
+    first; none when the median label was not reached, or with fewer labels than a median can be
     judged by (:data:`~neuralcleanse.decision.MIN_LABELS`)."""
     if len(stimulation.levels) < MIN_LABELS:
         return []
     ratios = stimulation.ratios
-    small = [k for k, ratio in enumerate(ratios) if ratio is not None and ratio <= STIMULATION_RATIO * (1 + 1e-6)]
+    small = [k for k, r in enumerate(ratios) if r is not None and r <= ratio * (1 + 1e-6)]
     return sorted(small, key=lambda k: stimulation.levels[k])
 
 
