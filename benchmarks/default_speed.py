@@ -21,6 +21,7 @@ clean, and the paper's GTSRB network, clean (held_out.py's victim) and a clean G
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from typing import Any
@@ -73,6 +74,7 @@ def scan_row(name: str, label: str, config: ScanConfig, seed: int) -> dict[str, 
     }
 
 
+@functools.cache
 def _architecture(name: str) -> str:
     return zoo.recipe(name)["arch"] if _in_zoo(name) else load_model(held_out.model_dir(name)).metadata["architecture"]
 
