@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuralcleanse.loading import KerasModule, LoadedModel, detect_format, load_model, outputs_probabilities
+from neuralcleanse.mitigate.layers import conv_output_layer
 from neuralcleanse.models import build_model
 from neuralcleanse.preprocess import PreprocessedModel, Preprocessing
 from neuralcleanse.probe import ProbeError, probe_outputs
@@ -392,6 +393,47 @@ def test_onnx_hand_built_graph_matches_the_reference_implementation(tmp_path):
     loaded = load_model(path)
     assert loaded.outputs_probabilities is True and loaded.input_shape == (3, 8, 8)
     _check(loaded, _reference(path, x.numpy()), x)
+
+
+def test_onnx_weight_nodes_become_layers_that_compute_what_the_operators_do(tmp_path):
+    """Conv, Gemm and MatMul nodes whose weights no other node reads are nn.Conv2d and nn.Linear modules (which the
+    mitigations and stimulation hook); a weight two nodes read stays an operator's; the outputs are the graph's."""
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    rng = np.random.default_rng(1)
+    f32 = np.float32
+    inits = {
+        "W": rng.normal(size=(4, 3, 3, 3)).astype(f32),
+        "shape": np.array([0, -1], np.int64),
+        "Wm": rng.normal(size=(64, 6)).astype(f32),
+        "Bm": rng.normal(size=6).astype(f32),
+        "Wg": rng.normal(size=(6, 5)).astype(f32),
+        "Bg": rng.normal(size=(1, 5)).astype(f32),
+        "S": rng.normal(size=(5, 5)).astype(f32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["X", "W"], ["a"], pads=[0, 1, 2, 1]),  # uneven padding, no bias
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("MaxPool", ["b"], ["c"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["c", "shape"], ["d"]),
+        helper.make_node("MatMul", ["d", "Wm"], ["e"]),
+        helper.make_node("Add", ["e", "Bm"], ["f"]),
+        helper.make_node("Relu", ["f"], ["g"]),
+        helper.make_node("Gemm", ["g", "Wg", "Bg"], ["h"], alpha=0.5, beta=2.0),
+        helper.make_node("Gemm", ["h", "S"], ["i"]),  # S is read twice: stays an operator
+        helper.make_node("Gemm", ["i", "S"], ["Y"]),
+    ]
+    path = _onnx_file(tmp_path / "layers.onnx", nodes, ["N", 3, 8, 8], inits)
+    model = load_model(path).model
+    kinds = [type(m).__name__ for m in model.layers.values()]
+    assert kinds == ["OnnxConv2d", "Linear", "Linear"]
+    assert conv_output_layer(model) == "layers." + list(model.layers)[1] + ":input"
+    float_values = sum(v.size for k, v in inits.items() if v.dtype == f32)
+    assert sum(p.numel() for p in model.parameters()) == float_values  # every weight held once
+    x = _rand(4, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), _reference(path, x.numpy()), rtol=1e-4, atol=1e-4)
 
 
 def test_onnx_channels_last_input_is_read_from_the_declared_shape(tmp_path):

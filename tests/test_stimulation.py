@@ -56,10 +56,43 @@ def test_the_dense_part_alone_reproduces_the_model(data):
     assert (sent[labels != TARGET] == TARGET).float().mean() >= 0.9
 
 
-def test_models_whose_activations_cannot_be_read_give_no_result(data):
+def test_a_torchscript_model_is_stimulated_through_its_onnx_export(data):
+    """TorchScript takes no hooks; its ONNX export has the same dense layers, and the same neuron hands the target
+    every image at the same level."""
+    pytest.importorskip("onnx")
     images, labels = data
-    scripted = torch.jit.script(SpreadNet(trojan=10.0))
-    assert stimulation_levels(scripted, images, labels, NUM_LABELS) is None
+    own = stimulation_levels(SpreadNet(trojan=10.0), images, labels, NUM_LABELS)
+    scripted = stimulation_levels(torch.jit.script(SpreadNet(trojan=10.0)), images, labels, NUM_LABELS)
+    assert own is not None and scripted is not None
+    assert scripted.levels == own.levels and scripted.neurons == own.neurons
+    assert scripted.layer.startswith("layers.") and stimulation_suspects(scripted) == [TARGET]
+
+
+def test_an_onnx_model_is_stimulated_through_its_dense_layers(data, tmp_path):
+    pytest.importorskip("onnx")
+    import warnings
+
+    from neuralcleanse import load_model
+
+    images, labels = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            SpreadNet(trojan=10.0),
+            (images[:1],),
+            tmp_path / "trojan.onnx",
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "N"}},
+        )
+    stimulation = stimulation_levels(load_model(tmp_path / "trojan.onnx").model, images, labels, NUM_LABELS)
+    assert stimulation is not None and stimulation_suspects(stimulation) == [TARGET]
+
+
+def test_models_without_a_dense_layer_give_no_result(data):
+    images, labels = data
+    convolutional = torch.nn.Sequential(torch.nn.Conv2d(1, NUM_LABELS, images.shape[-1]), torch.nn.Flatten())
+    assert stimulation_levels(convolutional, images, labels, NUM_LABELS) is None
 
 
 def test_the_scan_flags_what_stimulation_finds_and_reports_it(data):

@@ -18,8 +18,9 @@ label's.
 Only the dense part runs per stimulation: the layer's activations and the pre-activations of the dense layer that
 reads it are computed once, a stimulated neuron changes those by one column of its weights, and the stimulated
 copies are handed on from that dense layer while the model runs on one image. This needs the model to read the
-layer through dense layers alone (checked: otherwise, and for TorchScript models, whose activations cannot be
-read, there is no result and the scan decides without it).
+layer through dense layers alone (checked: otherwise there is no result and the scan decides without it). A
+TorchScript model, whose layers take no hooks, is stimulated through its ONNX export
+(:mod:`~neuralcleanse.formats.unscript`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch import nn
 
 from ._torch import eval_mode, model_device
 from .decision import MIN_LABELS
+from .formats.unscript import unscripted
 from .mitigate.layers import CONV_OUTPUT, PENULTIMATE, conv_output_layer, resolve_layer
 
 __all__ = [
@@ -125,6 +127,11 @@ def stimulation_levels(
     Shape:
         images: (N, C, H, W) clean images in [0, 1]; labels: (N,).
     """
+    readable = unscripted(model, images)
+    if readable is None:
+        logger.info("no neuron stimulation: the TorchScript model's layers cannot be read")
+        return None
+    model = readable
     try:
         layer = resolve_layer(model, CONV_OUTPUT if conv_output_layer(model) else PENULTIMATE)
     except ValueError as exc:

@@ -7,6 +7,7 @@ The operators are in :mod:`~neuralcleanse.formats.onnx_ops`.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch import nn
 
 from .._torch import MODEL_ERRORS
 from ..store.model_dir import ModelFileError
+from .onnx_layers import weight_layer
 from .onnx_ops import ONNX_DTYPES, ONNX_OPS
 from .raw import RawModel, first_line, layout_from_dims
 
@@ -73,7 +75,9 @@ class OnnxModule(nn.Module):
     """An ONNX graph run op by op with differentiable torch functions (ops in :data:`ONNX_OPS`).
 
     Float initializers become parameters (so pruning and fine-tuning see them), other initializers and
-    ``Constant`` nodes buffers. The graph must have one input; its first output is returned.
+    ``Constant`` nodes buffers; a ``Gemm``, ``MatMul`` or ``Conv`` node whose weights no other node reads becomes a
+    module of :attr:`layers` (:mod:`~neuralcleanse.formats.onnx_layers`), which owns them. The graph must have one
+    input; its first output is returned.
     """
 
     def __init__(self, graph: Any, opset: int, source: str = "ONNX model") -> None:
@@ -109,7 +113,10 @@ class OnnxModule(nn.Module):
                 "without them (or as TorchScript)"
             )
         defined = {self.input_name, *self._tensor_attr, ""}
-        self.nodes: list[tuple[str, list[str], list[str], dict[str, Any]]] = []
+        readers = Counter([i for n in graph.node for i in n.input] + [o.name for o in graph.output])
+        self.layers = nn.ModuleDict()
+        # (op, inputs, outputs, attributes, the key of its module in self.layers or None)
+        self.nodes: list[tuple[str, list[str], list[str], dict[str, Any], str | None]] = []
         producers: dict[str, tuple[str, list[str]]] = {}
         for n in graph.node:
             attrs = _onnx_attrs(n)
@@ -124,7 +131,8 @@ class OnnxModule(nn.Module):
                 defined.add(n.output[0])
                 continue
             produced = list(n.output[: _ONNX_OUTPUTS.get(n.op_type, len(n.output))])
-            self.nodes.append((n.op_type, list(n.input), produced, attrs))
+            key = self._add_layer(n, attrs, readers)
+            self.nodes.append((n.op_type, list(n.input[:1]) if key else list(n.input), produced, attrs, key))
             defined.update(produced)
             for o in produced:
                 producers[o] = (n.op_type, list(n.input))
@@ -142,6 +150,29 @@ class OnnxModule(nn.Module):
         else:
             self.register_buffer(attr, value)
         self._tensor_attr[name] = attr
+
+    def _add_layer(self, node: Any, attrs: dict[str, Any], readers: Counter[str]) -> str | None:
+        """Rebuild ``node`` as a module of :attr:`layers` when its inputs after the first are float constants that
+        no other node reads (or left out); returns its key there, None when the node stays an operator."""
+        names = list(node.input[1:])
+        lone = [self._tensor_attr.get(name) for name in names if name]
+        if not names or any(a is None for a in lone) or any(readers[name] != 1 for name in names if name):
+            return None
+        values = [getattr(self, a) for a in lone if a is not None]
+        if any(not v.is_floating_point() for v in values):
+            return None
+        taken = iter(v.detach() for v in values)
+        layer = weight_layer(node.op_type, attrs, self.opset, [next(taken) if name else None for name in names])
+        if layer is None:
+            return None
+        for name in names:
+            if name:
+                delattr(self, self._tensor_attr.pop(name))
+        key = re.sub(r"\W", "_", node.name or node.op_type.lower()).strip("_") or "layer"
+        while key in self.layers or hasattr(self.layers, key):
+            key += "_"
+        self.layers[key] = layer
+        return key
 
     def fix_batch(self) -> None:
         """Run the graph in batches of its declared size when it takes no other: a model exported without a
@@ -175,8 +206,11 @@ class OnnxModule(nn.Module):
         env: dict[str, torch.Tensor | None] = {self.input_name: x, "": None}
         for name, attr in self._tensor_attr.items():
             env[name] = getattr(self, attr)
-        for op, inputs, outputs, attrs in self.nodes:
-            result = ONNX_OPS[op]([env[i] for i in inputs], attrs, self.opset)
+        for op, inputs, outputs, attrs, key in self.nodes:
+            if key is None:
+                result = ONNX_OPS[op]([env[i] for i in inputs], attrs, self.opset)
+            else:
+                result = self.layers[key](env[inputs[0]])
             results = result if isinstance(result, tuple) else (result,)
             for o, r in zip(outputs, results, strict=False):
                 if o:

@@ -1,0 +1,62 @@
+"""A TorchScript model as a module whose layers can be hooked: the same network re-read through an ONNX export.
+
+TorchScript modules take no Python hooks, so what reads a layer's activations (neuron stimulation, pruning, the
+input filter) cannot run on them. The TorchScript exporter of ``torch.onnx`` writes the compiled graph out as ONNX
+in memory, and :class:`~neuralcleanse.formats.onnx.OnnxModule` reads it back with its dense and convolutional
+nodes as ``nn.Linear`` and ``nn.Conv2d`` modules (:mod:`~neuralcleanse.formats.onnx_layers`). The copy is used
+only where it gives the model's own outputs on the images it is checked on. Reading the graph needs the ``onnx``
+package (``neuralcleanse[onnx]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._torch import MODEL_ERRORS, eval_mode, model_device
+from .onnx import OnnxModule
+
+__all__ = ["unscripted"]
+
+logger = logging.getLogger(__name__)
+
+_CHECKED = 8  # images the copy's outputs are compared on
+
+
+@torch.no_grad()
+def unscripted(model: nn.Module, images: torch.Tensor) -> nn.Module | None:
+    """``model`` itself when it holds no TorchScript module; else an :class:`OnnxModule` copy of it, in eval mode on
+    the model's device, that gives the model's outputs on ``images`` (N, C, H, W); None when there is none (the
+    reason is logged).
+    """
+    if not any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        return model
+    try:
+        import onnx
+    except ImportError:
+        logger.info("a TorchScript model's layers are read through ONNX: pip install 'neuralcleanse[onnx]'")
+        return None
+    device = model_device(model)
+    images = images[:_CHECKED].to(device)
+    try:
+        with eval_mode(model), warnings.catch_warnings(), tempfile.TemporaryDirectory() as folder:
+            warnings.simplefilter("ignore")  # the exporter's notes on tracing and constant folding
+            path = Path(folder) / "model.onnx"
+            torch.onnx.export(model, (images,), path, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "N"}})
+            expected = model(images)
+            proto = onnx.load(str(path))
+        opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+        copy = OnnxModule(proto.graph, opset, "the TorchScript model's ONNX export").eval().to(device)
+        again = copy(images)
+    except MODEL_ERRORS as exc:  # the exporter's errors are RuntimeErrors; OnnxModule's ModelFileError a ValueError
+        logger.info("the TorchScript model cannot be read as ONNX: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return None
+    if again.shape != expected.shape or not torch.allclose(again.float(), expected.float(), rtol=1e-3, atol=1e-4):
+        logger.info("the TorchScript model's ONNX export does not give the model's outputs")
+        return None
+    return copy
