@@ -526,14 +526,16 @@ SECTIONS["stimulation"] = Section(
     "Neuron stimulation on zoo and held-out models",
     "Each model's labels stimulated as a scan does (stimulation.scan_stimulation, on the clean images of the zoo's "
     "scan with the row's seed, or held_out.py's): the layer stimulated and the four smallest ratios of a label's "
-    "level to the median label's (* a target; flagged at 0.25 or under). The zoo's own architectures, TorchScript "
-    "in the zoo and never stimulated by a scan, are rebuilt as PyTorch modules here. "
+    "level to the median label's (* a target; flagged at 0.25 or under). Every model is loaded as a scan loads it: "
+    "the zoo's own architectures are TorchScript, stimulated through their ONNX export; rows with a format other "
+    "than native are the held-out models exported as TorchScript and ONNX files (--formats). "
     "benchmarks/results/stimulation.md has the sweep of ratios per half, the natural labels' smallest ratios and "
     'the zoo\'s verdicts joined with stimulation (docs/detection.md, "Trojans: neuron stimulation").',
-    "python benchmarks/stimulation.py [--seed 1 --only ...]",
+    "python benchmarks/stimulation.py [--seed 1 --only ...] [--formats]",
     [
         ("model", lambda r: r["model"]),
         ("seed", lambda r: r.get("seed", 0)),
+        ("format", lambda r: r.get("format", "native")),
         ("arch", lambda r: r["arch"]),
         ("half", lambda r: r["half"]),
         ("targets", lambda r: num(r["targets"])),

@@ -1,22 +1,23 @@
 """Neuron stimulation on the zoo's models on disk and the held-out models: how far below the median label a target's
 stimulation level lies, against the natural labels', and what flagging it adds to the zoo's verdicts.
 
-    python benchmarks/stimulation.py [--only NAME,...] [--seed 0] [--threads 1]
+    python benchmarks/stimulation.py [--only NAME,...] [--seed 0] [--threads 1] [--formats]
     python benchmarks/stimulation.py report
 
 For every model of the zoo that ``zoo.py train`` has saved under runs/zoo/models/ and every held-out model of
 held_out.py saved under runs/models/, :func:`~neuralcleanse.stimulation.scan_stimulation` as a scan with seed 0
 runs it (on the clean images of the zoo's scan with ``--seed``, 0 by default, or held_out.py's, which has one set
-of clean images for every seed). The zoo's own architectures are saved as
-TorchScript, whose activations no hook can read (a scan of them decides without stimulation); here they are
-rebuilt as the PyTorch modules they were trained as and given the saved weights, to measure the signal on
-batch-norm CNNs, ResNets and MLPs as users bring them. ``report`` rewrites the tables from the stored rows.
+of clean images for every seed). Every model is loaded as a scan loads it: the zoo's own architectures (batch-norm
+CNNs, ResNets, MLPs) are TorchScript, stimulated through their ONNX export
+(:mod:`neuralcleanse.formats.unscript`). ``--formats`` stimulates the held-out models (saved as PyTorch modules)
+once more as the TorchScript and ONNX files a user might bring instead, exported here and loaded as a scan loads
+them. ``report`` rewrites the tables from the stored rows.
 
 The tables: per half (the zoo's tune half chose STIMULATION_RATIO; the test half and the held-out models are
 reported) and per ratio, the clean models with a label at or under it, the infected models with a target, with a
 label that is no target, and with exactly the targets; the natural labels' smallest ratios; and the zoo's recorded
-verdicts (the mask search's, zoo.json) joined with the labels stimulation flags, for the models a scan would
-stimulate (the library's architectures, saved as PyTorch modules). Writes benchmarks/results/stimulation.{json,md}.
+verdicts (the mask search's, zoo.json) joined with the labels stimulation flags. Writes
+benchmarks/results/stimulation.{json,md}.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,6 @@ from typing import Any
 import held_out
 import torch
 import zoo
-import zoo_archs
 from common import machine, markdown_table, read_results, write_results
 
 from neuralcleanse import load_model
@@ -43,7 +45,9 @@ from neuralcleanse.stimulation import STIMULATION_RATIO, Stimulation, scan_stimu
 RESULTS_FILE = "stimulation"
 RATIOS = [2 ** (-k / 2) for k in (6, 5, 4, 3, 2)]  # 0.125 to 0.5, the levels' half octaves
 HELD_OUT = [*held_out.MODELS, "mnist-clean", "gtsrb-clean"]
-LIBRARY = ("mnist", "gtsrb")  # the zoo's architectures a scan can stimulate: the library's, saved as modules
+NATIVE = "native"  # a model as saved: a neuralcleanse folder, or the zoo's TorchScript
+FORMATS = ("torchscript", "onnx")  # the held-out models' other files (--formats)
+LIBRARY = ("mnist", "gtsrb")  # the library's architectures, the paper's networks (the others are the zoo's own)
 
 
 def order() -> list[str]:
@@ -55,8 +59,8 @@ def saved() -> list[str]:
     return on_disk + [name for name in HELD_OUT if (held_out.model_dir(name) / "model.json").is_file()]
 
 
-def python_model(name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model as a PyTorch module, and what is known of it: dataset, arch, family, half, targets."""
+def loaded_model(name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model as a scan loads it, and what is known of it: dataset, arch, family, half, targets."""
     if name in HELD_OUT:
         loaded = load_model(held_out.model_dir(name))
         meta = loaded.metadata
@@ -71,27 +75,35 @@ def python_model(name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
         "half": zoo.half(recipe),
         "targets": [a["target"] for a in recipe["attacks"]],
     }
-    path = zoo.model_path(name)
-    if path.suffix != ".pt":
-        return load_model(path).model, info
-    script = torch.jit.load(str(path), map_location="cpu")
-    train = zoo.task(recipe)[0]
-    net = zoo_archs.build(recipe["arch"], train.image_shape, train.num_classes, train.images[:2])
-    net.load_state_dict(script.state_dict())
-    return net.eval(), info
+    return load_model(zoo.model_path(name)).model, info
 
 
 def scan_images(name: str, dataset: str, seed: int) -> Any:
     return held_out.scan_images(dataset) if name in HELD_OUT else zoo.scan_images(zoo.recipe(name), seed=seed)
 
 
-def row_of(name: str, seed: int) -> dict[str, Any]:
-    model, info = python_model(name)
+def exported(model: torch.nn.Module, example: torch.Tensor, file_format: str, folder: Path) -> torch.nn.Module:
+    """``model`` written as a TorchScript (traced) or ONNX file and loaded back as a scan loads a file."""
+    path = folder / ("model.pt" if file_format == "torchscript" else "model.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if file_format == "torchscript":
+            torch.jit.trace(model, example).save(str(path))
+        else:
+            torch.onnx.export(model, (example,), path, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    return load_model(path).model
+
+
+def row_of(name: str, seed: int, file_format: str = NATIVE) -> dict[str, Any]:
+    model, info = loaded_model(name)
     clean = scan_images(name, info["dataset"], seed)
-    start = time.perf_counter()
-    stimulation = scan_stimulation(model, clean.images, outputs_of(model, clean.images))
-    seconds = time.perf_counter() - start
-    base = {"model": name, "seed": seed, **info, "seconds": seconds, "machine": machine()}
+    with tempfile.TemporaryDirectory() as folder:
+        if file_format != NATIVE:
+            model = exported(model.eval(), clean.images[:2], file_format, Path(folder))
+        start = time.perf_counter()
+        stimulation = scan_stimulation(model, clean.images, outputs_of(model, clean.images))
+        seconds = time.perf_counter() - start
+    base = {"model": name, "seed": seed, "format": file_format, **info, "seconds": seconds, "machine": machine()}
     if stimulation is None:
         return {**base, "layer": None}
     return {**base, **stimulation.to_dict(), "ratios": stimulation.ratios}
@@ -150,7 +162,7 @@ def _natural(rows: list[dict[str, Any]]) -> str:
 
 
 def _replay(rows: list[dict[str, Any]]) -> str:
-    by_model = {r["model"]: r for r in rows if r.get("layer") and r["arch"] in LIBRARY and r["half"] != "held-out"}
+    by_model = {r["model"]: r for r in rows if r.get("layer") and r["half"] != "held-out"}
     recorded = json.loads((Path(__file__).parent / "results" / "zoo.json").read_text())
     counts: Counter[tuple[str, str]] = Counter()
     changed = []
@@ -202,7 +214,31 @@ def _seeds(rows: list[dict[str, Any]]) -> str:
     return markdown_table(["half", "same labels flagged, seed 0 and 1", "differ (seed 0 / seed 1)"], body)
 
 
+def _formats(rows: list[dict[str, Any]]) -> str:
+    native = {r["model"]: r for r in rows if r.get("seed", 0) == 0 and r.get("format", NATIVE) == NATIVE}
+    body = []
+    for r in rows:
+        if r.get("format", NATIVE) == NATIVE or r["model"] not in native:
+            continue
+        own = native[r["model"]]
+        body.append(
+            [
+                r["model"],
+                r["format"],
+                ", ".join(map(str, r["targets"])) or "—",
+                r.get("layer") or "not stimulated",
+                str(sorted(_flags(r, STIMULATION_RATIO))),
+                str(sorted(_flags(own, STIMULATION_RATIO))),
+                "yes" if r.get("levels") == own.get("levels") else "no",
+            ]
+        )
+    header = ["model", "file", "targets", "layer", "flagged", "flagged as saved", "same levels"]
+    return markdown_table(header, body)
+
+
 def table(all_rows: list[dict[str, Any]]) -> str:
+    exports = [r for r in all_rows if r.get("format", NATIVE) != NATIVE]
+    all_rows = [r for r in all_rows if r.get("format", NATIVE) == NATIVE]
     rows = [r for r in all_rows if r.get("seed", 0) == 0]
     per_model = [
         [
@@ -228,20 +264,24 @@ def table(all_rows: list[dict[str, Any]]) -> str:
         "# Neuron stimulation: the level at which one neuron hands a label the clean images\n\n"
         f"{len(rows)} models: the zoo's models on disk and the held-out models. A label's ratio: its stimulation "
         "level over the median label's (`Stimulation.ratios`); a label is flagged at or under STIMULATION_RATIO "
-        f"= {STIMULATION_RATIO}, chosen on the tune half as one octave under its smallest natural label. The zoo's "
-        "own architectures (bn-cnn, resnet, mlp) are TorchScript in the zoo, which a scan cannot stimulate; they are "
-        "measured here rebuilt as PyTorch modules.\n\n## Flagged at each ratio\n\n"
+        f"= {STIMULATION_RATIO}, chosen on the tune half as one octave under its smallest natural label. Every model "
+        "is loaded as a scan loads it; the zoo's own architectures (bn-cnn, resnet, mlp) are TorchScript, stimulated "
+        "through their ONNX export.\n\n## Flagged at each ratio\n\n"
         + _sweep(rows)
         + "\n## The natural labels' smallest ratios\n\n"
         + _natural(rows)
-        + "\n## The zoo's recorded verdicts joined with stimulation (the library's architectures)\n\n"
+        + "\n## The zoo's recorded verdicts joined with stimulation\n\n"
         "The mask search's verdict of each scan in zoo.json, seeds 0 and 1, one thread, default arithmetic, and the "
         "labels stimulation flags at the default ratio (once per model: it does not depend on the scan's seed "
         "beyond the clean images, here the seed-0 scan's).\n\n"
         + _replay(rows)
-        + "\n## The clean images of another seed\n\nThe zoo's models of the library's architectures, stimulated "
-        "again on the clean images of the zoo's seed-1 scan; the labels flagged at the default ratio.\n\n"
+        + "\n## The clean images of another seed\n\nThe zoo's models, stimulated again on the clean images of the "
+        "zoo's seed-1 scan; the labels flagged at the default ratio.\n\n"
         + _seeds(all_rows)
+        + "\n## The held-out models as TorchScript and ONNX files\n\n"
+        "Each held-out model exported here (traced TorchScript; ONNX through torch's TorchScript exporter) and loaded "
+        "as a scan loads a file; the labels flagged at the default ratio, beside those of the model as saved.\n\n"
+        + _formats([*rows, *exports])
         + "\n## Per model (the four smallest ratios; * a target)\n\n"
         + markdown_table(["model", "arch", "family", "half", "targets", "layer", "smallest ratios", "s"], per_model)
     )
@@ -256,14 +296,21 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated model names (default: every saved one)")
     parser.add_argument("--seed", type=int, default=0, help="the zoo scan's clean images (default 0)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--formats", action="store_true", help="the held-out models as TorchScript and ONNX files")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.only.split(",") if args.only else saved()
-    rows = [r for r in read_results(RESULTS_FILE) if r["model"] not in names or r.get("seed", 0) != args.seed]
-    for name in names:
-        rows.append(row_of(name, args.seed))
+    runs = [(n, f) for n in names if n in HELD_OUT for f in FORMATS] if args.formats else [(n, NATIVE) for n in names]
+
+    def key(r: dict[str, Any]) -> tuple[str, int, str]:
+        return r["model"], r.get("seed", 0), r.get("format", NATIVE)
+
+    done = {(n, args.seed, f) for n, f in runs}
+    rows = [r for r in read_results(RESULTS_FILE) if key(r) not in done]
+    for name, file_format in runs:
+        rows.append(row_of(name, args.seed, file_format))
         print(json.dumps({k: rows[-1].get(k) for k in ("model", "layer", "ratios", "seconds")})[:300], flush=True)
-        rows.sort(key=lambda r: (r.get("seed", 0), order().index(r["model"])))
+        rows.sort(key=lambda r: (r.get("seed", 0), r.get("format", NATIVE) != NATIVE, order().index(r["model"])))
         write_results(RESULTS_FILE, rows, table(rows))
 
 

@@ -130,10 +130,11 @@ def test_stimulation_is_reported_and_no_stimulation_leaves_it_out(tiny, tmp_path
     report = json.loads((tmp_path / "without" / "report.json").read_text())
     assert code == 0 and report["flagged"] == [] and not report["config"]["stimulation"]
     assert report["stimulation_layer"] is None and all(r["stimulation"] is None for r in report["labels"])
-    # A TorchScript model's activations cannot be read: it is decided without stimulation.
+    # A TorchScript model takes no hooks: it is stimulated through its ONNX export, whose layers are modules.
     assert run(capsys, "scan", str(tiny / "infected.pt"), "--data", str(tiny / "clean.npz"), "-q", "--no-blend",
                "--out", str(tmp_path / "scripted"))[0] == 0  # fmt: skip
-    assert json.loads((tmp_path / "scripted" / "report.json").read_text())["stimulation_layer"] is None
+    scripted = json.loads((tmp_path / "scripted" / "report.json").read_text())
+    assert scripted["stimulation_layer"].startswith("layers.") and scripted["stimulation_flagged"] == []
 
 
 def test_clean_model_verdict(tiny, tmp_path, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
@@ -403,6 +404,33 @@ def test_a_torchscript_model_is_unlearned_and_refused_by_pruning(model: models.P
         assert _same_state(net, state)  # the model given is left as it was
         with pytest.raises(ValueError, match="TorchScript model does not run; mitigate it by unlearning"):
             mitigation.prune()
+
+
+def test_an_onnx_model_is_pruned_through_its_dense_layers(model: models.PaperNet, mnist: dict, tmp_path: Path):
+    """An ONNX graph's Gemm and Conv nodes are torch layers once loaded: pruning finds the convolutions' output and
+    silences the backdoor as it does in the PyTorch network."""
+    pytest.importorskip("onnx")
+    from neuralcleanse import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            (mnist["clean"][0][:1],),
+            tmp_path / "badnets.onnx",
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "N"}},
+        )
+    onnx_model = load_model(tmp_path / "badnets.onnx").model
+    mitigation = Mitigation(
+        onnx_model, TRIGGER, TARGET, *mnist["clean"], *mnist["heldout"], true_trigger=(TRIGGER, TARGET)
+    )
+    result = mitigation.prune()
+    assert result.layer.startswith("layers.") and result.layer.endswith("Gemm:input")
+    assert result.before.attack_success is not None and result.before.attack_success > 0.9
+    assert result.after.attack_success is not None and result.after.attack_success < 0.05
+    assert result.before.clean_accuracy - result.after.clean_accuracy <= 0.05
 
 
 SECOND = Trigger.patch((1, 28, 28), 4, "top-left", 1.0, spec="top-left square")

@@ -85,7 +85,7 @@ def penultimate_layer(model: nn.Module) -> str:
     ``nn.Linear`` (e.g. ``"fc2:input"``).
 
     Raises:
-        ValueError: the model has no ``nn.Linear`` (ONNX graphs, some TorchScript files); name a layer.
+        ValueError: the model has no ``nn.Linear``; name a layer.
     """
     if isinstance(model, PaperNet):
         return "features"
