@@ -719,20 +719,8 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
         ),
         tmp_path / "s",
     )
-    code, out, _ = run(
-        capsys,
-        "mitigate",
-        *model,
-        "--report",
-        str(tmp_path / "s"),
-        "--data",
-        str(tiny / "clean.npz"),
-        "--method",
-        "prune",
-        "--out",
-        str(tmp_path / "p"),
-        "-q",
-    )
+    prune_args = ["--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"), "--method", "prune"]
+    code, out, _ = run(capsys, "mitigate", *model, *prune_args, "--out", str(tmp_path / "p"), "-q")
     assert code == 0
     rows = dict(line.strip().split("  ", 1) for line in out.splitlines())
     assert rows["patched model"].strip().startswith(str(tmp_path / "p" / "model.torchscript.pt"))
@@ -744,6 +732,16 @@ def test_mitigate_prints_where_the_patched_model_and_the_page_are(tiny, tmp_path
     assert figures["labels"] == [TARGET, 2] and list(figures["others_reversed_attack_success"]) == ["2"]
     assert all(len(step["others_reversed_attack_success"]) == 1 for step in figures["curve"])
     assert "The triggers used" in (tmp_path / "p" / "mitigation.html").read_text()
+
+    # The same network as a TorchScript file is pruned through its ONNX copy, as the PyTorch one was, and the
+    # pruned network is saved as TorchScript.
+    code, out, _ = run(capsys, "mitigate", str(tiny / "infected.pt"), *prune_args, "--out", str(tmp_path / "t"), "-q")
+    scripted = json.loads((tmp_path / "t" / "mitigation.json").read_text())
+    assert code == 0 and scripted["layer"] == "layers.head_Gemm:input" and figures["layer"] == "head:input"
+    same = ("pruned", "neurons", "stop_reason", "reversed_attack_success_after", "clean_accuracy_after")
+    assert {k: scripted[k] for k in same} == {k: figures[k] for k in same}
+    patched = torch.jit.load(str(tmp_path / "t" / "model.torchscript.pt"))
+    assert patched(torch.rand(2, 1, SIZE, SIZE)).shape == (2, NUM_LABELS)
 
     filter_args = ["--report", str(tmp_path / "s"), "--data", str(tiny / "clean.npz"), "--method", "filter"]
     code, out, _ = run(capsys, "mitigate", *model, *filter_args, "--out", str(tmp_path / "f"), "-q")

@@ -388,9 +388,11 @@ def test_unlearning_settings_are_checked() -> None:
         UnlearnConfig(optimizer="rmsprop")  # type: ignore[arg-type]
 
 
-def test_a_torchscript_model_is_unlearned_and_refused_by_pruning(model: models.PaperNet, mnist: dict) -> None:
+def test_a_torchscript_model_is_unlearned_pruned_and_filtered(model: models.PaperNet, mnist: dict) -> None:
     # Users bring TorchScript files; a deep copy of one has non-leaf parameters that no optimiser takes, so the
-    # copy to unlearn is made by saving and loading it, bare or inside a preprocessing wrapper.
+    # copy to unlearn is made by saving and loading it, bare or inside a preprocessing wrapper. Its modules take no
+    # hooks: pruning and the filter read it through its ONNX export.
+    pytest.importorskip("onnx")
     example = mnist["clean"][0][:2]
     scripted = torch.jit.trace(model.eval(), example)
     wrapped = PreprocessedModel(torch.jit.trace(copy.deepcopy(model).eval(), example), Preprocessing(layout="NCHW"))
@@ -401,9 +403,41 @@ def test_a_torchscript_model_is_unlearned_and_refused_by_pruning(model: models.P
         result = mitigation.unlearn(config=UnlearnConfig(fraction=0.5), generator=torch.Generator().manual_seed(0))
         assert result.before.attack_success is not None and result.before.attack_success > 0.9
         assert result.after.attack_success is not None and result.after.attack_success < 0.05
+        pruned = mitigation.prune()
+        assert pruned.after.attack_success is not None and pruned.after.attack_success < 0.05
+        assert pruned.layer.startswith("layers.")  # the ONNX copy's name for the convolutions' output
         assert _same_state(net, state)  # the model given is left as it was
-        with pytest.raises(ValueError, match="TorchScript model does not run; mitigate it by unlearning"):
-            mitigation.prune()
+    # The filter of the scripted model is the PyTorch network's, and rejects the same inputs of the scripted model.
+    data = (*mnist["clean"], *mnist["heldout"])
+    own = Mitigation(model, TRIGGER, TARGET, *data).filter(top_fraction=0.05).filter
+    filtered = Mitigation(scripted, TRIGGER, TARGET, *data).filter(top_fraction=0.05).filter
+    assert filtered.neurons == own.neurons and filtered.threshold == pytest.approx(own.threshold, rel=1e-4)
+    images, labels = mnist["heldout"]
+    triggered = TRIGGER.stamp(images[labels != TARGET])
+    rejected = filtered.reject(scripted, triggered)
+    assert torch.equal(rejected, own.reject(model, triggered)) and rejected.float().mean() > 0.8
+
+
+class CumulativeNet(nn.Module):
+    """A dense network that sums its input cumulatively first: an operator neuralcleanse's ONNX reader lacks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.cumsum(x.flatten(1), dim=1) / 784)
+
+
+def test_a_torchscript_model_that_cannot_be_read_through_onnx_is_left_to_unlearning() -> None:
+    pytest.importorskip("onnx")
+    _, x, y = _setup_data()
+    scripted = torch.jit.script(CumulativeNet().eval())
+    mitigation = Mitigation(scripted, TRIGGER, TARGET, x, y, x, y)
+    with pytest.raises(ValueError, match="cannot be re-read through ONNX .*; mitigate it by unlearning"):
+        mitigation.prune()
+    with pytest.raises(ValueError, match="cannot be re-read through ONNX"):
+        mitigation.filter()
 
 
 def test_an_onnx_model_is_pruned_through_its_dense_layers(model: models.PaperNet, mnist: dict, tmp_path: Path):

@@ -43,11 +43,15 @@ def unscripted(model: nn.Module, images: torch.Tensor) -> nn.Module | None:
         return None
     device = model_device(model)
     images = images[:_CHECKED].to(device)
+    example = images[:2]  # exported on two images, checked on more: a batch size baked into the graph shows
     try:
         with eval_mode(model), warnings.catch_warnings(), tempfile.TemporaryDirectory() as folder:
-            warnings.simplefilter("ignore")  # the exporter's notes on tracing and constant folding
+            warnings.simplefilter("ignore")  # the tracer's and exporter's notes
+            # A Python module around a TorchScript one (a preprocessing wrapper) is traced into one graph first: the
+            # exporter's own tracing cannot enter a TorchScript submodule.
+            graph = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.trace(model, example)
             path = Path(folder) / "model.onnx"
-            torch.onnx.export(model, (images,), path, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "N"}})
+            torch.onnx.export(graph, (example,), path, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "N"}})
             expected = model(images)
             proto = onnx.load(str(path))
         opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)

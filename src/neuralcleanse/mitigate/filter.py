@@ -34,7 +34,14 @@ from ..progress import ProgressCallback, report
 from ..triggers import Trigger
 from ..versions import versions
 from ._common import Figures, MitigationResult, check_fraction, repaired_labels
-from .layers import Layer, forward_with_activations, record_activations, resolve_layer, trigger_ranking
+from .layers import (
+    Layer,
+    forward_with_activations,
+    hookable,
+    record_activations,
+    resolve_layer,
+    trigger_ranking,
+)
 
 if TYPE_CHECKING:
     from .mitigation import Mitigation
@@ -155,6 +162,7 @@ class InputFilter:
         return self.reject_activations(self._activations(model, images, batch_size))
 
     def _activations(self, model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+        model = hookable(model, images)  # a TorchScript model is read through its ONNX copy, as it was filtered
         return record_activations(model, resolve_layer(model, self.layer), images, batch_size=batch_size)
 
     __call__ = reject
@@ -297,16 +305,16 @@ def build_filter(
     start = time.perf_counter()
     check_fraction("top_fraction", top_fraction)
     check_fraction("fpr", fpr, allow_one=False)
-    images = mitigation.images
-    resolved = resolve_layer(mitigation.model, layer)
+    images, model = mitigation.images, mitigation.layered
+    resolved = resolve_layer(model, layer)
     parts = mitigation.ranking_triggers()
     total = 2 * len(parts) + (mitigation.true_trigger is not None)  # rank, then measure, per trigger
     report(progress, "filter", 0, total)
-    clean = record_activations(mitigation.model, resolved, images)  # (N, D)
+    clean = record_activations(model, resolved, images)  # (N, D)
     k = max(1, math.ceil(top_fraction * clean.shape[1]))
     chosen = []
     for done, (trigger, _, victims) in enumerate(parts, 1):
-        chosen.append(trigger_ranking(mitigation.model, resolved, images[victims], trigger, clean[victims])[:k])
+        chosen.append(trigger_ranking(model, resolved, images[victims], trigger, clean[victims])[:k])
         report(progress, "filter", done, total)
     thresholds = _thresholds([clean[:, neurons].mean(dim=1) for neurons in chosen], fpr)
     others = tuple(
@@ -330,7 +338,7 @@ def _filter_result(
     mitigation: Mitigation, input_filter: InputFilter, progress: ProgressCallback | None, total: int, start: float
 ) -> FilterResult:
     """Measure the filter on the held-out images; ``start`` is when the fitting began."""
-    filtered = FilteredModel(mitigation.model, input_filter)
+    filtered = FilteredModel(mitigation.layered, input_filter)
     done = len(mitigation.other_triggers) + 2  # the events so far: every ranking, then this measurement
     preds, rejected, clean_scores = _run(filtered, mitigation.heldout_images)  # (N,) each
     accepted_correct = (preds == mitigation.heldout_labels.cpu()) & ~rejected

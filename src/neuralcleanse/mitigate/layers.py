@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeGuard
 import torch
 from torch import nn
 
+from ..formats.unscript import unscripted
 from ..metrics import stamped_batches
 from ..models import PaperNet
 from ..triggers import Trigger
@@ -40,6 +41,7 @@ __all__ = [
     "capture",
     "conv_output_layer",
     "forward_with_activations",
+    "hookable",
     "last_conv_layer",
     "penultimate_layer",
     "record_activations",
@@ -121,8 +123,8 @@ def resolve_layer(model: nn.Module, layer: str | None = None) -> Layer:
         raise TypeError(f"layer must be a module name or None, got {type(layer).__name__}")
     if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
         raise ValueError(
-            "pruning and the input filter record a layer's activations through PyTorch hooks, which a TorchScript "
-            "model does not run; mitigate it by unlearning, or load the same network as a PyTorch module"
+            "a layer's activations are recorded through PyTorch hooks, which a TorchScript model does not run: read "
+            "it through mitigate.layers.hookable, or load the same network as a PyTorch module"
         )
     if layer in (LAST_CONV, CONV_OUTPUT):
         found = last_conv_layer(model) if layer == LAST_CONV else conv_output_layer(model)
@@ -141,6 +143,23 @@ def resolve_layer(model: nn.Module, layer: str | None = None) -> Layer:
         shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
         raise ValueError(f"layer {spec!r}: the model has no module named {name!r} (its modules: {shown})")
     return Layer(spec, name, modules[name], "input" if side == "input" else "output")
+
+
+def hookable(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """``model`` itself, or for a TorchScript model (whose modules take no Python hooks) the same network re-read
+    through its ONNX export (:func:`~neuralcleanse.formats.unscript.unscripted`, checked on ``images``).
+
+    Raises:
+        ValueError: a TorchScript model that cannot be re-read so.
+    """
+    layered = unscripted(model, images)
+    if layered is None:
+        raise ValueError(
+            "pruning and the input filter record a layer's activations through PyTorch hooks, which a TorchScript "
+            "model does not run, and this one cannot be re-read through ONNX (is neuralcleanse[onnx] installed?); "
+            "mitigate it by unlearning, or load the same network as a PyTorch module"
+        )
+    return layered
 
 
 def _per_neuron(activation: torch.Tensor) -> torch.Tensor:

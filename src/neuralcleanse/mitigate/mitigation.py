@@ -15,6 +15,7 @@ from ..progress import ProgressCallback
 from ..triggers import Trigger
 from ._common import Figures, TrueTrigger
 from .filter import FALSE_POSITIVE_RATE, TOP_FRACTION, FilterResult, build_filter
+from .layers import hookable
 from .prune import MAX_ACCURACY_LOSS, MAX_ATTACK_SUCCESS, STEP, PruneResult, prune_neurons
 from .unlearn import UnlearnConfig, UnlearnResult, unlearn_trigger
 
@@ -136,6 +137,12 @@ class Mitigation:
         ``model`` (the bound one or a mitigated copy)."""
         images, labels = self.heldout_images, self.heldout_labels
         return {label: attack_success_rate(model, images, labels, t, label) for t, label in self.other_triggers}
+
+    @cached_property
+    def layered(self) -> nn.Module:
+        """The model whose layers the filter and pruning read: :attr:`model`, or a TorchScript model's copy re-read
+        through ONNX (:func:`~neuralcleanse.mitigate.layers.hookable`; a ValueError when there is none)."""
+        return hookable(self.model, self.images)
 
     @cached_property
     def before(self) -> Figures:

@@ -158,7 +158,7 @@ def prune_neurons(
     check_fraction("step", step)
     check_fraction("max_attack_success", max_attack_success, allow_zero=True)
     check_fraction("max_accuracy_loss", max_accuracy_loss, allow_zero=True)
-    pruned = copy_model(mitigation.model).eval()
+    pruned = copy_model(mitigation.layered).eval()
     if layer is None:
         layer = CONV_OUTPUT if conv_output_layer(pruned) is not None else PENULTIMATE
     resolved = resolve_layer(pruned, layer)
