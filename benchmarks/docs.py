@@ -616,6 +616,29 @@ SECTIONS["multi_target_mitigation"] = Section(
     ],
 )
 
+SECTIONS["rescan"] = Section(
+    "The zoo's models on disk scanned again with today's default",
+    "Each model of the zoo on disk (per half; the 1000-label task left out) scanned with the default ScanConfig "
+    "(mask search, blend search, neuron stimulation) on the clean images and seed of its zoo scan, beside zoo.json's "
+    "recorded verdict of the same scan (the mask search of its time). benchmarks/results/rescan.md has the counts "
+    "per task and half and the scans whose verdict changed.",
+    "python benchmarks/rescan.py [--half test|tune] [--seed 0]",
+    [
+        ("model", lambda r: r["model"]),
+        ("half", lambda r: r["half"]),
+        ("seed", lambda r: r["seed"]),
+        ("arch", lambda r: r["arch"]),
+        ("targets", lambda r: str(r["targets"])),
+        ("flagged", lambda r: str(r["flagged"])),
+        (
+            "mask / blend / stimulation",
+            lambda r: " / ".join(str(r[k]) for k in ("mask_flagged", "blend_flagged", "stimulation_flagged")),
+        ),
+        ("right", lambda r: "yes" if r["correct"] else "no"),
+        ("seconds", lambda r: num(r["seconds"])),
+    ],
+)
+
 SECTIONS["default_speed"] = Section(
     "The default scan's time beside the previous defaults'",
     "Zoo models scanned in one run with the paper's decision, the previous default (the mask search alone) and "
