@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -69,9 +70,13 @@ def read_results(name: str) -> list[dict[str, Any]]:
 
 
 def write_results(name: str, rows: list[dict[str, Any]], table: str) -> None:
+    """Both files through a temporary name and a rename, so that a reader (another run adding its rows) never
+    sees half a file."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(table)
+    for path, text in ((RESULTS / f"{name}.json", json.dumps(rows, indent=2) + "\n"), (RESULTS / f"{name}.md", table)):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        tmp.replace(path)
 
 
 def update_results(

@@ -132,6 +132,8 @@ def main() -> None:
         n for n in order if zoo.half(zoo.recipe(n)) == args.half and zoo.is_trained(n) and task(zoo.recipe(n)) in TASKS
     ]  # fmt: skip
     for name in names:
+        if not args.only and any((r["model"], r["seed"]) == (name, args.seed) for r in read_results(RESULTS_FILE)):
+            continue  # scanned by an earlier run: --only scans it again
         row = scan_row(name, args.seed)
         print(json.dumps({k: row[k] for k in ("model", "seed", "targets", "flagged", "seconds")}), flush=True)
         # Read again before writing: another run (the other half, the other seed) may have added rows meanwhile.
