@@ -155,14 +155,12 @@ class OnnxModule(nn.Module):
         """Rebuild ``node`` as a module of :attr:`layers` when its inputs after the first are float constants that
         no other node reads (or left out); returns its key there, None when the node stays an operator."""
         names = list(node.input[1:])
-        lone = [self._tensor_attr.get(name) for name in names if name]
-        if not names or any(a is None for a in lone) or any(readers[name] != 1 for name in names if name):
+        if not names or any(name and (name not in self._tensor_attr or readers[name] != 1) for name in names):
             return None
-        values = [getattr(self, a) for a in lone if a is not None]
-        if any(not v.is_floating_point() for v in values):
+        constants = [getattr(self, self._tensor_attr[name]).detach() if name else None for name in names]
+        if any(c is not None and not c.is_floating_point() for c in constants):
             return None
-        taken = iter(v.detach() for v in values)
-        layer = weight_layer(node.op_type, attrs, self.opset, [next(taken) if name else None for name in names])
+        layer = weight_layer(node.op_type, attrs, self.opset, constants)
         if layer is None:
             return None
         for name in names:

@@ -2,10 +2,10 @@
 
 TorchScript modules take no Python hooks, so what reads a layer's activations (neuron stimulation, pruning, the
 input filter) cannot run on them. The TorchScript exporter of ``torch.onnx`` writes the compiled graph out as ONNX
-in memory, and :class:`~neuralcleanse.formats.onnx.OnnxModule` reads it back with its dense and convolutional
-nodes as ``nn.Linear`` and ``nn.Conv2d`` modules (:mod:`~neuralcleanse.formats.onnx_layers`). The copy is used
-only where it gives the model's own outputs on the images it is checked on. Reading the graph needs the ``onnx``
-package (``neuralcleanse[onnx]``).
+(to a temporary file), and :class:`~neuralcleanse.formats.onnx.OnnxModule` reads it back with its dense and
+convolutional nodes as ``nn.Linear`` and ``nn.Conv2d`` modules (:mod:`~neuralcleanse.formats.onnx_layers`). The
+copy is used only where it gives the model's own outputs on the images it is checked on. Reading the graph needs
+the ``onnx`` package (``neuralcleanse[onnx]``).
 """
 
 from __future__ import annotations
