@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,14 +70,25 @@ def read_results(name: str) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def write_results(name: str, rows: list[dict[str, Any]], table: str) -> None:
+def write_results(name: str, rows: list[dict[str, Any]], table: str, indent: int = 2) -> None:
     """Both files through a temporary name and a rename, so that a reader (another run adding its rows) never
     sees half a file."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for path, text in ((RESULTS / f"{name}.json", json.dumps(rows, indent=2) + "\n"), (RESULTS / f"{name}.md", table)):
+    json_text = json.dumps(rows, indent=indent) + "\n"
+    for path, text in ((RESULTS / f"{name}.json", json_text), (RESULTS / f"{name}.md", table)):
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+def rewrite_report(name: str, table: Callable[[list[dict[str, Any]]], str]) -> bool:
+    """When the command line is ``report``: rewrite results file ``name``'s tables from its stored rows and return
+    True (the script then stops)."""
+    if sys.argv[1:] != ["report"]:
+        return False
+    rows = read_results(name)
+    write_results(name, rows, table(rows))
+    return True
 
 
 def update_results(

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import zoo
-from common import machine, markdown_table, read_results, write_results
+from common import machine, markdown_table, read_results, rewrite_report, write_results
 
 from neuralcleanse import NeuralCleanse, ScanConfig, load_model
 
@@ -164,9 +163,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["report"]:
-        rows = read_results(RESULTS_FILE)
-        write_results(RESULTS_FILE, rows, table(rows))
+    if rewrite_report(RESULTS_FILE, table):
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--half", choices=("tune", "test"), default="test")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 import warnings
@@ -37,7 +36,7 @@ import blend_search
 import held_out
 import torch
 import zoo
-from common import machine, markdown_table, read_results, write_results
+from common import machine, markdown_table, read_results, rewrite_report, write_results
 
 from neuralcleanse import load_model
 from neuralcleanse.blends import BLEND_RATIO
@@ -313,9 +312,7 @@ def table(all_rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["report"]:
-        rows = read_results(RESULTS_FILE)
-        write_results(RESULTS_FILE, rows, table(rows))
+    if rewrite_report(RESULTS_FILE, table):
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated model names (default: every saved one)")

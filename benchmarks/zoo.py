@@ -50,7 +50,7 @@ from typing import Any
 
 import many_labels
 import torch
-from common import RESULTS, machine, markdown_table
+from common import RESULTS, machine, markdown_table, write_results
 from torch import nn
 from zoo_archs import build, is_library_arch, logits_of
 
@@ -432,15 +432,6 @@ def read_rows(stem: str) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def write_rows(stem: str, rows: list[dict[str, Any]], table: str) -> None:
-    """Both files through a temporary name and a rename, so a reader never sees half a file."""
-    for suffix, text in ((".json", json.dumps(rows, indent=1) + "\n"), (".md", table)):
-        path = RESULTS / f"{stem}{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-
-
 @contextlib.contextmanager
 def locked(stem: str) -> Iterator[None]:
     """Hold the results file's lock: several zoo.py processes (a training run, a scan run) may add rows at once,
@@ -457,7 +448,7 @@ def add_row(stem: str, row: dict[str, Any], key: str, same: Callable[[dict[str, 
     """Replace the rows ``same`` picks by ``row``, in recipe order, under the file's lock."""
     with locked(stem):
         rows = by_recipe_order([r for r in read_rows(stem) if not same(r)] + [row], key)
-        write_rows(stem, rows, table(rows))
+        write_results(stem, rows, table(rows), indent=1)
 
 
 def fmt_rates(values: list[float] | None) -> str:
@@ -600,7 +591,7 @@ def add_gaps(chosen: list[dict[str, Any]]) -> None:
             for r in rows:
                 if r["model"] == recipe["name"] and "norms" in r and "gaps" not in r and r["seed"] in gaps:
                     r["gaps"] = gaps[r["seed"]]
-            write_rows(SCANS_FILE, rows, scans_table(rows))
+            write_results(SCANS_FILE, rows, scans_table(rows), indent=1)
         print(
             recipe["name"],
             {seed: [g if g is None else round(g, 2) for g in v[:5]] for seed, v in gaps.items()},
@@ -628,7 +619,7 @@ def add_compactness(chosen: list[dict[str, Any]], seeds: list[int], precision: s
                 for r in rows:
                     if same(r) and "norms" in r:
                         r["compactness"] = new["compactness"]
-                write_rows(SCANS_FILE, rows, scans_table(rows))
+                write_results(SCANS_FILE, rows, scans_table(rows), indent=1)
             print(recipe["name"], seed, [round(c, 2) for c in new["compactness"][:10]], flush=True)
 
 
