@@ -871,3 +871,23 @@ def test_preprocessing_is_applied_around_a_loaded_model(tmp_path):
     with pytest.raises(ValueError, match="takes 3 channel\\(s\\), but mean has 2 values"):
         load_model(path, arch=f"{__name__}:TinyNet", preprocessing=Preprocessing(mean=(0.5, 0.5)))
     assert loaded.to_dict()["preprocessing"]["value_range"] == [0.0, 255.0]
+
+
+def test_a_torchscript_models_onnx_copy_is_kept_while_it_gives_the_models_outputs() -> None:
+    """The filter asks for the copy at every batch: the export runs once, and again only once the model changed."""
+    pytest.importorskip("onnx")
+    from neuralcleanse.formats.unscript import unscripted
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    scripted = torch.jit.script(net)
+    images = torch.rand(8, 1, 8, 8)
+    first = unscripted(scripted, images)
+    assert first is not None and first is not scripted
+    assert unscripted(scripted, torch.rand(5, 1, 8, 8)) is first
+    with torch.no_grad():
+        scripted.state_dict()["3.weight"].mul_(2)  # the same module, other weights
+    second = unscripted(scripted, images)
+    assert second is not None and second is not first
+    with torch.no_grad():
+        assert torch.allclose(second(images), scripted(images), atol=1e-5)
