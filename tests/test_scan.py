@@ -331,6 +331,21 @@ def test_initial_masks_and_patterns_come_from_init_range(data):
     assert FAST.init_range == (0.4, 0.6) and ReverseConfig().init_range == (0.0, 1.0)  # the original: [0, 1]
 
 
+def test_a_search_can_start_from_given_masks_and_patterns(data):
+    images, _ = data
+    mask = torch.full((1, 1, 12, 12), 0.02)
+    mask[0, 0][CORNER] = 0.98
+    pattern = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    # One step with a vanishing learning rate: the mask and pattern returned are the ones given.
+    config = ReverseConfig(max_epochs=1, steps_per_epoch=1, lr=1e-9)
+    r = reverse_engineer(TemplateNet(True), images, [TARGET], config, starts=(mask, pattern))
+    assert torch.allclose(r.masks, mask, atol=1e-4) and torch.allclose(r.patterns, pattern, atol=1e-4)
+    with pytest.raises(ValueError, match=r"starts must be masks \(1, 1, 12, 12\)"):
+        reverse_engineer(TemplateNet(True), images, [TARGET], config, starts=(mask[0], pattern))
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        reverse_engineer(TemplateNet(True), images, [TARGET], config, starts=(mask * 2, pattern))
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

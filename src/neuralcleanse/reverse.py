@@ -222,6 +222,7 @@ def reverse_engineer(
     generator: torch.Generator | None = None,
     outputs_probabilities: bool = False,
     progress: ProgressCallback | None = None,
+    starts: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> ReverseResult:
     """Reverse-engineer a trigger for every label in ``targets``, all optimised together.
 
@@ -236,6 +237,9 @@ def reverse_engineer(
         generator: randomness for the initial masks/patterns and the batches (a CPU generator).
         outputs_probabilities: the model ends in a softmax; its outputs are probabilities, not logits.
         progress: called after every epoch with phase ``"reverse"``, the number of finished labels and K.
+        starts: the initial masks (K, 1, H, W) and patterns (K, C, H, W), values in [0, 1], instead of the drawn
+            ones (:func:`draw_starts`), to see where a search from a known trigger ends; the batches are drawn
+            from ``generator`` as always.
 
     Shape:
         images: (N, C, H, W); result masks (K, 1, H, W), patterns (K, C, H, W).
@@ -244,7 +248,9 @@ def reverse_engineer(
         raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     labels = torch.as_tensor(targets, dtype=torch.int64)
-    inits = draw_starts(g, labels.numel(), images.shape[1:], config)
+    inits = (
+        draw_starts(g, labels.numel(), images.shape[1:], config) if starts is None else _checked(starts, labels, images)
+    )
     search = _Search(model, images, labels, config, inits, outputs_probabilities)
     with frozen(model):
         for _ in range(config.max_epochs):
@@ -263,6 +269,22 @@ def reverse_engineer(
                 active=int((~search.done).sum()),
             )
     return search.result()
+
+
+def _checked(
+    starts: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``starts`` as given, once their shapes and values are those of a search of ``labels`` on ``images``."""
+    masks, patterns = starts
+    k, (c, h, w) = labels.numel(), images.shape[1:]
+    if masks.shape != (k, 1, h, w) or patterns.shape != (k, c, h, w):
+        raise ValueError(
+            f"starts must be masks ({k}, 1, {h}, {w}) and patterns ({k}, {c}, {h}, {w}), got "
+            f"{tuple(masks.shape)} and {tuple(patterns.shape)}"
+        )
+    if bool((masks < 0).any() | (masks > 1).any() | (patterns < 0).any() | (patterns > 1).any()):
+        raise ValueError("starts must hold values in [0, 1]")
+    return masks.float(), patterns.float()
 
 
 class _Search:
