@@ -639,6 +639,46 @@ SECTIONS["rescan"] = Section(
     ],
 )
 
+SECTIONS["more_searches"] = Section(
+    "More searches for the smallest labels, against the default",
+    "The zoo's 10-label models on disk scanned with the default ScanConfig and more_searches set (the smallest labels, "
+    "up to three under 0.8 of the median norm, searched that many times more), beside rescan.json's scans of the same "
+    "models and seeds without them. benchmarks/results/more_searches.md has the counts per half and task "
+    '(docs/detection.md, "Searching the smallest labels more").',
+    "python benchmarks/more_searches.py [--half tune|test] [--seed 0] [--more 2]",
+    [
+        ("model", lambda r: r["model"]),
+        ("half", lambda r: r["half"]),
+        ("seed", lambda r: r["seed"]),
+        ("more searches", lambda r: r["more_searches"]),
+        ("targets", lambda r: str(r["targets"])),
+        ("flagged", lambda r: str(r["flagged"])),
+        ("right", lambda r: "yes" if r["correct"] else "no"),
+        ("seconds", lambda r: num(r["seconds"])),
+    ],
+)
+
+SECTIONS["true_start"] = Section(
+    "Searches from the true trigger beside the default's",
+    "Each target of the zoo's patch, pixel, random-pattern and several-target models on disk: its norm over the "
+    "median label's as the default mask search found it (seed 0) and from one search started at the true trigger, "
+    "the smallest natural label's, and whether the default scan flags it (rescan.json, seed 0).",
+    "python benchmarks/true_start.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("half", lambda r: r["half"]),
+        ("target", lambda r: r["target"]),
+        ("scan / median", lambda r: num(r["scan_norm"] / r["median"], 3)),
+        (
+            "true start / median",
+            lambda r: "—" if r["true_start_norm"] is None else num(r["true_start_norm"] / r["median"], 3),
+        ),
+        ("smallest natural / median", lambda r: num(r["natural_smallest"] / r["median"], 3)),
+        ("flagged by default", lambda r: {True: "yes", False: "no", None: "—"}[r["flagged_by_default"]]),
+        ("seconds", lambda r: num(r["seconds"])),
+    ],
+)
+
 SECTIONS["default_speed"] = Section(
     "The default scan's time beside the previous defaults'",
     "Zoo models scanned in one run with the paper's decision, the previous default (the mask search alone) and "

@@ -36,13 +36,13 @@ def task(recipe: dict[str, Any]) -> str:
     return f"numbers{recipe['digits']}" if "digits" in recipe else str(recipe["dataset"])
 
 
-def scan_row(name: str, seed: int) -> dict[str, Any]:
+def scan_row(name: str, seed: int, more_searches: int = 0) -> dict[str, Any]:
     recipe = zoo.recipe(name)
     model = load_model(zoo.model_path(name)).model
     clean = zoo.scan_images(recipe, seed)
     start = time.perf_counter()
     # As zoo.py scans: some CIFAR-10 models (trained on 9,000 images) stay under the sanity check's accuracy.
-    config = ScanConfig(min_clean_accuracy=None, allow_few_images="digits" in recipe)
+    config = ScanConfig(min_clean_accuracy=None, allow_few_images="digits" in recipe, more_searches=more_searches)
     d = NeuralCleanse(model, config).scan(clean.images, clean.labels, seed=seed).to_dict()
     targets = zoo.scan_targets(recipe, len(d["labels"]))
     return {
@@ -51,6 +51,7 @@ def scan_row(name: str, seed: int) -> dict[str, Any]:
         **{k: recipe[k] for k in ("arch", "family", "required")},
         "half": zoo.half(recipe),
         "seed": seed,
+        "more_searches": more_searches,
         "targets": targets,
         "flagged": sorted(d["flagged"]),
         "mask_flagged": sorted(d["mask_flagged"]),

@@ -249,6 +249,34 @@ def test_every_label_is_searched_again_and_keeps_the_smaller_norm(data):
     assert report.flagged == [TARGET] and report.config["restarts"] == 3
 
 
+def test_the_smallest_labels_are_searched_more_and_keep_the_smaller_norm(data):
+    """The labels under MORE_SEARCHES_RATIO of the median (at most MORE_SEARCHED_LABELS, the smallest first) get
+    ``more_searches`` more searches; the others keep the default's."""
+    from neuralcleanse.config import MORE_SEARCHED_LABELS, MORE_SEARCHES_RATIO
+
+    images, labels = data
+    model = TemplateNet(True)
+    phases: list[tuple[str, int]] = []
+    default = NeuralCleanse(model).scan(images, labels, seed=0)
+    config = ScanConfig(more_searches=3)
+    report = NeuralCleanse(model, config, progress=lambda e: phases.append((e.phase, e.total))).scan(
+        images, labels, seed=0
+    )
+    norms = torch.tensor([r.mask_l1 for r in default.labels])
+    smallest = norms.argsort()[:MORE_SEARCHED_LABELS]
+    more = [int(i) for i in smallest if norms[i] < MORE_SEARCHES_RATIO * norms.median()]
+    assert TARGET in more  # the planted trigger's label is the smallest, far under the median
+    assert {total for phase, total in phases if phase == "more"} == {3 * len(more)}
+    for i, (a, b) in enumerate(zip(default.labels, report.labels, strict=True)):
+        if i in more:
+            assert b.mask_l1 <= a.mask_l1 + 1e-4 and b.image_passes > a.image_passes
+        else:
+            assert (b.mask_l1, b.image_passes) == (a.mask_l1, a.image_passes)
+    assert report.flagged == [TARGET] and report.config["more_searches"] == 3
+    with pytest.raises(ValueError, match="more_searches must be at least 0, got -1"):
+        ScanConfig(more_searches=-1)
+
+
 def test_reference_mode_restarts_every_label(data):
     images, labels = data
     config = ReverseConfig(steps_per_epoch=2, max_epochs=30)

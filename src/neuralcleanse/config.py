@@ -60,6 +60,13 @@ FAST_SEARCHES = 2
 #: worse (benchmarks/results/blend_restarts.md).
 BLEND_SEARCHES = 1
 
+#: More searches (``ScanConfig.more_searches``) go to the smallest labels, at most this many (the decision's
+#: largest block, :data:`~neuralcleanse.decision.MAX_BLOCK`) ...
+MORE_SEARCHED_LABELS = 3
+#: ... among those under this share of the median norm (ours: the labels whose norm decides the verdict, with a
+#: margin over the reach of the companions and the step-down, :data:`~neuralcleanse.decision.STEP_DOWN_RATIO`).
+MORE_SEARCHES_RATIO = 0.8
+
 ANOMALY_THRESHOLD = 2.0  # paper, Section IV-C: an index above 2 is an outlier with > 95% confidence
 MIN_CLEAN_ACCURACY = 0.5  # ours: below this the model and the data disagree (a preprocessing mismatch)
 DEFAULT_SAMPLES = 1000  # clean images for a scan: the original code's NB_SAMPLE
@@ -101,6 +108,10 @@ class ScanConfig:
         blend: also search every label for its smallest blend trigger (one opacity over the whole image) and flag
             the labels it reaches far more easily than the others (:mod:`~neuralcleanse.blends`); never with
             ``decision="paper"``.
+        more_searches: searches more for the smallest labels after every label's ``searches``
+            (:data:`MORE_SEARCHED_LABELS` labels under :data:`MORE_SEARCHES_RATIO` of the median norm at most), each
+            keeping its smallest valid mask: the verdict hangs on their norms, and one stalled search of a target
+            hides it (K-Arm's idea, Shen et al., 2021: searches go where they decide).
         stimulation: also drive each neuron of the layer the dense layers read, one at a time, and flag the labels
             one neuron hands the clean images to far more readily than the others (:mod:`~neuralcleanse.
             stimulation`, ABS's stimulation analysis); never with ``decision="paper"``.
@@ -120,12 +131,15 @@ class ScanConfig:
     allow_few_images: bool = False
     blend: bool = True
     stimulation: bool = True
+    more_searches: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be 'fast' or 'reference', got {self.mode!r}")
         if self.searches is not None and self.searches < 1:
             raise ValueError(f"searches must be at least 1, got {self.searches}")
+        if self.more_searches < 0:
+            raise ValueError(f"more_searches must be at least 0, got {self.more_searches}")
         if self.samples is not None and self.samples < 2:
             raise ValueError(f"samples must be at least 2, got {self.samples}")
         if self.success_threshold is not None and not 0 < self.success_threshold <= 1:
@@ -205,4 +219,5 @@ class ScanConfig:
             "blend": self.searches_blends,
             "blend_restarts": BLEND_SEARCHES if self.searches_blends else 0,
             "stimulation": self.stimulates,
+            "more_searches": self.more_searches,
         }

@@ -21,7 +21,14 @@ from torch import nn
 from ._torch import autocast, input_memory_format, model_device
 from .blends import blend_companions, blend_suspects
 from .compactness import compactness
-from .config import ANOMALY_THRESHOLD, BLEND_SEARCHES, MIN_IMAGES_PER_LABEL, ScanConfig
+from .config import (
+    ANOMALY_THRESHOLD,
+    BLEND_SEARCHES,
+    MIN_IMAGES_PER_LABEL,
+    MORE_SEARCHED_LABELS,
+    MORE_SEARCHES_RATIO,
+    ScanConfig,
+)
 from .decision import MIN_LABELS, Decision, decide
 from .favour import clean_gaps
 from .metrics import outputs_of, predict
@@ -274,6 +281,8 @@ class NeuralCleanse:
 
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
         result = self._reverse(images, targets, generator, outputs.probabilities)
+        if self.config.more_searches and len(targets) >= MIN_LABELS:
+            result = self._search_smallest(images, generator, outputs.probabilities, result)
         success = trigger_success(self.model, images, result, self.progress)
         outliers = anomaly_index(result.norms, self.config.anomaly_threshold)
         gaps = clean_gaps(clean_outputs, outputs.probabilities)[result.labels]
@@ -463,6 +472,24 @@ class NeuralCleanse:
             parts.append(tries.best_of_restarts(searches))
             report(self.progress, "reverse", i + 1, len(targets), label=t)
         return ReverseResult.concat(parts)
+
+    def _search_smallest(
+        self, images: torch.Tensor, generator: torch.Generator, probabilities: bool, result: ReverseResult
+    ) -> ReverseResult:
+        """``result`` with its smallest labels (:data:`~neuralcleanse.config.MORE_SEARCHED_LABELS` under
+        :data:`~neuralcleanse.config.MORE_SEARCHES_RATIO` of the median norm) searched ``more_searches`` times
+        more, all together, each keeping the smallest valid mask of all its searches."""
+        order = result.norms.argsort()[:MORE_SEARCHED_LABELS]
+        index = order[result.norms[order] < MORE_SEARCHES_RATIO * result.norms.median()]
+        if index.numel() == 0:
+            return result
+        more = self.config.more_searches
+        labels = result.labels[index].tolist() * more
+        again = self.search(
+            self.model, images, labels, self.config.reverse, generator, probabilities, _renamed(self.progress, "more")
+        )
+        kept = ReverseResult.concat([result.rows(index), again]).best_of_restarts(more + 1)
+        return result.with_rows(index, kept)
 
 
 def trigger_success(

@@ -24,7 +24,7 @@ LOG_INTERVAL_S = 30.0
 ETA_MIN_FRACTION = 0.1
 #: Phases whose units do not take steady time, so no estimate of the time left is shown: the labels of a search
 #: finish when their early stop fires, mostly together near the end.
-NO_ETA_PHASES = frozenset({"reverse", "restart", "blend"})
+NO_ETA_PHASES = frozenset({"reverse", "restart", "more", "blend"})
 
 _WITH_ETA = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
 _WITHOUT_ETA = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
@@ -59,6 +59,7 @@ class ProgressBars:
         "retrain": "retraining the dense layers",
         "reverse": "reversing triggers",
         "restart": "searching again from new starts",
+        "more": "searching the smallest labels more",
         "blend": "reversing blend triggers",
         "stimulate": "stimulating neurons",
         "check": "sanity check",

@@ -105,8 +105,8 @@ def _seed(p: argparse.ArgumentParser, what: str) -> None:
 #: The ``scan`` flags ``scan-zoo`` takes too, with the same help.
 _ZOO_SCAN_FLAGS = (
     "arch", "value_range", "mean", "std", "channel_order", "layout", "device", "mode", "samples",
-    "seed", "success_threshold", "searches", "precision", "anomaly_threshold", "decision", "score_threshold",
-    "skip_sanity_check", "allow_few_images", "no_blend", "no_stimulation",
+    "seed", "success_threshold", "searches", "more_searches", "precision", "anomaly_threshold", "decision",
+    "score_threshold", "skip_sanity_check", "allow_few_images", "no_blend", "no_stimulation",
 )  # fmt: skip
 
 
@@ -254,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="search every label N times from different random starts, keeping the smallest valid trigger; "
         "about N times the work (default: 2 in fast mode, 1 in reference mode)",
+    )
+    p.add_argument(
+        "--more-searches",
+        type=int,
+        metavar="N",
+        help="search the smallest labels (up to three under 0.8 of the median trigger) N times more, keeping the "
+        "smallest valid trigger: their norms decide the verdict (default: 0)",
     )
     p.add_argument(
         "--precision",

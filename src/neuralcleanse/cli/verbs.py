@@ -227,6 +227,7 @@ def _scan_config(args: argparse.Namespace) -> Any:
         return ScanConfig(
             mode=args.mode,
             searches=args.searches,
+            more_searches=ScanConfig.more_searches if args.more_searches is None else args.more_searches,
             samples=args.samples,
             success_threshold=args.success_threshold,
             precision=args.precision,
