@@ -111,7 +111,9 @@ class ScanConfig:
         more_searches: searches more for the smallest labels after every label's ``searches``
             (:data:`MORE_SEARCHED_LABELS` labels under :data:`MORE_SEARCHES_RATIO` of the median norm at most), each
             keeping its smallest valid mask: the verdict hangs on their norms, and one stalled search of a target
-            hides it (K-Arm's idea, Shen et al., 2021: searches go where they decide).
+            hides it (K-Arm's idea, Shen et al., 2021: searches go where they decide). Off by default: on the
+            benchmark zoo's tune half it lowers the smallest natural labels with the targets and makes fewer
+            verdicts exact (docs/detection.md, "Searching the smallest labels more").
         stimulation: also drive each neuron of the layer the dense layers read, one at a time, and flag the labels
             one neuron hands the clean images to far more readily than the others (:mod:`~neuralcleanse.
             stimulation`, ABS's stimulation analysis); never with ``decision="paper"``.
