@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 import zoo
-from common import RESULTS, machine, markdown_table, read_results, rewrite_report, write_results
+from common import machine, markdown_table, read_results, rewrite_report, write_results
 
 from neuralcleanse import NeuralCleanse, ScanConfig, load_model, parse_trigger
 from neuralcleanse.metrics import attack_success_rate
@@ -47,8 +47,7 @@ def models() -> list[str]:
 
 def default_flagged() -> dict[str, list[int]]:
     """rescan.json's verdicts of seed 0: the default scan as it ships, by model."""
-    rows = json.loads((RESULTS / "rescan.json").read_text())
-    return {r["model"]: r["flagged"] for r in rows if r["seed"] == SEED}
+    return {r["model"]: r["flagged"] for r in read_results("rescan") if r["seed"] == SEED}
 
 
 def rows_of(name: str, flagged: list[int] | None) -> list[dict[str, Any]]:
@@ -61,6 +60,7 @@ def rows_of(name: str, flagged: list[int] | None) -> list[dict[str, Any]]:
     norms = [r.mask_l1 for r in report.labels]
     median = statistics.median(norms)
     probabilities = report.outputs_probabilities
+    targets = zoo.scan_targets(recipe, len(norms))
     rows = []
     for attack in recipe["attacks"]:
         trigger, target = parse_trigger(attack["trigger"], clean.image_shape), attack["target"]
@@ -78,15 +78,13 @@ def rows_of(name: str, flagged: list[int] | None) -> list[dict[str, Any]]:
                 "family": recipe["family"],
                 "trigger": attack["trigger"],
                 "target": target,
-                "targets": zoo.scan_targets(recipe, len(norms)),
+                "targets": targets,
                 "median": median,
                 "scan_norm": norms[target],
                 "true_start_norm": from_true,
                 "true_l1": trigger.l1,
                 "true_attack_success": attack_success_rate(model, clean.images, clean.labels, trigger, target),
-                "natural_smallest": min(
-                    n for i, n in enumerate(norms) if i not in zoo.scan_targets(recipe, len(norms))
-                ),
+                "natural_smallest": min(n for i, n in enumerate(norms) if i not in targets),
                 "flagged_by_default": None if flagged is None else target in flagged,
                 "seconds": time.perf_counter() - start,
                 "machine": machine(),
