@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,36 @@ def write_results(name: str, rows: list[dict[str, Any]], table: str, indent: int
         tmp.replace(path)
 
 
+@contextmanager
+def results_lock(name: str) -> Iterator[None]:
+    """Hold results file ``name``'s lock (an advisory ``flock`` on a hidden file beside it) while inside: two runs
+    that add rows to one file at once then each read the other's rows before writing, and none is lost."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def replace_rows(
+    name: str,
+    new: list[dict[str, Any]],
+    key: Callable[[dict[str, Any]], Any],
+    sort_key: Callable[[dict[str, Any]], Any],
+    table: Callable[[list[dict[str, Any]]], str],
+) -> list[dict[str, Any]]:
+    """Under the file's lock: read results file ``name``, drop the rows whose ``key`` (what one measurement is: the
+    model, its seed...) one of ``new`` has, add ``new``, sort and write both files; return the rows written. Runs on
+    other models, seeds or halves may write the same file meanwhile."""
+    replaced = {key(r) for r in new}
+    with results_lock(name):
+        rows = sorted([*(r for r in read_results(name) if key(r) not in replaced), *new], key=sort_key)
+        write_results(name, rows, table(rows))
+    return rows
+
+
 def rewrite_report(name: str, table: Callable[[list[dict[str, Any]]], str]) -> bool:
     """When the command line is ``report``: rewrite results file ``name``'s tables from its stored rows and return
     True (the script then stops)."""
@@ -100,13 +132,11 @@ def update_results(
 ) -> None:
     """Measure ``models`` one at a time (``rows_of``), replacing their rows in results file ``name`` and keeping the
     others', written after each model in the model order ``order``, so that an interrupted run loses one model."""
-    rows = [r for r in read_results(name) if r["model"] not in models]
     for model in models:
         new = rows_of(model)
         for r in new:
             print(json.dumps(r)[:300], flush=True)
-        rows = sorted(rows + new, key=lambda r: order.index(r["model"]))
-        write_results(name, rows, table(rows))
+        replace_rows(name, new, lambda r: r["model"], lambda r: order.index(r["model"]), table)
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 import zoo
 import zoo_report
-from common import markdown_table, write_results
+from common import markdown_table, read_results, write_results
 
 from neuralcleanse.decision import DEFAULT_THRESHOLDS
 
@@ -93,7 +93,7 @@ def score(rows: list[dict[str, Any]], exact: list[bool]) -> tuple[str, str]:
 def main() -> None:
     scans = [
         r
-        for r in zoo.read_rows(zoo.SCANS_FILE)
+        for r in read_results(zoo.SCANS_FILE)
         if r["required"] and "compactness" in r and "norms" in r and zoo.row_variant(r) == zoo.variant("auto", 1)
     ]
     # the verdict as zoo_report.py decides it: the current default, with the cached symmetric checks

@@ -21,7 +21,7 @@ from typing import Any
 import rescan
 import torch
 import zoo
-from common import markdown_table, read_results, rewrite_report, write_results
+from common import markdown_table, read_results, replace_rows, rewrite_report
 
 RESULTS_FILE = "more_searches"
 TASKS = ("mnist", "gtsrb", "cifar10")
@@ -123,9 +123,13 @@ def main() -> None:
             continue  # scanned by an earlier run: --only scans it again
         row = rescan.scan_row(name, args.seed, args.more)
         print(json.dumps({k: row[k] for k in ("model", "seed", "targets", "flagged", "seconds")}), flush=True)
-        rows = [r for r in read_results(RESULTS_FILE) if (r["model"], r["seed"], r["more_searches"]) != (name, *key)]
-        rows = sorted([*rows, row], key=lambda r: (r["more_searches"], r["seed"], order.index(r["model"])))
-        write_results(RESULTS_FILE, rows, table(rows))
+        replace_rows(
+            RESULTS_FILE,
+            [row],
+            lambda r: (r["model"], r["seed"], r["more_searches"]),
+            lambda r: (r["more_searches"], r["seed"], order.index(r["model"])),
+            table,
+        )
 
 
 if __name__ == "__main__":

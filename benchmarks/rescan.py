@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import zoo
-from common import machine, markdown_table, read_results, rewrite_report, write_results
+from common import machine, markdown_table, read_results, replace_rows, rewrite_report
 
 from neuralcleanse import NeuralCleanse, ScanConfig, load_model
 
@@ -182,10 +182,13 @@ def main() -> None:
             continue  # scanned by an earlier run: --only scans it again
         row = scan_row(name, args.seed)
         print(json.dumps({k: row[k] for k in ("model", "seed", "targets", "flagged", "seconds")}), flush=True)
-        # Read again before writing: another run (the other half, the other seed) may have added rows meanwhile.
-        rows = [r for r in read_results(RESULTS_FILE) if (r["model"], r["seed"]) != (name, args.seed)] + [row]
-        rows.sort(key=lambda r: (r["seed"], order.index(r["model"])))
-        write_results(RESULTS_FILE, rows, table(rows))
+        replace_rows(
+            RESULTS_FILE,
+            [row],
+            lambda r: (r["model"], r["seed"]),
+            lambda r: (r["seed"], order.index(r["model"])),
+            table,
+        )
 
 
 if __name__ == "__main__":

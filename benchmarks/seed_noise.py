@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import zoo
-from common import machine, markdown_table
+from common import machine, markdown_table, read_results
 from zoo_report import default_scans
 
 from neuralcleanse import NeuralCleanse, ScanConfig, load_model
@@ -63,7 +63,7 @@ def default_models() -> list[str]:
 
 def scan(name: str, sample: int, search: int, searches: int, success: float) -> dict[str, Any]:
     recipe = next(r for r in zoo.recipes() if r["name"] == name)
-    model_row = next(r for r in zoo.read_rows(zoo.MODELS_FILE) if r["name"] == name)
+    model_row = next(r for r in read_results(zoo.MODELS_FILE) if r["name"] == name)
     clean = zoo.scan_images(recipe, sample)
     config = ScanConfig(searches=searches, success_threshold=success, min_clean_accuracy=None)
     start = time.perf_counter()
@@ -163,7 +163,7 @@ def main() -> None:
                 def same(r: dict[str, Any], key: tuple[Any, ...] = key) -> bool:
                     return (r["model"], r["sample_seed"], r["search_seed"], setting(r)) == key
 
-                if any(same(r) for r in zoo.read_rows(STEM)):
+                if any(same(r) for r in read_results(STEM)):
                     continue
                 row = scan(name, sample, search, *how)
                 zoo.add_row(STEM, row, "model", same, table)

@@ -36,7 +36,7 @@ import blend_search
 import held_out
 import torch
 import zoo
-from common import machine, markdown_table, read_results, rewrite_report, write_results
+from common import machine, markdown_table, replace_rows, rewrite_report
 
 from neuralcleanse import load_model
 from neuralcleanse.blends import BLEND_RATIO
@@ -327,13 +327,16 @@ def main() -> None:
     def key(r: dict[str, Any]) -> tuple[str, int, str]:
         return r["model"], r.get("seed", 0), r.get("format", NATIVE)
 
-    done = {(n, args.seed, f) for n, f in runs}
-    rows = [r for r in read_results(RESULTS_FILE) if key(r) not in done]
     for name, file_format in runs:
-        rows.append(row_of(name, args.seed, file_format))
-        print(json.dumps({k: rows[-1].get(k) for k in ("model", "layer", "ratios", "seconds")})[:300], flush=True)
-        rows.sort(key=lambda r: (r.get("seed", 0), r.get("format", NATIVE) != NATIVE, order().index(r["model"])))
-        write_results(RESULTS_FILE, rows, table(rows))
+        row = row_of(name, args.seed, file_format)
+        print(json.dumps({k: row.get(k) for k in ("model", "layer", "ratios", "seconds")})[:300], flush=True)
+        replace_rows(
+            RESULTS_FILE,
+            [row],
+            key,
+            lambda r: (r.get("seed", 0), r.get("format", NATIVE) != NATIVE, order().index(r["model"])),
+            table,
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import zoo
 import zoo_report
-from common import machine, markdown_table
+from common import machine, markdown_table, read_results
 
 STEM = "success_threshold"
 THRESHOLD = 0.9  # a trigger may miss the hardest tenth of the images (seed_noise.md: the norms' noise falls by a fifth)
@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     before = zoo_report.default_scans()[1]
-    trained = {r["name"]: r for r in zoo.read_rows(zoo.MODELS_FILE)}
+    trained = {r["name"]: r for r in read_results(zoo.MODELS_FILE)}
     only = set(args.only.split(",")) if args.only else None
     for recipe in zoo.recipes():
         name = recipe["name"]
@@ -97,7 +97,7 @@ def main() -> None:
             continue
         for seed in SEEDS:
             same = functools.partial(same_scan, name=name, seed=seed)
-            if any(same(r) for r in zoo.read_rows(STEM)):
+            if any(same(r) for r in read_results(STEM)):
                 continue
             row = {**zoo.scan_row(recipe, model_row, seed, "auto", THRESHOLD), "machine": machine()}
             row["success_threshold"] = THRESHOLD

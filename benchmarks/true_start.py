@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 import zoo
-from common import machine, markdown_table, read_results, rewrite_report, write_results
+from common import machine, markdown_table, read_results, replace_rows, rewrite_report
 
 from neuralcleanse import NeuralCleanse, ScanConfig, load_model, parse_trigger
 from neuralcleanse.metrics import attack_success_rate
@@ -186,9 +186,13 @@ def main() -> None:
         new = rows_of(name, verdicts.get(name))
         for r in new:
             print(json.dumps({k: r[k] for k in ("model", "target", "scan_norm", "true_start_norm", "median")}))
-        rows = [r for r in read_results(RESULTS_FILE) if r["model"] != name] + new
-        rows.sort(key=lambda r: (order.index(r["model"]) if r["model"] in order else len(order), r["target"]))
-        write_results(RESULTS_FILE, rows, table(rows))
+        replace_rows(
+            RESULTS_FILE,
+            new,
+            lambda r: r["model"],
+            lambda r: (order.index(r["model"]) if r["model"] in order else len(order), r["target"]),
+            table,
+        )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import statistics
 from typing import Any
 
 import zoo
-from common import markdown_table, write_results
+from common import markdown_table, read_results, write_results
 
 #: Attack-success bands the summary groups the triggers by: the zoo's floor (zoo.TOOK) and halfway to it.
 BANDS = ((0.0, 0.5), (0.5, 0.8), (0.8, zoo.TOOK), (zoo.TOOK, 1.01))
@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1", help="scan seeds")
     args = parser.parse_args()
-    trained = {r["name"]: r for r in zoo.read_rows(zoo.MODELS_FILE)}
+    trained = {r["name"]: r for r in read_results(zoo.MODELS_FILE)}
     rows = []
     for recipe in zoo.recipes():
         model_row = trained.get(recipe["name"])

@@ -36,21 +36,19 @@ their label; all-to-all models see stamped images of label i relabelled i + 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import functools
 import json
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import many_labels
 import torch
-from common import RESULTS, machine, markdown_table, write_results
+from common import machine, markdown_table, read_results, results_lock, write_results
 from torch import nn
 from zoo_archs import build, is_library_arch, logits_of
 
@@ -427,27 +425,10 @@ def scan_row(
 # ---------------------------------------- results files
 
 
-def read_rows(stem: str) -> list[dict[str, Any]]:
-    path = RESULTS / f"{stem}.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-@contextlib.contextmanager
-def locked(stem: str) -> Iterator[None]:
-    """Hold the results file's lock: several zoo.py processes (a training run, a scan run) may add rows at once,
-    and each must read, add and write without losing another's rows."""
-    with open(RESULTS / f".{stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def add_row(stem: str, row: dict[str, Any], key: str, same: Callable[[dict[str, Any]], bool], table: Any) -> None:
     """Replace the rows ``same`` picks by ``row``, in recipe order, under the file's lock."""
-    with locked(stem):
-        rows = by_recipe_order([r for r in read_rows(stem) if not same(r)] + [row], key)
+    with results_lock(stem):
+        rows = by_recipe_order([r for r in read_results(stem) if not same(r)] + [row], key)
         write_results(stem, rows, table(rows), indent=1)
 
 
@@ -534,7 +515,7 @@ def train_all(chosen: list[dict[str, Any]]) -> None:
     for recipe in chosen:
         row = ensure(recipe["name"])
         if row is None:
-            if any(r["name"] == recipe["name"] for r in read_rows(MODELS_FILE)):
+            if any(r["name"] == recipe["name"] for r in read_results(MODELS_FILE)):
                 continue
             row = saved_row(recipe["name"])
         name = row["name"]
@@ -558,7 +539,7 @@ def is_scan(row: dict[str, Any], name: str, seed: int, wanted: dict[str, Any]) -
 
 
 def scan_all(chosen: list[dict[str, Any]], seeds: list[int], precision: str) -> None:
-    trained = {r["name"]: r for r in read_rows(MODELS_FILE)}
+    trained = {r["name"]: r for r in read_results(MODELS_FILE)}
     wanted = variant(precision, torch.get_num_threads())
     for recipe in chosen:
         model_row = trained.get(recipe["name"])
@@ -566,7 +547,7 @@ def scan_all(chosen: list[dict[str, Any]], seeds: list[int], precision: str) -> 
             continue
         for seed in seeds:
             same = functools.partial(is_scan, name=recipe["name"], seed=seed, wanted=wanted)
-            if any(same(r) and "norms" in r for r in read_rows(SCANS_FILE)):  # an error row is scanned again
+            if any(same(r) and "norms" in r for r in read_results(SCANS_FILE)):  # an error row is scanned again
                 continue
             row = {**scan_row(recipe, model_row, seed, precision), "machine": machine()}
             add_row(SCANS_FILE, row, "model", same, scans_table)
@@ -577,7 +558,9 @@ def scan_all(chosen: list[dict[str, Any]], seeds: list[int], precision: str) -> 
 def add_gaps(chosen: list[dict[str, Any]]) -> None:
     """Add the clean gaps to every scan row of the ``chosen`` recipes that lacks them, one model at a time."""
     for recipe in chosen:
-        todo = [r for r in read_rows(SCANS_FILE) if r["model"] == recipe["name"] and "norms" in r and "gaps" not in r]
+        todo = [
+            r for r in read_results(SCANS_FILE) if r["model"] == recipe["name"] and "norms" in r and "gaps" not in r
+        ]
         if not todo or not is_trained(recipe["name"]):
             continue
         loaded = load_model(model_path(recipe["name"]))
@@ -586,8 +569,8 @@ def add_gaps(chosen: list[dict[str, Any]]) -> None:
             probabilities = bool(next(r for r in todo if r["seed"] == seed).get("outputs_probabilities"))
             found = clean_gaps(outputs_of(loaded.model, scan_images(recipe, seed).images), probabilities).tolist()
             gaps[seed] = [None if math.isnan(g) else g for g in found]
-        with locked(SCANS_FILE):
-            rows = read_rows(SCANS_FILE)
+        with results_lock(SCANS_FILE):
+            rows = read_results(SCANS_FILE)
             for r in rows:
                 if r["model"] == recipe["name"] and "norms" in r and "gaps" not in r and r["seed"] in gaps:
                     r["gaps"] = gaps[r["seed"]]
@@ -602,20 +585,20 @@ def add_gaps(chosen: list[dict[str, Any]]) -> None:
 def add_compactness(chosen: list[dict[str, Any]], seeds: list[int], precision: str) -> None:
     """Scan again the rows of the ``chosen`` recipes (``seeds``, this arithmetic) that lack the masks' compactness
     and add it to them, when the new scan reproduces their norms (else the row is left as it was, and said so)."""
-    trained = {r["name"]: r for r in read_rows(MODELS_FILE)}
+    trained = {r["name"]: r for r in read_results(MODELS_FILE)}
     wanted = variant(precision, torch.get_num_threads())
     for recipe in chosen:
         for seed in seeds:
             same = functools.partial(is_scan, name=recipe["name"], seed=seed, wanted=wanted)
-            old = next((r for r in read_rows(SCANS_FILE) if same(r) and "norms" in r), None)
+            old = next((r for r in read_results(SCANS_FILE) if same(r) and "norms" in r), None)
             if old is None or "compactness" in old or not is_trained(recipe["name"]):
                 continue
             new = scan_row(recipe, trained[recipe["name"]], seed, precision)
             if not torch.allclose(torch.tensor(new["norms"]), torch.tensor(old["norms"]), rtol=1e-3):
                 print(recipe["name"], seed, "not reproduced: norms differ, row left as it was", flush=True)
                 continue
-            with locked(SCANS_FILE):
-                rows = read_rows(SCANS_FILE)
+            with results_lock(SCANS_FILE):
+                rows = read_results(SCANS_FILE)
                 for r in rows:
                     if same(r) and "norms" in r:
                         r["compactness"] = new["compactness"]

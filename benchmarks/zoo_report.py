@@ -32,7 +32,7 @@ from unittest.mock import patch
 import torch
 import zoo
 import zoo_make_recipes
-from common import RESULTS, markdown_table
+from common import RESULTS, markdown_table, read_results
 
 from neuralcleanse import decision, pairs
 from neuralcleanse.config import ScanConfig
@@ -219,7 +219,7 @@ def zoo_rows(
 def default_scans() -> tuple[list[dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
     """The zoo's scans in the default arithmetic, and their rows by (model, seed) as the default decision and the
     cached symmetric checks judge them today (what the other benchmarks compare with)."""
-    scans = [s for s in zoo.read_rows(zoo.SCANS_FILE) if "norms" in s and zoo.row_variant(s) == DEFAULT_VARIANT]
+    scans = [s for s in read_results(zoo.SCANS_FILE) if "norms" in s and zoo.row_variant(s) == DEFAULT_VARIANT]
     cache = json.loads(PAIRS_FILE.read_text()) if PAIRS_FILE.exists() else {}
     cache_scan_pairs(scans, cache)
     rows = zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION])
