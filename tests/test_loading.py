@@ -436,6 +436,34 @@ def test_onnx_weight_nodes_become_layers_that_compute_what_the_operators_do(tmp_
         assert torch.allclose(model(x), _reference(path, x.numpy()), rtol=1e-4, atol=1e-4)
 
 
+def test_onnx_convolution_layers_state_the_nodes_stride_dilation_and_padding(tmp_path):
+    """A rebuilt ``Conv`` reads as the node it computes (stride, dilation, even padding), as nn.Conv2d would; padding
+    nn.Conv2d cannot state reads as 0 and is still applied."""
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    rng = np.random.default_rng(2)
+    weights = {name: rng.normal(size=(2, 3, 3, 3)).astype(np.float32) for name in ("W1", "W2", "W3")}
+    nodes = [
+        helper.make_node("Conv", ["X", "W1"], ["a"], strides=[2, 1], dilations=[1, 2], pads=[1, 2, 1, 2]),
+        helper.make_node("Conv", ["X", "W2"], ["b"], pads=[0, 1, 2, 1]),
+        helper.make_node("Conv", ["X", "W3"], ["c"], auto_pad="SAME_UPPER"),
+        *(helper.make_node("Flatten", [name], [name + "f"]) for name in "abc"),
+        helper.make_node("Concat", ["af", "bf", "cf"], ["Y"], axis=1),
+    ]
+    path = _onnx_file(tmp_path / "convs.onnx", nodes, ["N", 3, 8, 8], weights, n_out=320)
+    model = load_model(path).model
+    convs = list(model.layers.values())
+    assert [(c.stride, c.dilation, c.padding) for c in convs] == [
+        ((2, 1), (1, 2), (1, 2)),
+        ((1, 1), (1, 1), (0, 0)),
+        ((1, 1), (1, 1), (0, 0)),
+    ]
+    x = _rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), _reference(path, x.numpy()), rtol=1e-4, atol=1e-4)
+
+
 def test_onnx_channels_last_input_is_read_from_the_declared_shape(tmp_path):
     pytest.importorskip("onnx")
     from onnx import helper

@@ -21,14 +21,25 @@ __all__ = ["OnnxConv2d", "weight_layer"]
 
 
 class OnnxConv2d(nn.Conv2d):
-    """An ONNX ``Conv`` over images, its padding rules (``auto_pad``, uneven ``pads``) kept as the operator has
-    them."""
+    """An ONNX ``Conv`` over images, computed by the operator itself. ``stride``, ``dilation`` and ``padding`` read
+    as the node's; padding that ``nn.Conv2d`` cannot state (``auto_pad``, uneven ``pads``) reads as 0 and is kept
+    in ``attrs``, which the computation follows."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, attrs: Mapping[str, Any], opset: int) -> None:
         groups = int(attrs.get("group", 1))
         out_channels, in_per_group, height, width = weight.shape
+        stated = attrs.get("auto_pad", "NOTSET") == "NOTSET"  # otherwise the padding depends on the input's size
+        top, left, bottom, right = attrs.get("pads", (0, 0, 0, 0)) if stated else (0, 0, 0, 0)
         super().__init__(
-            in_per_group * groups, out_channels, (height, width), groups=groups, bias=bias is not None, device="meta"
+            in_per_group * groups,
+            out_channels,
+            (height, width),
+            stride=tuple(attrs.get("strides", (1, 1))),
+            padding=(top, left) if (top, left) == (bottom, right) else 0,
+            dilation=tuple(attrs.get("dilations", (1, 1))),
+            groups=groups,
+            bias=bias is not None,
+            device="meta",
         )
         self.weight = nn.Parameter(weight)
         self.bias = None if bias is None else nn.Parameter(bias)
