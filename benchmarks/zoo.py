@@ -11,7 +11,8 @@ renamed into place, so an interrupted run leaves no half model and the next run 
 Library architectures are saved with ``save_model``; the zoo's own as TorchScript (``model.pt``) beside a
 ``model.json``, so the scanner loads every model without unpickling. Per model, benchmarks/results/zoo_models.json
 gets the clean accuracy, the attack success per trigger, whether the attack took (success >= 0.90 for every
-trigger), the seconds and the machine (rows merged by name).
+trigger), the seconds and the machine (rows merged by name). A model trained again because it is no longer on
+disk (the models are not committed) keeps its recorded row: the retraining's figures are in its ``model.json``.
 
 ``scan`` runs ``NeuralCleanse(model).scan(images, labels, seed=s)`` with the library's defaults on every trained
 model whose attack took, with a stratified clean sample of the test split (for CIFAR-10, of the 10% held out of
@@ -512,15 +513,20 @@ def saved_row(name: str) -> dict[str, Any]:
 
 
 def train_all(chosen: list[dict[str, Any]]) -> None:
+    keys = ("name", "clean_accuracy", "attack_success", "took", "seconds")
     for recipe in chosen:
-        row = ensure(recipe["name"])
+        name = recipe["name"]
+        row = ensure(name)
+        recorded = any(r["name"] == name for r in read_results(MODELS_FILE))
         if row is None:
-            if any(r["name"] == recipe["name"] for r in read_results(MODELS_FILE)):
+            if recorded:
                 continue
-            row = saved_row(recipe["name"])
-        name = row["name"]
+            row = saved_row(name)  # saved, its row lost
+        elif recorded:  # trained again, no longer on disk: the zoo's figures stay the first training's
+            print({"retrained": True, **{k: row[k] for k in keys}}, flush=True)
+            continue
         add_row(MODELS_FILE, row, "name", lambda r, name=name: r["name"] == name, models_table)
-        print({k: row[k] for k in ("name", "clean_accuracy", "attack_success", "took", "seconds")}, flush=True)
+        print({k: row[k] for k in keys}, flush=True)
 
 
 def variant(precision: str, threads: int) -> dict[str, Any]:
