@@ -395,7 +395,7 @@ def round_names(index: int) -> set[str]:
     """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH), 3 the fifth
     (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH), 7 the ninth (NINTH), 8 the tenth
     (TENTH), 9 the eleventh (ELEVENTH, at each of its poison rates), 10 the twelfth (TWELFTH), 11 the thirteenth
-    (THIRTEENTH)."""
+    (THIRTEENTH), 12 the fourteenth (FOURTEENTH)."""
     return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
@@ -433,6 +433,55 @@ def poison_rate_table(rows: list[dict[str, Any]], names: set[str]) -> str:
         body.append([*key, len(rs), f["new TPR"], f["new FPR"], f["paper TPR"], f["paper FPR"]])
     header = ["dataset", "family", "poison rate", "half", "scans", "TPR", "FPR", "paper TPR", "paper FPR"]
     return markdown_table(header, body)
+
+
+def shipped_table(scans: list[dict[str, Any]], rows: list[dict[str, Any]], names: set[str]) -> str:
+    """The scans of the models ``names`` per dataset, family and half, then per half: the verdict each scan
+    returned (the default as it ships: mask search, blend search, neuron stimulation, symmetric checks), the default
+    decision replayed on the mask search's norms (every other table's figure) and the paper's. Infected scans count
+    when exactly their targets are flagged, clean ones when anything is."""
+    shipped = {(s["model"], s["seed"]): s["flagged"] for s in scans if "norms" in s}
+
+    def cells(rs: list[dict[str, Any]], infected: bool) -> list[str]:
+        verdicts = (
+            lambda r: shipped[(r["model"], r["seed"])],
+            lambda r: r["flagged"],
+            lambda r: r["paper_flagged"],
+        )
+        counted = (lambda r, f: f(r) == r["targets"]) if infected else (lambda r, f: bool(f(r)))
+        return [f"{sum(counted(r, f) for r in rs)}/{len(rs)}" for f in verdicts]
+
+    mine = [r for r in rows if r["model"] in names]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in mine:
+        groups[(r["dataset"], r["family"], r["half"])].append(r)
+    body = [
+        [*key, "exact targets" if rs[0]["infected"] else "anything flagged", *cells(rs, rs[0]["infected"])]
+        for key, rs in sorted(groups.items())
+    ]
+    for half in ("tune", "test"):
+        for infected in (True, False):
+            rs = [r for r in mine if r["half"] == half and r["infected"] == infected]
+            kind, counted = ("infected", "exact targets") if infected else ("clean", "anything flagged")
+            body.append(["all", kind, half, counted, *cells(rs, infected)])
+    header = ["dataset", "family", "half", "counted", "shipped default", "mask search alone", "paper"]
+    return markdown_table(header, body)
+
+
+def round_scans_table(scans: list[dict[str, Any]], names: set[str]) -> str:
+    """Every scan of the models ``names``: targets and what the shipped default flagged, per seed."""
+    by_model: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for s in scans:
+        if s["model"] in names and "norms" in s:
+            by_model[s["model"]][s["seed"]] = s
+    order = [r["name"] for r in zoo.recipes()]
+    body = []
+    for model in sorted(by_model, key=order.index):
+        seeds = by_model[model]
+        first = next(iter(seeds.values()))
+        flags = [str(seeds[seed]["flagged"]) if seed in seeds else "—" for seed in (0, 1)]
+        body.append([model, first["arch"], first["half"], str(first["targets"]), *flags])
+    return markdown_table(["model", "arch", "half", "targets", "seed 0 flagged", "seed 1 flagged"], body)
 
 
 def decided_required(scans: list[dict[str, Any]], cache: dict[str, Any]) -> list[dict[str, Any]]:
@@ -684,6 +733,17 @@ def main() -> None:
         "in every table above and below as well. Recipes whose attack did not take are left out here "
         "(zoo_models.md); weak_attacks.md scans them anyway.\n\n",
         poison_rate_table(rows, round_names(9) | round_names(10) | round_names(11)),
+        "## The fourteenth round: the default as it ships, on new models\n",
+        "Models planned before training (zoo_make_recipes.FOURTEENTH), after the scan gained its blend search and "
+        "neuron stimulation, nothing changed since: every required family on MNIST's networks (logits and softmax) "
+        "and CIFAR-10's batch-norm CNN, clean controls beside them; both halves, two scan seeds per model; in every "
+        "table above and below as well, where (as for every round) the verdict is the default decision replayed on "
+        "the mask search's norms. *Shipped default*: the verdict the scan itself returned (mask search, blend "
+        "search, neuron stimulation, symmetric checks), what a user gets. Infected models: scans flagging exactly "
+        "their targets; clean models: scans flagging anything.\n\n",
+        shipped_table(scans, rows, round_names(12)),
+        "\n",
+        round_scans_table(scans, round_names(12)),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
         "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), or a blend "
         "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
