@@ -416,6 +416,12 @@ def test_a_torchscript_model_is_unlearned_pruned_and_filtered(model: models.Pape
     triggered = TRIGGER.stamp(images[labels != TARGET])
     rejected = filtered.reject(scripted, triggered)
     assert torch.equal(rejected, own.reject(model, triggered)) and rejected.float().mean() > 0.8
+    # Wrapped, the scripted model predicts as itself and rejects as the filter does; it needs images to be wrapped.
+    predictions, wrapped_rejected = filtered.wrap(scripted, images[:8])(triggered)
+    assert torch.equal(wrapped_rejected, rejected)
+    assert torch.equal(predictions, scripted(triggered).argmax(dim=1))
+    with pytest.raises(ValueError, match="wrap\\(model, images\\)"):
+        filtered.wrap(scripted)
 
 
 class CumulativeNet(nn.Module):

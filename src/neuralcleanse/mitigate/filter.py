@@ -103,6 +103,7 @@ class InputFilter:
         >>> result = Mitigation(model, trigger, 7, images, labels, test_images, test_labels).filter()  # doctest: +SKIP
         >>> rejected = result.filter.reject(model, batch)  # doctest: +SKIP
         >>> predictions, rejected = result.filter.wrap(model)(batch)  # doctest: +SKIP
+        >>> predictions, rejected = result.filter.wrap(scripted, batch)(batch)  # a TorchScript model  # doctest: +SKIP
     """
 
     layer: str
@@ -167,8 +168,19 @@ class InputFilter:
 
     __call__ = reject
 
-    def wrap(self, model: nn.Module) -> FilteredModel:
-        """``model`` and this filter as one module returning ``(predictions, rejected)``."""
+    def wrap(self, model: nn.Module, images: torch.Tensor | None = None) -> FilteredModel:
+        """``model`` and this filter as one module returning ``(predictions, rejected)``.
+
+        A TorchScript model runs no Python hooks: it is wrapped through its ONNX copy (the network the filter was
+        built on, when it was built on that model), which needs a few of the model's images (N, C, H, W), in
+        ``images``, to be exported and checked on."""
+        if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+            if images is None:
+                raise ValueError(
+                    "a TorchScript model is filtered through its ONNX copy, which is checked on a few of its "
+                    "images: call wrap(model, images) with an (N, C, H, W) batch"
+                )
+            model = hookable(model, images)
         return FilteredModel(model, self)
 
     # --- persistence --------------------------------------------------------------------------------------
