@@ -442,28 +442,27 @@ def shipped_table(scans: list[dict[str, Any]], rows: list[dict[str, Any]], names
     when exactly their targets are flagged, clean ones when anything is."""
     shipped = {(s["model"], s["seed"]): s["flagged"] for s in scans if "norms" in s}
 
-    def cells(rs: list[dict[str, Any]], infected: bool) -> list[str]:
-        verdicts = (
-            lambda r: shipped[(r["model"], r["seed"])],
-            lambda r: r["flagged"],
-            lambda r: r["paper_flagged"],
-        )
-        counted = (lambda r, f: f(r) == r["targets"]) if infected else (lambda r, f: bool(f(r)))
-        return [f"{sum(counted(r, f) for r in rs)}/{len(rs)}" for f in verdicts]
+    columns = (lambda r: shipped[(r["model"], r["seed"])], lambda r: r["flagged"], lambda r: r["paper_flagged"])
+
+    def counted(r: dict[str, Any], flagged: list[int]) -> bool:
+        return flagged == r["targets"] if r["infected"] else bool(flagged)
+
+    def cells(rs: list[dict[str, Any]]) -> list[str]:
+        return [f"{sum(counted(r, column(r)) for r in rs)}/{len(rs)}" for column in columns]
 
     mine = [r for r in rows if r["model"] in names]
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in mine:
         groups[(r["dataset"], r["family"], r["half"])].append(r)
     body = [
-        [*key, "exact targets" if rs[0]["infected"] else "anything flagged", *cells(rs, rs[0]["infected"])]
+        [*key, "exact targets" if rs[0]["infected"] else "anything flagged", *cells(rs)]
         for key, rs in sorted(groups.items())
     ]
     for half in ("tune", "test"):
-        for infected in (True, False):
-            rs = [r for r in mine if r["half"] == half and r["infected"] == infected]
-            kind, counted = ("infected", "exact targets") if infected else ("clean", "anything flagged")
-            body.append(["all", kind, half, counted, *cells(rs, infected)])
+        for infected, kind, what in ((True, "infected", "exact targets"), (False, "clean", "anything flagged")):
+            body.append(
+                ["all", kind, half, what, *cells([r for r in mine if (r["half"], r["infected"]) == (half, infected)])]
+            )
     header = ["dataset", "family", "half", "counted", "shipped default", "mask search alone", "paper"]
     return markdown_table(header, body)
 
