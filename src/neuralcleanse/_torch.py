@@ -25,6 +25,11 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def holds_script(model: nn.Module) -> bool:
+    """Whether ``model`` is or holds a TorchScript module: such modules run no Python hooks and do not pickle."""
+    return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode and restore its previous mode afterwards."""

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ._torch import frozen
+from ._torch import frozen, holds_script
 from .progress import ProgressCallback, report
 from .reverse import ReverseConfig, ReverseResult, _Search, draw_batches, draw_starts
 
@@ -178,7 +178,7 @@ def _shippable(model: nn.Module) -> nn.Module | Callable[[], nn.Module]:
         buffer = io.BytesIO()
         torch.jit.save(model, buffer)
         return functools.partial(_load_scripted, buffer.getvalue())
-    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+    if holds_script(model):
         raise ValueError(
             f"this {type(model).__name__} holds TorchScript modules, which do not pickle to Ray workers; give "
             "RayShards a load= callable that builds the model in the worker"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._torch import MODEL_ERRORS, eval_mode, model_device
+from .._torch import MODEL_ERRORS, eval_mode, holds_script, model_device
 from .onnx import OnnxModule
 
 __all__ = ["unscripted"]
@@ -38,7 +38,7 @@ def unscripted(model: nn.Module, images: torch.Tensor) -> nn.Module | None:
     the model's device, that gives the model's outputs on ``images`` (N, C, H, W); None when there is none (the
     reason is logged).
     """
-    if not any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+    if not holds_script(model):
         return model
     try:
         import onnx

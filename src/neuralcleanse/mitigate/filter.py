@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .._torch import eval_mode, model_device
+from .._torch import eval_mode, holds_script, model_device
 from ..atomic import atomic_write_json
 from ..progress import ProgressCallback, report
 from ..triggers import Trigger
@@ -174,7 +174,7 @@ class InputFilter:
         A TorchScript model runs no Python hooks: it is wrapped through its ONNX copy (the network the filter was
         built on, when it was built on that model), which needs a few of the model's images (N, C, H, W), in
         ``images``, to be exported and checked on."""
-        if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        if holds_script(model):
             if images is None:
                 raise ValueError(
                     "a TorchScript model is filtered through its ONNX copy, which is checked on a few of its "

@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeGuard
 import torch
 from torch import nn
 
+from .._torch import holds_script
 from ..formats.unscript import unscripted
 from ..metrics import stamped_batches
 from ..models import PaperNet
@@ -121,7 +122,7 @@ def resolve_layer(model: nn.Module, layer: str | None = None) -> Layer:
     """Resolve a layer name (see the module docstring; None is ``"penultimate"``) to the module to hook."""
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer must be a module name or None, got {type(layer).__name__}")
-    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+    if holds_script(model):
         raise ValueError(
             "a layer's activations are recorded through PyTorch hooks, which a TorchScript model does not run: read "
             "it through mitigate.layers.hookable, or load the same network as a PyTorch module"
