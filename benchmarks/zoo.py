@@ -17,7 +17,8 @@ disk (the models are not committed) keeps its recorded row: the retraining's fig
 ``scan`` runs ``NeuralCleanse(model).scan(images, labels, seed=s)`` with the library's defaults on every trained
 model whose attack took, with a stratified clean sample of the test split (for CIFAR-10, of the 10% held out of
 training), and appends one row per (model, seed) to benchmarks/results/zoo_scans.json with the per-label mask
-norms, attack success, clean gaps and mask compactness, so other decision rules can be tried on the stored norms
+norms, attack success, clean gaps and mask compactness (and, where the row has them, the blend norms, the
+verdict's steadiness and which search flagged what), so other decision rules can be tried on the stored norms
 without rescanning; the masks and patterns themselves go to runs/zoo/masks/ (``<scan>.pt`` and
 ``<scan>.patterns.pt``, not committed). Rows already there are kept; a rerun scans only what is missing.
 ``gaps`` adds the clean gaps (``favour.clean_gaps`` of the model's outputs for the scan's images: they depend on
@@ -420,6 +421,9 @@ def scan_row(
         "found": [r.get("found") for r in d["labels"]],
         "outputs_probabilities": d.get("outputs_probabilities"),
         "image_passes_per_label": d.get("image_passes_per_label"),
+        "verdict_steadiness": d.get("verdict_steadiness"),
+        **{key: d.get(key) for key in ("mask_flagged", "blend_flagged", "stimulation_flagged")},
+        "blend_norms": [r.blend_l1 for r in report.labels],
     }
 
 
