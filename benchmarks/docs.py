@@ -727,6 +727,28 @@ SECTIONS["steadiness"] = Section(
     "Replays only: the machine does not change the figures.",
 )
 
+SECTIONS["settle"] = Section(
+    "Borderline verdicts searched again",
+    "Zoo models whose stored default scan is borderline (steadiness under 0.9), both seeds: the verdict of two "
+    "searches per label (the default) and of two more of every label on the same draws, mask search, default "
+    "decision and symmetric check; one row per scan. The summary (exact scans, seed agreement and time when the "
+    "four-search verdict is kept where the two-search one was borderline) is in benchmarks/results/settle.md "
+    '(docs/detection.md, "How steady a verdict is").',
+    "python benchmarks/settle.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("seed", lambda r: r["seed"]),
+        ("half", lambda r: r["half"]),
+        ("targets", lambda r: num(r["targets"])),
+        ("two searches: flagged", lambda r: num(r["flagged2"])),
+        ("steadiness", lambda r: num(r["steadiness2"], 3)),
+        ("four searches: flagged", lambda r: num(r["flagged4"])),
+        ("steadiness", lambda r: num(r["steadiness4"], 3)),
+        ("seconds (two searches)", lambda r: num(r["seconds2"], 3)),
+        ("seconds", lambda r: num(r["seconds"], 3)),
+    ],
+)
+
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
 
 
