@@ -32,13 +32,13 @@ from .config import (
 from .decision import MIN_LABELS, Decision, decide
 from .favour import clean_gaps
 from .metrics import outputs_of, predict
-from .outliers import anomaly_index
+from .outliers import AnomalyResult, anomaly_index
 from .pairs import PairCheck, symmetric_check
 from .probe import ModelOutputs, probe_outputs
 from .progress import ProgressCallback, report
 from .reverse import ReverseResult, reverse_engineer
 from .steadiness import STEADY, steadiness
-from .stimulation import scan_stimulation, stimulation_suspects
+from .stimulation import Stimulation, scan_stimulation, stimulation_suspects
 from .triggers import Trigger
 from .versions import versions
 
@@ -270,60 +270,41 @@ class NeuralCleanse:
         clean_outputs = outputs_of(self.model, images)  # read by the accuracy check, the gaps and the pair checks
         clean_acc = None if labels is None else self._check_accuracy(clean_outputs, labels, num_classes)
         warnings = [] if labels is None else self._check_counts(labels, num_classes)
-        targets = list(range(num_classes)) if targets is None else [int(t) for t in targets]
-        if len(targets) < 2 or min(targets) < 0 or max(targets) >= num_classes:
-            raise ValueError(f"targets must be at least 2 labels in 0..{num_classes - 1}, got {targets}")
-        if len(targets) < MIN_LABELS:
+        targets = _scanned_labels(targets, num_classes)
+        judged = len(targets) >= MIN_LABELS
+        if not judged:
             warnings.append(
                 f"only {len(targets)} labels were scanned: no label can be judged against the others (the decision "
                 f"needs {MIN_LABELS}), so the verdict says nothing about a backdoor"
             )
 
+        # The mask search and its verdict: the chosen decision over the norms, then the symmetric checks.
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
         result = self._reverse(images, targets, generator, outputs.probabilities)
-        if self.config.more_searches and len(targets) >= MIN_LABELS:
+        if self.config.more_searches and judged:
             result = self._search_smallest(images, generator, outputs.probabilities, result)
         success = trigger_success(self.model, images, result, self.progress)
-        outliers = anomaly_index(result.norms, self.config.anomaly_threshold)
         gaps = clean_gaps(clean_outputs, outputs.probabilities)[result.labels]
-        shares = compactness(result.masks)
         verdict = decide(result.norms, self.config.decision, self.config.decision_threshold, gaps)
         suspects = [targets[i] for i in verdict.flagged]
-        pairs = []
-        if suspects and labels is not None and self.config.checks_pairs:
-            report(self.progress, "pairs", 0, len(suspects))
-            search = self.config.reverse
-            norms = dict(zip(result.labels.tolist(), result.norms.tolist(), strict=True))
-            pairs = symmetric_check(
-                self.model,
-                images,
-                labels,
-                suspects,
-                norms,
-                search,
-                generator,
-                outputs.probabilities,
-                outputs=clean_outputs,
-            )
-            report(self.progress, "pairs", len(suspects), len(suspects))
+        pairs = self._check_pairs(images, labels, suspects, result, generator, outputs.probabilities, clean_outputs)
         natural = {p.label for p in pairs if p.natural}
         mask_flagged = [t for t in suspects if t not in natural]
+
+        # The blend search and neuron stimulation flag labels of their own (the blend search also clears the labels
+        # the mask search flagged only beside a blend target).
         blend: ReverseResult | None = None
         blend_flagged: list[int] = []
         cleared: list[int] = []
-        if self.config.searches_blends and len(targets) >= MIN_LABELS:
+        if self.config.searches_blends and judged:
             blend, blend_flagged, cleared = self._blends(images, targets, generator, outputs, result, mask_flagged)
-        flagged = [t for t in mask_flagged if t not in cleared] + [t for t in blend_flagged if t not in mask_flagged]
-        stimulation = None
-        if self.config.stimulates:
-            report(self.progress, "stimulate", 0, 1)
-            stimulation = scan_stimulation(self.model, images, clean_outputs)
-            report(self.progress, "stimulate", 1, 1)
+        stimulation = self._stimulate(images, clean_outputs)
         stimulation_flagged = (
             [] if stimulation is None else [k for k in stimulation_suspects(stimulation) if k in targets]
         )
+        flagged = [t for t in mask_flagged if t not in cleared] + [t for t in blend_flagged if t not in mask_flagged]
         flagged += [t for t in stimulation_flagged if t not in flagged]
-        stimulation_ratios = [None] * num_classes if stimulation is None else stimulation.ratios
+
         steady = steadiness(
             result.norms,
             self.config.decision,
@@ -331,28 +312,12 @@ class NeuralCleanse:
             gaps,
             blend_norms=None if blend is None else blend.norms,
         )
-        if len(targets) >= MIN_LABELS and steady < STEADY:
+        if judged and steady < STEADY:
             warnings.append(
                 f"the verdict is borderline: {1 - steady:.0%} of redraws of the labels' norms within the search's "
                 "own noise give the other verdict; scan again with another seed and other clean images"
             )
-        rows = [
-            LabelResult(
-                int(t),
-                float(result.norms[i]),
-                float(success[i]),
-                float(outliers.indices[i]),
-                bool(result.found[i]),
-                int(result.epochs[i]),
-                int(result.image_passes[i]),
-                float(verdict.per_label[i]),
-                None if math.isnan(gaps[i]) else float(gaps[i]),
-                float(shares[i]),
-                None if blend is None else float(blend.norms[i]),
-                stimulation_ratios[t],
-            )
-            for i, t in enumerate(result.labels.tolist())
-        ]
+        outliers = anomaly_index(result.norms, self.config.anomaly_threshold)
         return ScanReport(
             infected=bool(flagged),
             anomaly_index=outliers.model_index,
@@ -360,7 +325,7 @@ class NeuralCleanse:
             decision=verdict,
             paper_flagged=[targets[i] for i in outliers.flagged],
             pairs=pairs,
-            labels=rows,
+            labels=_label_rows(result, success, outliers, verdict, gaps, blend, stimulation),
             median_l1=outliers.median,
             mad_l1=outliers.mad,
             seconds=time.perf_counter() - start,
@@ -382,6 +347,46 @@ class NeuralCleanse:
             stimulation_flagged=stimulation_flagged,
             stimulation_layer=None if stimulation is None else stimulation.layer,
         )
+
+    def _check_pairs(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        suspects: list[int],
+        result: ReverseResult,
+        generator: torch.Generator,
+        probabilities: bool,
+        clean_outputs: torch.Tensor,
+    ) -> list[PairCheck]:
+        """The symmetric check of every label the decision flagged (:mod:`~neuralcleanse.pairs`); none without
+        suspects, without the clean images' labels, or when the config checks no pairs."""
+        if not (suspects and labels is not None and self.config.checks_pairs):
+            return []
+        report(self.progress, "pairs", 0, len(suspects))
+        norms = dict(zip(result.labels.tolist(), result.norms.tolist(), strict=True))
+        pairs = symmetric_check(
+            self.model,
+            images,
+            labels,
+            suspects,
+            norms,
+            self.config.reverse,
+            generator,
+            probabilities,
+            outputs=clean_outputs,
+        )
+        report(self.progress, "pairs", len(suspects), len(suspects))
+        return pairs
+
+    def _stimulate(self, images: torch.Tensor, clean_outputs: torch.Tensor) -> Stimulation | None:
+        """Neuron stimulation (:mod:`~neuralcleanse.stimulation`) when the config asks for it and the model allows
+        it, else None."""
+        if not self.config.stimulates:
+            return None
+        report(self.progress, "stimulate", 0, 1)
+        stimulation = scan_stimulation(self.model, images, clean_outputs)
+        report(self.progress, "stimulate", 1, 1)
+        return stimulation
 
     def _blends(
         self,
@@ -490,6 +495,43 @@ class NeuralCleanse:
         )
         kept = ReverseResult.concat([result.rows(index), again]).best_of_restarts(more + 1)
         return result.with_rows(index, kept)
+
+
+def _scanned_labels(targets: list[int] | None, num_classes: int) -> list[int]:
+    """The labels a scan examines: ``targets`` (every output's by default), at least two of the model's."""
+    targets = list(range(num_classes)) if targets is None else [int(t) for t in targets]
+    if len(targets) < 2 or min(targets) < 0 or max(targets) >= num_classes:
+        raise ValueError(f"targets must be at least 2 labels in 0..{num_classes - 1}, got {targets}")
+    return targets
+
+
+def _label_rows(
+    result: ReverseResult,
+    success: torch.Tensor,
+    outliers: AnomalyResult,
+    verdict: Decision,
+    gaps: torch.Tensor,
+    blend: ReverseResult | None,
+    stimulation: Stimulation | None,
+) -> list[LabelResult]:
+    """One :class:`LabelResult` per label searched, in the search's order."""
+    return [
+        LabelResult(
+            int(t),
+            float(result.norms[i]),
+            float(success[i]),
+            float(outliers.indices[i]),
+            bool(result.found[i]),
+            int(result.epochs[i]),
+            int(result.image_passes[i]),
+            float(verdict.per_label[i]),
+            None if math.isnan(gaps[i]) else float(gaps[i]),
+            float(share),
+            None if blend is None else float(blend.norms[i]),
+            None if stimulation is None else stimulation.ratios[t],
+        )
+        for i, (t, share) in enumerate(zip(result.labels.tolist(), compactness(result.masks), strict=True))
+    ]
 
 
 def trigger_success(
