@@ -9,6 +9,8 @@ Each model is scanned with every configuration, alternating, with the same seeds
 torch threads; the rows give each scan's seconds, the flagged labels and how many symmetric checks ran. Every
 configuration's scan includes the clean-gap pass of the favour criterion (``favour.clean_gaps`` of one forward pass
 over the clean images, which the scan shares with its accuracy check), timed alone beside each scan.
+Each row also records the seconds of each phase of its scan (mask search, trigger success, symmetric checks, blend
+search, stimulation), from the scan's progress events.
 
     python benchmarks/default_speed.py [--models mnist-clean-01,...] [--seeds 0,1] [--threads 2]
 
@@ -24,6 +26,7 @@ import argparse
 import functools
 import statistics
 import time
+from collections import defaultdict
 from typing import Any
 
 import held_out
@@ -34,7 +37,22 @@ from common import machine, markdown_table, write_results
 from neuralcleanse import NeuralCleanse, ScanConfig, load_model
 from neuralcleanse.favour import clean_gaps
 from neuralcleanse.metrics import outputs_of
+from neuralcleanse.progress import ProgressEvent
 
+#: The scan's progress phases, as the phase table groups them: time up to each progress event counts to its phase
+#: (the accuracy check's pass, the searches' epochs, the trigger-success pass, the symmetric checks, the stimulation),
+#: and what follows the last event (the steadiness redraws, the report) to "rest".
+PHASES = {
+    "check": "accuracy check",
+    "reverse": "mask search",
+    "restart": "mask search",
+    "measure": "trigger success",
+    "pairs": "symmetric checks",
+    "blend": "blend search",
+    "stimulate": "stimulation",
+}
+PHASE_COLUMNS = ("accuracy check", "mask search", "trigger success", "symmetric checks", "blend search", "stimulation",
+                 "rest")  # fmt: skip
 MODELS = ("mnist-clean-01", "mnist-trojan-01", "mnist-patch-00", "gtsrb-clean", "gtsrb-clean-02")
 CONFIGS = {
     "paper": ScanConfig(decision="paper"),
@@ -58,8 +76,17 @@ def scan_row(name: str, label: str, config: ScanConfig, seed: int) -> dict[str, 
     start = time.perf_counter()
     clean_gaps(outputs_of(model, clean.images))
     gap_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    report = NeuralCleanse(model, config).scan(clean.images, clean.labels, seed=seed)
+    phases: dict[str, float] = defaultdict(float)
+    start = last = time.perf_counter()
+
+    def clock(event: ProgressEvent) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        phases[PHASES.get(event.phase, event.phase)] += now - last
+        last = now
+
+    report = NeuralCleanse(model, config, progress=clock).scan(clean.images, clean.labels, seed=seed)
+    phases["rest"] += time.perf_counter() - last
     return {
         "model": name,
         "dataset": dataset,
@@ -71,12 +98,26 @@ def scan_row(name: str, label: str, config: ScanConfig, seed: int) -> dict[str, 
         "pair_checks": len(report.pairs),
         "compute_dtype": report.config["compute_dtype"],
         "stimulated": report.stimulation_layer is not None,
+        "phases": dict(phases),
     }
 
 
 @functools.cache
 def _architecture(name: str) -> str:
     return zoo.recipe(name)["arch"] if _in_zoo(name) else load_model(held_out.model_dir(name)).metadata["architecture"]
+
+
+def phase_table(rows: list[dict[str, Any]]) -> str:
+    """Median seconds per phase, per dataset and network and configuration (rows that recorded their phases)."""
+    timed = [r for r in rows if "phases" in r]
+    body = []
+    for where in sorted({(r["dataset"], _architecture(r["model"])) for r in timed}):
+        for config in CONFIGS:
+            same = [r for r in timed if (r["dataset"], _architecture(r["model"])) == where and r["config"] == config]
+            if same:
+                medians = [statistics.median(r["phases"].get(p, 0.0) for r in same) for p in PHASE_COLUMNS]
+                body.append([", ".join(where), config, *(round(v, 1) for v in medians)])
+    return markdown_table(["dataset, network", "configuration", *PHASE_COLUMNS], body)
 
 
 def render(rows: list[dict[str, Any]], threads: int) -> str:
@@ -112,7 +153,10 @@ def render(rows: list[dict[str, Any]], threads: int) -> str:
         "stimulated: column *stimulated*). The last two run the symmetric check of each flagged label; every scan "
         f"includes the clean-gap pass (timed alone in its own column). {threads} torch threads.\n\n"
         + "\n".join(lines)
-        + "\n\n"
+        + "\n\n## Where the time goes\n\nMedian seconds per phase of the scan (time up to each progress event counted "
+        "to its phase; *rest*: the steadiness redraws and the report, after the last event).\n\n"
+        + phase_table(rows)
+        + "\n"
         + table
         + f"\nMachine: {m['processor']}, {m['torch_threads']} torch threads, torch {m['torch']}.\n"
     )
