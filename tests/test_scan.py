@@ -1,5 +1,6 @@
 """Detection on hand-built models whose backdoor is known by construction (see _tiny.py)."""
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -163,6 +164,14 @@ def test_labels_beyond_the_model_outputs_are_refused(data):
     images, labels = data
     with pytest.raises(ValueError, match="the labels go up to 9 but the model has 6 outputs"):
         NeuralCleanse(TemplateNet(True)).scan(images, labels.clamp(max=0) + 9)
+
+
+@pytest.mark.parametrize("targets", [[0], [0, NUM_LABELS], [-1, 2]])
+def test_targets_outside_the_model_or_fewer_than_two_are_refused(data, targets):
+    images, labels = data
+    message = f"targets must be at least 2 labels in 0..{NUM_LABELS - 1}, got {targets}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        NeuralCleanse(TemplateNet(True)).scan(images, labels, targets=targets)
 
 
 def test_fast_mode_is_documented_against_the_reference():
