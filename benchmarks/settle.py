@@ -138,11 +138,14 @@ def scan_row(name: str, seed: int) -> dict[str, Any]:
     }
 
 
+def searched_again(row: dict[str, Any], policy: str) -> bool:
+    """Whether ``policy`` (``two``, ``four``, or ``settle``: four where two was borderline) searches ``row`` again."""
+    return policy == "four" or (policy == "settle" and row["steadiness2"] < STEADY)
+
+
 def flagged(row: dict[str, Any], policy: str) -> list[int]:
-    """The labels ``policy`` flags on ``row``: ``two``, ``four``, or ``settle`` (four where two was borderline)."""
-    if policy == "settle":
-        return row["flagged4"] if row["steadiness2"] < STEADY else row["flagged2"]
-    return row[f"flagged{2 if policy == 'two' else 4}"]
+    """The labels ``policy`` flags on ``row``."""
+    return row["flagged4"] if searched_again(row, policy) else row["flagged2"]
 
 
 POLICIES = {"two": "two searches (default)", "settle": "four where borderline", "four": "four searches"}
@@ -159,10 +162,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         infected = [r for r in rs if r["targets"]]
         clean = [r for r in rs if not r["targets"]]
         for policy, label in POLICIES.items():
-            searched = [r for r in rs if policy == "four" or (policy == "settle" and r["steadiness2"] < STEADY)]
-            time_share = sum(r["seconds"] if r in searched else r["seconds2"] for r in rs) / sum(
-                r["seconds2"] for r in rs
-            )
+            again = sum(searched_again(r, policy) for r in rs)
+            seconds = sum(r["seconds"] if searched_again(r, policy) else r["seconds2"] for r in rs)
             body.append(
                 [
                     half,
@@ -170,8 +171,8 @@ def render(rows: list[dict[str, Any]]) -> str:
                     f"{sum(sorted(flagged(r, policy)) == r['targets'] for r in infected)}/{len(infected)}",
                     f"{sum(bool(flagged(r, policy)) for r in clean)}/{len(clean)}",
                     f"{sum(bool(flagged(s[0], policy)) == bool(flagged(s[1], policy)) for s in pairs)}/{len(pairs)}",
-                    f"{len(searched)}/{len(rs)}",
-                    round(time_share, 2),
+                    f"{again}/{len(rs)}",
+                    round(seconds / sum(r["seconds2"] for r in rs), 2),
                 ]
             )
     changed = [
