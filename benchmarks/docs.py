@@ -749,6 +749,25 @@ SECTIONS["settle"] = Section(
     ],
 )
 
+SECTIONS["second_scan"] = Section(
+    "A second scan of a borderline verdict",
+    "The second scans (seeds 2 and 3, the next seeds but one, so that the policy verdicts of seeds 0 and 1 share no "
+    "scan) of the models settle.py scanned: two searches per label, mask search, default decision and symmetric "
+    "check; one row per scan. The policies (the labels either scan flags where the first is borderline, the "
+    "labels both flag, one scan), replayed on the whole zoo and measured on these rescans, are in "
+    'benchmarks/results/second_scan.md (docs/detection.md, "How steady a verdict is").',
+    "python benchmarks/second_scan.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("seed", lambda r: r["seed"]),
+        ("half", lambda r: r["half"]),
+        ("targets", lambda r: num(r["targets"])),
+        ("flagged", lambda r: num(r["flagged2"])),
+        ("steadiness", lambda r: num(r["steadiness2"], 3)),
+        ("seconds", lambda r: num(r["seconds2"], 3)),
+    ],
+)
+
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
 
 

@@ -25,6 +25,7 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -93,7 +94,24 @@ def verdict(
     return [t for t in suspects if t not in natural], float(decided.score)
 
 
-def scan_row(name: str, seed: int) -> dict[str, Any]:
+@dataclass
+class Searched:
+    """A scan's state after its first searches: what searching on from there needs."""
+
+    model: torch.nn.Module
+    clean: Any
+    labels: list[int]
+    searches: list[ReverseResult]
+    generator: torch.Generator
+    probabilities: bool
+    outputs: torch.Tensor
+    gaps: torch.Tensor
+    start: float
+
+
+def two_searches(name: str, seed: int) -> tuple[dict[str, Any], Searched]:
+    """The default's two searches of every label of zoo model ``name``, on the zoo's clean sample of ``seed``, decided
+    as the scan decides them: the row's two-search fields, and the state to search on from."""
     recipe = zoo.recipe(name)
     model = load_model(zoo.model_path(name)).model
     clean = zoo.scan_images(recipe, seed)
@@ -108,15 +126,12 @@ def scan_row(name: str, seed: int) -> dict[str, Any]:
     ]
     two = ReverseResult.concat(searches).best_of_restarts(2)
     two_seconds = time.perf_counter() - start
-    # The two-search verdict's symmetric checks draw from a copy, so the next searches are those of a scan that
-    # searched on without checking first.
+    # The two-search verdict's symmetric checks draw from a copy, so that searches after them are those of a scan
+    # that searched on without checking first.
     side = torch.Generator()
     side.set_state(generator.get_state())
     flagged2, score2 = verdict(model, clean, two, gaps, side, probe.probabilities, outputs)
-    searches.append(reverse_engineer(model, clean.images, labels * 2, CONFIG.reverse, generator, probe.probabilities))
-    four = ReverseResult.concat(searches).best_of_restarts(4)
-    flagged4, score4 = verdict(model, clean, four, gaps, generator, probe.probabilities, outputs)
-    return {
+    row = {
         "model": name,
         "seed": seed,
         "half": zoo.half(recipe),
@@ -125,15 +140,28 @@ def scan_row(name: str, seed: int) -> dict[str, Any]:
         "family": recipe["family"],
         "targets": zoo.scan_targets(recipe, probe.num_outputs),
         "norms2": two.norms.tolist(),
-        "norms4": four.norms.tolist(),
         "steadiness2": steadiness(two.norms, CONFIG.decision, CONFIG.decision_threshold, gaps),
-        "steadiness4": steadiness(four.norms, CONFIG.decision, CONFIG.decision_threshold, gaps),
         "flagged2": flagged2,
         "score2": score2,
+        "seconds2": two_seconds,
+    }
+    return row, Searched(model, clean, labels, searches, generator, probe.probabilities, outputs, gaps, start)
+
+
+def scan_row(name: str, seed: int) -> dict[str, Any]:
+    row, s = two_searches(name, seed)
+    s.searches.append(
+        reverse_engineer(s.model, s.clean.images, s.labels * 2, CONFIG.reverse, s.generator, s.probabilities)
+    )
+    four = ReverseResult.concat(s.searches).best_of_restarts(4)
+    flagged4, score4 = verdict(s.model, s.clean, four, s.gaps, s.generator, s.probabilities, s.outputs)
+    return {
+        **row,
+        "norms4": four.norms.tolist(),
+        "steadiness4": steadiness(four.norms, CONFIG.decision, CONFIG.decision_threshold, s.gaps),
         "flagged4": flagged4,
         "score4": score4,
-        "seconds2": two_seconds,
-        "seconds": time.perf_counter() - start,
+        "seconds": time.perf_counter() - s.start,
         "machine": machine(),
     }
 
