@@ -139,6 +139,8 @@ def test_the_summary_counts_borderline_verdicts():
     assert summary["borderline"] == 1
     assert summary["line"].endswith("1 borderline verdicts (worth a second scan)")
     assert "borderline verdicts" not in zoo_summary(rows[1:])["line"]
+    twice = zoo_summary([{**rows[0], "second_scan": True}, *rows[1:]])
+    assert twice["scanned_twice"] == 1 and twice["line"].endswith("1 borderline verdicts (1 scanned twice)")
 
 
 def test_a_model_scanned_under_a_convention_it_chose_carries_the_warning_to_the_zoo_page(zoo, tmp_path):

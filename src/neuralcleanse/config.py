@@ -117,6 +117,10 @@ class ScanConfig:
         stimulation: also drive each neuron of the layer the dense layers read, one at a time, and flag the labels
             one neuron hands the clean images to far more readily than the others (:mod:`~neuralcleanse.
             stimulation`, ABS's stimulation analysis); never with ``decision="paper"``.
+        second_scan: when the verdict is borderline, scan again with another seed and other clean images and flag
+            the labels either scan flags (:mod:`~neuralcleanse.second_scan`); never with ``decision="paper"``. The
+            scan job draws the images (:func:`~neuralcleanse.jobs.scan_model`); ``NeuralCleanse.scan``, which takes
+            images as given, scans once.
     """
 
     mode: Mode = "fast"
@@ -134,6 +138,7 @@ class ScanConfig:
     blend: bool = True
     stimulation: bool = True
     more_searches: int = 0
+    second_scan: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -202,6 +207,11 @@ class ScanConfig:
         return replace(self.reverse, shape="blend")
 
     @property
+    def scans_twice(self) -> bool:
+        """Whether a borderline verdict gets a second scan (never for the paper's decision)."""
+        return self.second_scan and self.decision != "paper"
+
+    @property
     def checks_pairs(self) -> bool:
         """Whether flagged labels get the symmetric check (never for the paper's decision)."""
         return self.pair_check and self.decision != "paper"
@@ -222,4 +232,5 @@ class ScanConfig:
             "blend_restarts": BLEND_SEARCHES if self.searches_blends else 0,
             "stimulation": self.stimulates,
             "more_searches": self.more_searches,
+            "second_scan": self.scans_twice,
         }

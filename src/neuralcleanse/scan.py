@@ -48,6 +48,7 @@ __all__ = [
     "NeuralCleanse",
     "SanityCheckError",
     "ScanReport",
+    "SecondScan",
     "describe_short_labels",
     "short_labels",
     "trigger_success",
@@ -107,6 +108,24 @@ class LabelResult:
 
 
 @dataclass(frozen=True)
+class SecondScan:
+    """The second scan of a borderline verdict (:mod:`~neuralcleanse.second_scan`), summarised: its ``seed`` and
+    clean images, what it flagged and how steady its own verdict was; ``added``: the labels it flagged and the first
+    scan did not, whose rows, masks and patterns in the joined report are its own."""
+
+    seed: int | None
+    num_images: int
+    flagged: list[int]
+    score: float
+    steadiness: float | None
+    seconds: float
+    added: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ScanReport:
     """What a scan found. ``to_dict()`` is the content of ``report.json``; the masks and patterns of all labels
     are in ``masks`` (K, 1, H, W) and ``patterns`` (K, C, H, W), in the order of ``labels``.
@@ -150,6 +169,9 @@ class ScanReport:
     #: the layer stimulated; None when the scan did not stimulate (TorchScript, layers not read by dense layers
     #: alone, or the paper's decision)
     stimulation_layer: str | None = None
+    #: the second scan that joined a borderline verdict (its flagged labels are in ``flagged``); None when there
+    #: was none
+    second_scan: SecondScan | None = None
 
     def __repr__(self) -> str:
         verdict = "infected" if self.infected else "clean"
@@ -205,6 +227,7 @@ class ScanReport:
             "blend_cleared": list(self.blend_cleared),
             "stimulation_flagged": list(self.stimulation_flagged),
             "stimulation_layer": self.stimulation_layer,
+            "second_scan": None if self.second_scan is None else self.second_scan.to_dict(),
         }
         return out
 
@@ -313,10 +336,7 @@ class NeuralCleanse:
             blend_norms=None if blend is None else blend.norms,
         )
         if judged and steady < STEADY:
-            warnings.append(
-                f"the verdict is borderline: {1 - steady:.0%} of redraws of the labels' norms within the search's "
-                "own noise give the other verdict; scan again with another seed and other clean images"
-            )
+            warnings.append(borderline_warning(steady) + "; scan again with another seed and other clean images")
         outliers = anomaly_index(result.norms, self.config.anomaly_threshold)
         return ScanReport(
             infected=bool(flagged),
@@ -532,6 +552,14 @@ def _label_rows(
         )
         for i, (t, share) in enumerate(zip(result.labels.tolist(), compactness(result.masks), strict=True))
     ]
+
+
+def borderline_warning(steady: float) -> str:
+    """The warning of a verdict kept by only ``steady`` of the redraws of its norms."""
+    return (
+        f"the verdict is borderline: {1 - steady:.0%} of redraws of the labels' norms within the search's own noise "
+        "give the other verdict"
+    )
 
 
 def trigger_success(

@@ -106,7 +106,7 @@ def _seed(p: argparse.ArgumentParser, what: str) -> None:
 _ZOO_SCAN_FLAGS = (
     "arch", "value_range", "mean", "std", "channel_order", "layout", "device", "mode", "samples",
     "seed", "success_threshold", "searches", "more_searches", "precision", "anomaly_threshold", "decision",
-    "score_threshold", "skip_sanity_check", "allow_few_images", "no_blend", "no_stimulation",
+    "score_threshold", "skip_sanity_check", "allow_few_images", "no_blend", "no_stimulation", "no_second_scan",
 )  # fmt: skip
 
 
@@ -305,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not drive single neurons of the layer the dense layers read to find a label one neuron hands every "
         "image to (default off: stimulate where the model allows; --decision paper never does), see "
         "docs/detection.md",
+    )
+    p.add_argument(
+        "--no-second-scan",
+        action="store_true",
+        help="scan once even when the verdict is borderline (default off: a borderline verdict is scanned again "
+        "with the next seed and other clean images, and the labels either scan flags are flagged; --decision paper "
+        "scans once), see docs/detection.md",
     )
     p.add_argument(
         "--skip-sanity-check",

@@ -238,6 +238,7 @@ def _scan_config(args: argparse.Namespace) -> Any:
             allow_few_images=args.allow_few_images,
             blend=not args.no_blend,
             stimulation=not args.no_stimulation,
+            second_scan=not args.no_second_scan,
         )
     except ValueError as exc:
         field, _, rest = str(exc).partition(" ")
@@ -271,6 +272,10 @@ def verdict_line(report: dict[str, Any]) -> str:
         for t in report.get("stimulation_flagged") or []
         if t not in flagged_before
     )
+    added = (report.get("second_scan") or {}).get("added") or []
+    if added:
+        which = f"label {added[0]}" if len(added) == 1 else "labels " + ", ".join(map(str, added))
+        cleared += f"; {which} flagged by a second scan (seed {report['second_scan']['seed']})"
     warnings = "".join(f" (WARNING: {w})" for w in report.get("warnings") or [])
     return f"{verdict}: flagged labels {flagged} ({why}{cleared}){warnings}"
 

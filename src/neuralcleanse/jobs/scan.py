@@ -21,6 +21,7 @@ from ..probe import check_compatible
 from ..progress import ProgressCallback
 from ..reverse import ReverseResult, reverse_engineer
 from ..scan import FewImagesError, NeuralCleanse, SanityCheckError, ScanReport, describe_short_labels, short_labels
+from ..second_scan import join_scans, wants_second_scan
 from ..store.out_dir import check_out_dir
 from ..store.scan_dir import REPORT_FILE, write_scan_report
 
@@ -42,7 +43,9 @@ def scan_model(
     search: Callable[..., ReverseResult] | None = None,
 ) -> tuple[ScanReport, Path]:
     """Scan a loaded model with a stratified clean sample of ``data``'s test split (``config.samples`` images,
-    see :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the scan folder ``out``.
+    see :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the scan folder ``out``. A borderline verdict
+    is scanned again with ``seed + 1`` on the sample of that seed, and the report flags the labels either scan
+    flags (:mod:`~neuralcleanse.second_scan`).
 
     ``dataset``: that split already loaded (a zoo scan loads it once for all models); ``search``: the
     :class:`~neuralcleanse.scan.NeuralCleanse` search function (label sharding)."""
@@ -56,14 +59,16 @@ def scan_model(
     per_class = config.per_label(counts)
     _check_counts(dataset.name, counts[: outputs.num_outputs], per_class, config)
     clean = clean_sample(dataset, per_class, seed)
-    scan = functools.partial(_scan, config=config, outputs=outputs, progress=progress, search=search, seed=seed)
+    scan = functools.partial(_scan, config=config, outputs=outputs, progress=progress, search=search)
     try:
-        report = scan(loaded.model, clean)
+        report = scan(loaded.model, clean, seed)
     except SanityCheckError as exc:
         better = _another_convention(loaded, clean, exc, config, sharded=search is not None)
         loaded = _fed(loaded, better.convention.preprocessing)
-        report = scan(loaded.model, clean)
+        report = scan(loaded.model, clean, seed)
         report = replace(report, warnings=[_fallback_warning(exc, better), *report.warnings])
+    if wants_second_scan(report, config):  # borderline: the next seed, on another clean sample
+        report = join_scans(report, scan(loaded.model, clean_sample(dataset, per_class, seed + 1), seed + 1))
     extra: dict[str, Any] = {
         "model": model_name,
         "data": str(data),
@@ -90,11 +95,11 @@ def scan_model(
 def _scan(
     model: torch.nn.Module,
     clean: ImageData,
+    seed: int,
     config: ScanConfig,
     outputs: Any,
     progress: ProgressCallback | None,
     search: Callable[..., ReverseResult] | None,
-    seed: int,
 ) -> ScanReport:
     scanner = NeuralCleanse(model, config, outputs=outputs, progress=progress, search=search or reverse_engineer)
     return scanner.scan(clean.images, clean.labels, seed=seed)

@@ -126,6 +126,7 @@ def scan_page(
         "blend_ratio": BLEND_RATIO,
         "stimulation_layer": report.stimulation_layer,
         "stimulation_ratio": STIMULATION_RATIO,
+        "second_scan": report.second_scan,
         "paper_flagged": [int(label) for label in report.paper_flagged],
         "pairs": report.pairs,
         "height": height,

@@ -156,7 +156,8 @@ def scan_entry(
         return _error_row(entry, one_line(exc), ERROR, time.perf_counter() - start)
     seconds = time.perf_counter() - start
     verdict = (scan.infected, scan.flagged, scan.anomaly_index, seconds)
-    return _row(entry, *verdict, skipped=False, warnings=scan.warnings, steadiness=scan.steadiness)
+    second = scan.second_scan is not None
+    return _row(entry, *verdict, skipped=False, warnings=scan.warnings, steadiness=scan.steadiness, second_scan=second)
 
 
 def _deadline(deadline: float, timeout: float) -> ProgressCallback:
@@ -193,7 +194,8 @@ def _complete_row(entry: ZooEntry, out: Path) -> dict[str, Any] | None:
         report_ = json.loads(path.read_text(encoding="utf-8"))
         verdict = (report_["infected"], report_["flagged"], report_["anomaly_index"], report_["seconds"])
         warnings, steadiness = report_.get("warnings") or [], report_.get("verdict_steadiness")
-        return _row(entry, *verdict, skipped=True, warnings=warnings, steadiness=steadiness)
+        second = report_.get("second_scan") is not None
+        return _row(entry, *verdict, skipped=True, warnings=warnings, steadiness=steadiness, second_scan=second)
     except (ValueError, KeyError, OSError):
         return None  # unreadable: scan again
 
@@ -207,6 +209,7 @@ def _row(
     skipped: bool,
     warnings: list[str],
     steadiness: float | None,
+    second_scan: bool,
 ) -> dict[str, Any]:
     return {
         "model": entry.name,
@@ -220,6 +223,7 @@ def _row(
         "report": f"{entry.name}/report.html",
         "warnings": list(warnings),  # what makes the verdict less sure (the report's)
         "verdict_steadiness": steadiness,  # the report's; None for a report written before it was measured
+        "second_scan": second_scan,  # a second scan joined the borderline verdict
     }
 
 

@@ -2,8 +2,9 @@
 
 A row holds ``model``, ``path``, ``status`` (``"done"``, ``"error"``, ``"timeout"``), ``infected``, ``flagged``,
 ``anomaly_index``, ``seconds``, ``skipped`` (its complete report was found and not redone), ``report`` (the
-model's page, relative to ``--out``), ``warnings`` and ``verdict_steadiness`` (the report's) or ``error`` (the
-one-line message ``scan`` prints); with a truth column, ``truth_infected``, ``truth_targets`` and ``correct``.
+model's page, relative to ``--out``), ``warnings`` and ``verdict_steadiness`` (the report's), ``second_scan`` (a
+second scan joined a borderline verdict) or ``error`` (the one-line message ``scan`` prints); with a truth column,
+``truth_infected``, ``truth_targets`` and ``correct``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ ZOO_HTML = "zoo.html"
 
 def zoo_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts over ``rows``: scanned (done), flagged, failed, skipped, borderline (verdicts whose steadiness is
-    under :data:`~neuralcleanse.steadiness.STEADY`); with a truth column, right and wrong
+    under :data:`~neuralcleanse.steadiness.STEADY`), scanned twice (of those); with a truth column, right and wrong
     verdicts, TPR (infected models flagged, of the infected models scanned) and FPR (clean models flagged, of the
     clean models scanned); ``line`` and ``truth_line`` say them in words."""
     done = [r for r in rows if r["status"] == "done"]
@@ -35,11 +36,16 @@ def zoo_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "failed": len(rows) - len(done),
         "skipped": sum(bool(r.get("skipped")) for r in rows),
         "borderline": sum(r.get("verdict_steadiness") is not None and r["verdict_steadiness"] < STEADY for r in done),
+        "scanned_twice": sum(bool(r.get("second_scan")) for r in done),
     }
     out["line"] = (
         f"{out['models']} models: {out['scanned']} scanned, {out['flagged']} flagged as infected, "
         f"{out['failed']} failed"
-    ) + (f", {out['borderline']} borderline verdicts (worth a second scan)" if out["borderline"] else "")
+    )
+    if out["borderline"]:
+        twice = out["scanned_twice"]
+        out["line"] += f", {out['borderline']} borderline verdicts "
+        out["line"] += f"({twice} scanned twice)" if twice else "(worth a second scan)"
     judged = [r for r in done if r.get("truth_infected") is not None]
     if judged:
         infected = [r for r in judged if r["truth_infected"]]
