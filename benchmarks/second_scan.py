@@ -41,6 +41,8 @@ SEEDS = (2, 3)  # the second scans of the settle.json scans of seeds 0 and 1
 
 Flags = frozenset[int]
 Join = Callable[[Flags, Flags], Flags]
+LEVELS = (0.8, STEADY, 0.95, 0.99)  # steadiness under which a second scan runs, replayed
+
 POLICIES: dict[str, Join | None] = {
     "one scan (default)": None,
     "union where borderline": lambda a, b: a | b,
@@ -178,6 +180,16 @@ def render(rows: list[dict[str, Any]]) -> str:
     rescan_table = markdown_table(
         ["half", "policy", "infected exact", "clean flagged", "second scans", "models, seeds agree"], body
     )
+    union = POLICIES["union where borderline"]
+    levels = []
+    for half in ("tune", "test"):
+        cases = [c for c in replay if c["half"] == half]
+        for level in LEVELS:
+            joined = [{**c, "steadiness": 0.0 if c["steadiness"] < level else 1.0} for c in cases]
+            levels.append([half, f"{level:g}" + (" (default)" if level == STEADY else ""), *tally(joined, union)])
+    level_table = markdown_table(
+        ["half", "second scan below", "infected exact", "clean flagged", "second scans"], levels
+    )
     whole_table = markdown_table(
         ["half", "one scan", "union where borderline", "models left out (borderline, not on disk)"],
         [half_agreement(replay, rescan, half) for half in ("tune", "test")],
@@ -216,6 +228,9 @@ def render(rows: list[dict[str, Any]]) -> str:
         "settle.json, their second scans seeds 2 and 3 (scanned here, the same code); *models, seeds agree*: the "
         "policy verdicts of seeds 0 and 1, which share no scan. A second scan costs what the first did.\n\n"
         + rescan_table
+        + "\n## The level under which a verdict gets its second scan (replayed, union)\n\n"
+        "The steadiness under which the union policy scans again, the warning's 0.9 and others.\n\n"
+        + level_table
         + "\n## Seeds agreeing over the half (required families)\n\n"
         "Models whose two scan seeds reach the same verdict (infected or clean). A model with no borderline scan "
         "keeps its verdicts under the policy; a borderline one is counted from its rescans above (seeds 0 and 1, "
