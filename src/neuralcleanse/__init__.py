@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers
     from .probe import ModelOutputs, probe_outputs
     from .reverse import ReverseConfig, reverse_engineer
     from .scan import NeuralCleanse, SanityCheckError, ScanReport
+    from .second_scan import join_scans, wants_second_scan
     from .store.model_dir import ModelFileError, load_saved_model, save_model
     from .triggers import Trigger, parse_trigger
 
@@ -45,6 +46,7 @@ _EXPORTS = {
     **dict.fromkeys(["ModelOutputs", "probe_outputs"], ".probe"),
     **dict.fromkeys(["ReverseConfig", "reverse_engineer"], ".reverse"),
     **dict.fromkeys(["NeuralCleanse", "SanityCheckError", "ScanReport"], ".scan"),
+    **dict.fromkeys(["join_scans", "wants_second_scan"], ".second_scan"),
     **dict.fromkeys(["ModelFileError", "load_saved_model", "save_model"], ".store.model_dir"),
     **dict.fromkeys(["Trigger", "parse_trigger"], ".triggers"),
 }
@@ -74,6 +76,7 @@ __all__ = [
     "attack_success_rate",
     "build_model",
     "clean_sample",
+    "join_scans",
     "load_dataset",
     "load_model",
     "load_saved_model",
@@ -85,6 +88,7 @@ __all__ = [
     "reverse_engineer",
     "save_model",
     "trojan",
+    "wants_second_scan",
 ]
 
 
