@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,30 @@ def update_results(
         for r in new:
             print(json.dumps(r)[:300], flush=True)
         replace_rows(name, new, lambda r: r["model"], lambda r: order.index(r["model"]), table)
+
+
+def add_scans(
+    name: str,
+    models: list[str],
+    seeds: Sequence[int],
+    scan: Callable[[str, int], dict[str, Any]],
+    table: Callable[[list[dict[str, Any]]], str],
+    line: Callable[[dict[str, Any]], str],
+) -> None:
+    """Scan each model and seed that results file ``name`` lacks (``scan``), one at a time, adding each row as it
+    comes (printed as ``line`` says) in the order of ``models``, then seeds: an interrupted run loses one scan, and a
+    rerun scans only what is missing. Runs on other models may write the same file meanwhile."""
+    done = {(r["model"], r["seed"]) for r in read_results(name)}
+
+    def order(r: dict[str, Any]) -> tuple[int, str, int]:
+        return (models.index(r["model"]) if r["model"] in models else len(models), r["model"], r["seed"])
+
+    for model in models:
+        for seed in seeds:
+            if (model, seed) not in done:
+                row = scan(model, seed)
+                print(line(row), flush=True)
+                replace_rows(name, [row], lambda r: (r["model"], r["seed"]), order, table)
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -1,9 +1,10 @@
 """A second scan where the verdict is borderline: another seed and other clean images, the labels either scan flags.
 
 A scan whose verdict is borderline (``neuralcleanse.steadiness``: under ``STEADY`` of the redraws of its norms within
-the search's noise keep it) warns and suggests a second scan with another seed. This measures what the second scan
-should be joined with: the policy *union* flags the labels either scan flags, *intersection* those both flag; the
-first scan's verdict stands where it was steady. Two measurements, mask search and its decision with the symmetric
+the search's noise keep it) could well reach the other verdict with another seed and other clean images. This
+measures how such a second scan should be joined with the first (``neuralcleanse.second_scan`` does what it chose):
+the policy *union* flags the labels either scan flags, *intersection* those both flag; the first scan's verdict
+stands where it was steady. Two measurements, mask search and its decision with the symmetric
 check, as the zoo's replayed figures (no blend search, no stimulation):
 
 - *replay*: the zoo's stored scans (default arithmetic, one thread, required families, both scan seeds), the
@@ -31,7 +32,7 @@ from typing import Any
 import settle
 import steadiness as steadiness_replay
 import torch
-from common import machine, markdown_table, read_results, replace_rows, rewrite_report
+from common import add_scans, machine, markdown_table, read_results, rewrite_report
 
 from neuralcleanse import ScanConfig
 from neuralcleanse.steadiness import STEADY, steadiness
@@ -194,7 +195,6 @@ def render(rows: list[dict[str, Any]]) -> str:
         ["half", "one scan", "union where borderline", "models left out (borderline, not on disk)"],
         [half_agreement(replay, rescan, half) for half in ("tune", "test")],
     )
-    union = POLICIES["union where borderline"]
     changed = [
         [
             c["model"],
@@ -241,6 +241,12 @@ def render(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def scan_row(name: str, seed: int) -> dict[str, Any]:
+    """The default's two searches of every label and their verdict (settle.py's), one row."""
+    row, _ = settle.two_searches(name, seed)
+    return {**row, "machine": machine()}
+
+
 def main() -> None:
     if rewrite_report(STEM, render):
         return
@@ -249,21 +255,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = args.models.split(",") if args.models else list(dict.fromkeys(r["model"] for r in settle_rows()))
-    done = {(r["model"], r["seed"]) for r in read_results(STEM)}
-    for name in names:
-        for seed in SEEDS:
-            if (name, seed) in done:
-                continue
-            row, _ = settle.two_searches(name, seed)
-            row["machine"] = machine()
-            print(name, seed, row["flagged2"], round(row["steadiness2"], 2), flush=True)
-            replace_rows(
-                STEM,
-                [row],
-                lambda r: (r["model"], r["seed"]),
-                lambda r: (names.index(r["model"]) if r["model"] in names else len(names), r["model"], r["seed"]),
-                render,
-            )
+    add_scans(STEM, names, SEEDS, scan_row, render, lambda r: f"{r['model']} {r['seed']} {r['flagged2']}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import zoo
-from common import machine, markdown_table, read_results, replace_rows, rewrite_report
+from common import add_scans, machine, markdown_table, read_results, rewrite_report
 
 from neuralcleanse import ScanConfig, load_model
 from neuralcleanse.decision import decide
@@ -234,20 +234,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = args.models.split(",") if args.models else borderline_models()
-    done = {(r["model"], r["seed"]) for r in read_results(STEM)}
-    for name in names:
-        for seed in SEEDS:
-            if (name, seed) in done:
-                continue
-            row = scan_row(name, seed)
-            print(name, seed, row["flagged2"], row["flagged4"], round(row["steadiness2"], 2), flush=True)
-            replace_rows(
-                STEM,
-                [row],
-                lambda r: (r["model"], r["seed"]),
-                lambda r: (names.index(r["model"]) if r["model"] in names else len(names), r["model"], r["seed"]),
-                render,
-            )
+    add_scans(
+        STEM,
+        names,
+        SEEDS,
+        scan_row,
+        render,
+        lambda r: f"{r['model']} {r['seed']} {r['flagged2']} {r['flagged4']} {r['steadiness2']:.2f}",
+    )
 
 
 if __name__ == "__main__":
