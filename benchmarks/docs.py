@@ -768,6 +768,26 @@ SECTIONS["second_scan"] = Section(
     ],
 )
 
+SECTIONS["shipped"] = Section(
+    "The scan as it ships, second scan included",
+    "The fourteenth round's zoo models, both seeds, scanned as `neuralcleanse scan` scans them: the default scan "
+    "(mask search, symmetric checks, blend search, neuron stimulation) and, where its verdict is borderline, a "
+    "second scan with the next seed and that seed's clean sample, joined; one row per scan. The summary per half "
+    'is in benchmarks/results/shipped.md (docs/detection.md, "A second scan of a borderline verdict").',
+    "python benchmarks/shipped.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("seed", lambda r: r["seed"]),
+        ("half", lambda r: r["half"]),
+        ("targets", lambda r: num(r["targets"])),
+        ("first scan", lambda r: num(r["first_flagged"])),
+        ("steadiness", lambda r: num(r["steadiness"], 3)),
+        ("second scan", lambda r: num(r["second_flagged"])),
+        ("shipped", lambda r: num(r["flagged"])),
+        ("seconds", lambda r: num(r["seconds"], 3)),
+    ],
+)
+
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
 
 

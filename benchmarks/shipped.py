@@ -1,0 +1,131 @@
+"""The scan as it ships, second scan included, on zoo models: what a user of ``neuralcleanse scan`` gets.
+
+Each model and seed is scanned as the scan job scans it (``neuralcleanse.jobs.scan_model``): the default scan
+(mask search and its decision, symmetric checks, blend search, neuron stimulation) on the zoo's clean sample of that
+seed, and, when its verdict is borderline, a second scan with the next seed on that seed's sample, the two joined
+(``neuralcleanse.second_scan``). The zoo's own figures replay the mask search's decision on stored norms; these are
+the whole scan's verdicts, taken afresh.
+
+Models (default): the fourteenth round (zoo_make_recipes.FOURTEENTH) whose attacks took, planned and trained after
+every setting but the second scan was fixed, both halves; the second scan was chosen on the tune half of every round,
+the fourteenth's included, so its test half is the fair figure. One thread; rows are kept in
+benchmarks/results/shipped.json and a rerun scans only what is missing.
+
+    python benchmarks/shipped.py [--models name,...] [--seeds 0,1]
+    python benchmarks/shipped.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from typing import Any
+
+import torch
+import zoo
+import zoo_report
+from common import add_scans, machine, markdown_table, rewrite_report
+
+from neuralcleanse import NeuralCleanse, ScanConfig, join_scans, load_model, wants_second_scan
+
+STEM = "shipped"
+CONFIG = ScanConfig(min_clean_accuracy=None)  # the zoo's CIFAR-10 models are recorded, not checked (zoo.py)
+
+
+def scan_row(name: str, seed: int) -> dict[str, Any]:
+    recipe = zoo.recipe(name)
+    model = load_model(zoo.model_path(name)).model
+    start = time.perf_counter()
+    first = NeuralCleanse(model, CONFIG).scan(*_sample(recipe, seed), seed=seed)
+    report = first
+    if wants_second_scan(first, CONFIG):
+        report = join_scans(first, NeuralCleanse(model, CONFIG).scan(*_sample(recipe, seed + 1), seed=seed + 1))
+    return {
+        "model": name,
+        "seed": seed,
+        "half": zoo.half(recipe),
+        "dataset": recipe["dataset"],
+        "arch": recipe["arch"],
+        "family": recipe["family"],
+        "required": recipe["required"],
+        "targets": zoo.scan_targets(recipe, len(first.labels)),
+        "first_flagged": sorted(first.flagged),
+        "steadiness": first.steadiness,
+        "second_flagged": None if report.second_scan is None else sorted(report.second_scan.flagged),
+        "flagged": sorted(report.flagged),
+        "seconds": time.perf_counter() - start,
+        "machine": machine(),
+    }
+
+
+def _sample(recipe: dict[str, Any], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    clean = zoo.scan_images(recipe, seed)
+    return clean.images, clean.labels
+
+
+def took(name: str) -> bool:
+    """Whether zoo model ``name`` is trained and its attack took (the zoo leaves the others out of its figures)."""
+    meta = json.loads((zoo.model_dir(name) / "model.json").read_text()) if zoo.is_trained(name) else {}
+    return zoo.is_trained(name) and meta.get("took") is not False  # a clean model has no attack to take
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    body = []
+    for half in ("tune", "test"):
+        rs = [r for r in rows if r["half"] == half and r["required"]]
+        infected = [r for r in rs if r["targets"]]
+        clean = [r for r in rs if not r["targets"]]
+        seeds: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+        for r in rs:
+            seeds[r["model"]][r["seed"]] = r
+        pairs = [list(s.values()) for s in seeds.values() if len(s) == 2]
+        for label, key in (("first scan", "first_flagged"), ("as shipped (second scan where borderline)", "flagged")):
+            body.append(
+                [
+                    half,
+                    label,
+                    f"{sum(r[key] == r['targets'] for r in infected)}/{len(infected)}",
+                    f"{sum(bool(r[key]) for r in clean)}/{len(clean)}",
+                    f"{sum(bool(a[key]) == bool(b[key]) for a, b in pairs)}/{len(pairs)}",
+                    f"{sum(r['second_flagged'] is not None for r in rs)}/{len(rs)}" if key == "flagged" else "—",
+                ]
+            )
+    changed = [
+        [r["model"], r["half"], r["seed"], r["targets"], r["first_flagged"], r["second_flagged"], r["flagged"]]
+        for r in rows
+        if r["flagged"] != r["first_flagged"]
+    ]
+    return (
+        "# The scan as it ships, second scan included (benchmarks/shipped.py)\n\n"
+        "Each model and seed scanned as `neuralcleanse scan` scans it: the default scan (mask search, symmetric "
+        "checks, blend search, neuron stimulation) and, where its verdict is borderline, a second scan with the next "
+        "seed and that seed's clean sample, joined (the labels either scan flags). *first scan*: the verdict before "
+        "the second scan. Required families; infected scans flagging exactly their targets, clean scans flagging "
+        "anything, models whose two seeds agree on the verdict (the second scan of seed 0 is seed 1's sample, so "
+        "the seeds' shipped verdicts can share a scan). One thread.\n\n"
+        + markdown_table(
+            ["half", "verdict", "infected exact", "clean flagged", "models, seeds agree", "second scans"], body
+        )
+        + "\n## Scans the second scan changed\n\n"
+        + markdown_table(["model", "half", "seed", "targets", "first scan", "second scan", "shipped"], changed)
+    )
+
+
+def main() -> None:
+    if rewrite_report(STEM, render):
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", help="comma-separated zoo models (default: the fourteenth round's)")
+    parser.add_argument("--seeds", default="0,1", help="scan seeds (default 0,1)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    fourteenth = [r["name"] for r in zoo.recipes() if r["name"] in zoo_report.round_names(12) and took(r["name"])]
+    names = args.models.split(",") if args.models else fourteenth
+    seeds = [int(s) for s in args.seeds.split(",")]
+    add_scans(STEM, names, seeds, scan_row, render, lambda r: f"{r['model']} {r['seed']} {r['flagged']}")
+
+
+if __name__ == "__main__":
+    main()
