@@ -4,7 +4,7 @@ A scan's verdict is borderline when fewer than :data:`~neuralcleanse.steadiness.
 within the search's own noise keep it: another seed and other clean images could well give the other verdict. The
 scan job then scans again, with the next seed and another clean sample, and flags the labels either scan flags: the
 two scans mostly disagree because one of them missed a target (its search stalled, or a second target lay at the
-edge of the decision), seldom because one flagged a natural label. Chosen on the benchmark zoo's tune half over one
+edge of the decision), less often because one flagged a natural label. Chosen on the benchmark zoo's tune half over one
 scan and over the labels both scans flag (``benchmarks/results/second_scan.md``; docs/detection.md, "A second scan of
 a borderline verdict").
 
