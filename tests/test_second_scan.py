@@ -35,6 +35,7 @@ def test_the_joined_report_flags_what_either_scan_flags_with_the_trigger_that_fl
     # every other label's are the first scan's, as are its decision, seed and steadiness.
     assert joined.labels[TARGET] == second.labels[TARGET] and torch.equal(joined.masks[TARGET], second.masks[TARGET])
     assert torch.equal(joined.trigger(TARGET).mask, second.masks[TARGET])
+    assert torch.equal(joined.blend_masks[TARGET], second.blend_masks[TARGET])
     others = [i for i in range(len(first.labels)) if i != TARGET]
     assert all(joined.labels[i] == first.labels[i] for i in others)
     assert torch.equal(joined.masks[others], first.masks[others])
@@ -42,7 +43,7 @@ def test_the_joined_report_flags_what_either_scan_flags_with_the_trigger_that_fl
     assert joined.seconds == pytest.approx(first.seconds + second.seconds)
     # The borderline warning no longer asks for a second scan: it says what the second scan found.
     assert len(joined.warnings) == 1 and "scan again" not in joined.warnings[0]
-    assert joined.warnings[0].startswith("the verdict is borderline") and f"labels {TARGET} added" in joined.warnings[0]
+    assert joined.warnings[0].startswith("the verdict is borderline") and f"label {TARGET} added" in joined.warnings[0]
     assert json.loads(json.dumps(joined.to_dict()))["second_scan"]["added"] == [TARGET]
 
 

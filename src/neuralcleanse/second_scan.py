@@ -44,16 +44,16 @@ def join_scans(first: ScanReport, second: ScanReport) -> ScanReport:
     blend_patterns = None if first.blend_patterns is None else first.blend_patterns.clone()
     for i in positions:
         labels[i], masks[i], patterns[i] = second.labels[i], second.masks[i], second.patterns[i]
-        if blend_masks is not None and blend_patterns is not None and second.blend_masks is not None:
+        if blend_masks is not None and second.blend_masks is not None:
             blend_masks[i] = second.blend_masks[i]
-            if second.blend_patterns is not None:
-                blend_patterns[i] = second.blend_patterns[i]
+        if blend_patterns is not None and second.blend_patterns is not None:
+            blend_patterns[i] = second.blend_patterns[i]
     flagged = [*first.flagged, *added]
     borderline = borderline_warning(first.steadiness if first.steadiness is not None else 1.0)
     found = ", ".join(map(str, second.flagged)) or "nothing"
     joined = (
         f"a second scan (seed {second.seed}, other clean images) flagged {found}, and the verdict flags the labels "
-        f"either scan flagged ({'labels ' + ', '.join(map(str, added)) + ' added' if added else 'nothing added'})"
+        f"either scan flagged ({_added(added)})"
     )
     return replace(
         first,
@@ -85,3 +85,9 @@ def join_scans(first: ScanReport, second: ScanReport) -> ScanReport:
 
 def _joined(first: list[int], second: list[int]) -> list[int]:
     return [*first, *(t for t in second if t not in first)]
+
+
+def _added(added: list[int]) -> str:
+    if not added:
+        return "nothing added"
+    return ("label " if len(added) == 1 else "labels ") + ", ".join(map(str, added)) + " added"
