@@ -8,8 +8,9 @@ the whole scan's verdicts, taken afresh.
 
 Models (default): the fourteenth round (zoo_make_recipes.FOURTEENTH) whose attacks took, planned and trained after
 every setting but the second scan was fixed, both halves; the second scan was chosen on the tune half of every round,
-the fourteenth's included, so its test half is the fair figure. One thread; rows are kept in
-benchmarks/results/shipped.json and a rerun scans only what is missing.
+the fourteenth's included, so its test half is the fair figure. ``--models`` adds others: the test half's earlier
+rounds on disk are tabulated apart, as every round has reported earlier defaults on them. One thread; rows are kept
+in benchmarks/results/shipped.json and a rerun scans only what is missing.
 
     python benchmarks/shipped.py [--models name,...] [--seeds 0,1]
     python benchmarks/shipped.py report
@@ -72,9 +73,17 @@ def took(name: str) -> bool:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
+    fourteenth = zoo_report.round_names(12)
     body = []
-    for half in ("tune", "test"):
-        rs = [r for r in rows if r["half"] == half and r["required"]]
+    groups = [
+        (f"{half}, fourteenth round", [r for r in rows if r["half"] == half and r["model"] in fourteenth])
+        for half in ("tune", "test")
+    ]
+    groups.append(("test, earlier rounds", [r for r in rows if r["half"] == "test" and r["model"] not in fourteenth]))
+    for group, members in groups:
+        rs = [r for r in members if r["required"]]
+        if not rs:
+            continue
         infected = [r for r in rs if r["targets"]]
         clean = [r for r in rs if not r["targets"]]
         seeds: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
@@ -84,7 +93,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         for label, key in (("first scan", "first_flagged"), ("as shipped (second scan where borderline)", "flagged")):
             body.append(
                 [
-                    half,
+                    group,
                     label,
                     f"{sum(r[key] == r['targets'] for r in infected)}/{len(infected)}",
                     f"{sum(bool(r[key]) for r in clean)}/{len(clean)}",
@@ -106,7 +115,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         "anything, models whose two seeds agree on the verdict (the second scan of seed 0 is seed 1's sample, so "
         "the seeds' shipped verdicts can share a scan). One thread.\n\n"
         + markdown_table(
-            ["half", "verdict", "infected exact", "clean flagged", "models, seeds agree", "second scans"], body
+            ["models", "verdict", "infected exact", "clean flagged", "models, seeds agree", "second scans"], body
         )
         + "\n## Scans the second scan changed\n\n"
         + markdown_table(["model", "half", "seed", "targets", "first scan", "second scan", "shipped"], changed)
