@@ -89,6 +89,7 @@ class Section:
     command: str
     columns: list[Column]
     note: str = ""  # where the CPU is known from the record of the run but not from the rows
+    keep: Callable[[Row], bool] = lambda r: True  # the rows tabled (a file may hold a summary row too)
 
 
 HELD_OUT_COLUMNS: list[Column] = [
@@ -789,6 +790,28 @@ SECTIONS["shipped"] = Section(
     ],
 )
 
+SECTIONS["profiles"] = Section(
+    "Natural label profiles",
+    "The zoo's stored scans of its required families, replayed: the default decision and the cached symmetric "
+    "checks on the norms as they are and on the norms read through the dataset's natural label profile (built "
+    "from the tune half's clean models; a clean tune-half model is judged with the profile of the others); the "
+    "rows of the scans whose flagged labels the profile changes. The profiles' own figures and the summary per half, with the second scan replayed, are in "
+    'benchmarks/results/profiles.md (docs/detection.md, "Naturally small labels").',
+    "python benchmarks/profiles.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("seed", lambda r: r["seed"]),
+        ("half", lambda r: r["half"]),
+        ("targets", lambda r: num(r["targets"])),
+        ("profile", lambda r: r["profile"] or "—"),
+        ("flagged, raw norms", lambda r: num(r["flagged"])),
+        ("with the profile", lambda r: num(r["profile_flagged"])),
+        ("steadiness, raw", lambda r: num(r["steadiness"], 3)),
+        ("with the profile", lambda r: num(r["profile_steadiness"], 3)),
+    ],
+    keep=lambda r: "model" in r and r["flagged"] != r["profile_flagged"],
+)
+
 ORDER = list(SECTIONS)  # sections appear in this order; unknown files follow, by name
 
 
@@ -833,6 +856,7 @@ def table(columns: list[Column], rows: list[Row]) -> str:
 
 def section(stem: str, rows: list[Row]) -> str:
     spec = SECTIONS.get(stem)
+    rows = [r for r in rows if spec.keep(r)] if spec else rows
     title = spec.title if spec else stem
     parts = [f"## {title}", f"`benchmarks/results/{stem}.json`, {len(rows)} rows."]
     if spec:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers
     from .outliers import anomaly_index
     from .preprocess import Preprocessing
     from .probe import ModelOutputs, probe_outputs
+    from .profiles import LabelProfile, builtin_profile, load_profile, profile_from_reports
     from .reverse import ReverseConfig, reverse_engineer
     from .scan import NeuralCleanse, SanityCheckError, ScanReport
     from .second_scan import join_scans, wants_second_scan
@@ -44,6 +45,7 @@ _EXPORTS = {
     "anomaly_index": ".outliers",
     "Preprocessing": ".preprocess",
     **dict.fromkeys(["ModelOutputs", "probe_outputs"], ".probe"),
+    **dict.fromkeys(["LabelProfile", "builtin_profile", "load_profile", "profile_from_reports"], ".profiles"),
     **dict.fromkeys(["ReverseConfig", "reverse_engineer"], ".reverse"),
     **dict.fromkeys(["NeuralCleanse", "SanityCheckError", "ScanReport"], ".scan"),
     **dict.fromkeys(["join_scans", "wants_second_scan"], ".second_scan"),
@@ -57,6 +59,7 @@ __all__ = [
     "REFERENCE",
     "DataError",
     "ImageData",
+    "LabelProfile",
     "LoadedModel",
     "ModelFileError",
     "ModelOutputs",
@@ -75,15 +78,18 @@ __all__ = [
     "anomaly_index",
     "attack_success_rate",
     "build_model",
+    "builtin_profile",
     "clean_sample",
     "join_scans",
     "load_dataset",
     "load_model",
+    "load_profile",
     "load_saved_model",
     "parse_trigger",
     "poison",
     "predict",
     "probe_outputs",
+    "profile_from_reports",
     "rank_conventions",
     "reverse_engineer",
     "save_model",

@@ -121,6 +121,10 @@ class ScanConfig:
             the labels either scan flags (:mod:`~neuralcleanse.second_scan`); never with ``decision="paper"``. The
             scan job draws the images (:func:`~neuralcleanse.jobs.scan_model`); ``NeuralCleanse.scan``, which takes
             images as given, scans once.
+        profile: the natural label profile the decision discounts the norms of naturally small labels by
+            (:mod:`~neuralcleanse.profiles`): ``"auto"``, the built-in profile of the clean data's dataset where
+            there is one for the model's labels (the scan job resolves it; ``NeuralCleanse`` takes a profile
+            object); ``"none"``; or the path of a profile file. Never read by ``decision="paper"``.
     """
 
     mode: Mode = "fast"
@@ -139,6 +143,7 @@ class ScanConfig:
     stimulation: bool = True
     more_searches: int = 0
     second_scan: bool = True
+    profile: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -157,6 +162,8 @@ class ScanConfig:
             raise ValueError(f"anomaly_threshold must be > 0, got {self.anomaly_threshold}")
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {self.decision!r}")
+        if not isinstance(self.profile, str) or not self.profile:
+            raise ValueError(f"profile must be 'auto', 'none' or a profile file's path, got {self.profile!r}")
         if self.score_threshold is not None and not self.score_threshold > 0:
             raise ValueError(f"score_threshold must be > 0, got {self.score_threshold}")
         if self.min_clean_accuracy is not None and not 0 <= self.min_clean_accuracy <= 1:
@@ -212,6 +219,11 @@ class ScanConfig:
         return self.second_scan and self.decision != "paper"
 
     @property
+    def reads_profile(self) -> bool:
+        """Whether the decision reads a natural label profile (never the paper's)."""
+        return self.profile != "none" and self.decision != "paper"
+
+    @property
     def checks_pairs(self) -> bool:
         """Whether flagged labels get the symmetric check (never for the paper's decision)."""
         return self.pair_check and self.decision != "paper"
@@ -233,4 +245,5 @@ class ScanConfig:
             "stimulation": self.stimulates,
             "more_searches": self.more_searches,
             "second_scan": self.scans_twice,
+            "profile": self.profile if self.reads_profile else "none",
         }

@@ -35,6 +35,7 @@ from .metrics import outputs_of, predict
 from .outliers import AnomalyResult, anomaly_index
 from .pairs import PairCheck, symmetric_check
 from .probe import ModelOutputs, probe_outputs
+from .profiles import LabelProfile, ProfileError, discounted
 from .progress import ProgressCallback, report
 from .reverse import ReverseResult, reverse_engineer
 from .steadiness import STEADY, steadiness
@@ -105,6 +106,9 @@ class LabelResult:
     blend_l1: float | None = None  # norm of the smallest blend trigger (opacity x pixels), when one was searched
     #: the level at which one neuron hands the label the clean images, over the median label's (stimulation.py)
     stimulation: float | None = None
+    #: the share of the median norm the natural label profile expects of the label on a clean model (profiles.py);
+    #: the decision read the norm divided by it (to the profile's weight) where it is under 1
+    natural_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,9 @@ class ScanReport:
     #: the second scan that joined a borderline verdict (its flagged labels are in ``flagged``); None when there
     #: was none
     second_scan: SecondScan | None = None
+    #: the natural label profile the decision read the norms through (profiles.py); None when it read them as
+    #: they are
+    profile: LabelProfile | None = None
 
     def __repr__(self) -> str:
         verdict = "infected" if self.infected else "clean"
@@ -228,6 +235,7 @@ class ScanReport:
             "stimulation_flagged": list(self.stimulation_flagged),
             "stimulation_layer": self.stimulation_layer,
             "second_scan": None if self.second_scan is None else self.second_scan.to_dict(),
+            "profile": None if self.profile is None else self.profile.to_dict(),
         }
         return out
 
@@ -244,6 +252,9 @@ class NeuralCleanse:
             ``"restart"``, ``"measure"``).
         search: runs each batched search; :func:`~neuralcleanse.reverse.reverse_engineer` by default, or a
             :class:`~neuralcleanse.sharding.ShardedSearch` that splits the labels over workers (same report).
+        profile: the natural label profile of the model's task (:mod:`~neuralcleanse.profiles`, one ratio per
+            output), through which the decision reads the norms; ignored by the paper's decision and when
+            ``config.profile`` is ``"none"``.
 
     Example:
         >>> report = NeuralCleanse(model).scan(images, labels, seed=0)  # doctest: +SKIP
@@ -259,6 +270,7 @@ class NeuralCleanse:
         outputs: ModelOutputs | None = None,
         progress: ProgressCallback | None = None,
         search: Callable[..., ReverseResult] = reverse_engineer,
+        profile: LabelProfile | None = None,
     ) -> None:
         if config is not None and not isinstance(config, ScanConfig):
             raise TypeError(f"config must be a ScanConfig, got {type(config).__name__}")
@@ -267,6 +279,7 @@ class NeuralCleanse:
         self.outputs = outputs
         self.progress = progress
         self.search = search
+        self.profile = profile if self.config.reads_profile else None
 
     def scan(
         self,
@@ -308,7 +321,9 @@ class NeuralCleanse:
             result = self._search_smallest(images, generator, outputs.probabilities, result)
         success = trigger_success(self.model, images, result, self.progress)
         gaps = clean_gaps(clean_outputs, outputs.probabilities)[result.labels]
-        verdict = decide(result.norms, self.config.decision, self.config.decision_threshold, gaps)
+        profile = self._profile(targets, num_classes)
+        decided = discounted(result.norms, profile)  # naturally small labels' norms, read as a clean model's
+        verdict = decide(decided, self.config.decision, self.config.decision_threshold, gaps)
         suspects = [targets[i] for i in verdict.flagged]
         pairs = self._check_pairs(images, labels, suspects, result, generator, outputs.probabilities, clean_outputs)
         natural = {p.label for p in pairs if p.natural}
@@ -329,7 +344,7 @@ class NeuralCleanse:
         flagged += [t for t in stimulation_flagged if t not in flagged]
 
         steady = steadiness(
-            result.norms,
+            decided,
             self.config.decision,
             self.config.decision_threshold,
             gaps,
@@ -345,7 +360,7 @@ class NeuralCleanse:
             decision=verdict,
             paper_flagged=[targets[i] for i in outliers.flagged],
             pairs=pairs,
-            labels=_label_rows(result, success, outliers, verdict, gaps, blend, stimulation),
+            labels=_label_rows(result, success, outliers, verdict, gaps, blend, stimulation, profile),
             median_l1=outliers.median,
             mad_l1=outliers.mad,
             seconds=time.perf_counter() - start,
@@ -366,7 +381,18 @@ class NeuralCleanse:
             blend_patterns=None if blend is None else blend.patterns,
             stimulation_flagged=stimulation_flagged,
             stimulation_layer=None if stimulation is None else stimulation.layer,
+            profile=profile,
         )
+
+    def _profile(self, targets: list[int], num_classes: int) -> LabelProfile | None:
+        """The scan's profile over the labels scanned, in their order."""
+        if self.profile is None:
+            return None
+        if self.profile.num_labels != num_classes:
+            raise ProfileError(
+                f"the profile {self.profile.name!r} has {self.profile.num_labels} labels, the model {num_classes}"
+            )
+        return replace(self.profile, log_ratios=tuple(self.profile.log_ratios[t] for t in targets))
 
     def _check_pairs(
         self,
@@ -533,6 +559,7 @@ def _label_rows(
     gaps: torch.Tensor,
     blend: ReverseResult | None,
     stimulation: Stimulation | None,
+    profile: LabelProfile | None,
 ) -> list[LabelResult]:
     """One :class:`LabelResult` per label searched, in the search's order."""
     return [
@@ -549,6 +576,7 @@ def _label_rows(
             float(share),
             None if blend is None else float(blend.norms[i]),
             None if stimulation is None else stimulation.ratios[t],
+            None if profile is None else profile.expected_ratios()[i],
         )
         for i, (t, share) in enumerate(zip(result.labels.tolist(), compactness(result.masks), strict=True))
     ]

@@ -21,6 +21,7 @@ DESCRIPTIONS = {
     "mitigate": "Repair an infected model with the reversed trigger of a scan (input filter, pruning or unlearning).",
     "demo": "Train (or reuse) a BadNets and a clean MNIST model, scan both and write both reports.",
     "scan-zoo": "Scan every model of a directory or manifest, in parallel on Ray; one report per model and a summary.",
+    "profile": "Measure how small each label's trigger is on clean models of a task, from their scans, for --profile.",
 }
 
 _DEVICE_HELP = "cpu, cuda or cuda:N (default cpu)"
@@ -107,6 +108,7 @@ _ZOO_SCAN_FLAGS = (
     "arch", "value_range", "mean", "std", "channel_order", "layout", "device", "mode", "samples",
     "seed", "success_threshold", "searches", "more_searches", "precision", "anomaly_threshold", "decision",
     "score_threshold", "skip_sanity_check", "allow_few_images", "no_blend", "no_stimulation", "no_second_scan",
+    "profile",
 )  # fmt: skip
 
 
@@ -314,6 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
         "scans once), see docs/detection.md",
     )
     p.add_argument(
+        "--profile",
+        default="auto",
+        metavar="PROFILE",
+        help="how small each label's trigger is on clean models of the task, to discount naturally small labels "
+        "by: auto (the built-in profile of --data mnist, cifar10 or gtsrb; none for other data), none, a built-in "
+        "profile's name or a file written by `neuralcleanse profile` (default auto; --decision paper reads none), "
+        "see docs/detection.md",
+    )
+    p.add_argument(
         "--skip-sanity-check",
         action="store_true",
         help="scan even when the model misclassifies more than half of the clean images (default off: stop)",
@@ -358,6 +369,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trigger_args(p, "; the true trigger, when known, to measure it too (default: the one recorded, if any)")
     _seed(p, "the fine-tuning and the splits")
     _add_out_args(p, "the patched model (or the filter), mitigation.json and mitigation.html", "a result")
+
+    p = verb("profile")
+    p.add_argument(
+        "scans",
+        nargs="+",
+        metavar="SCAN_DIR",
+        help="folders written by `neuralcleanse scan` of clean models of one task (two models or more; scans of "
+        "one model with several seeds count as one model, by the model report.json names)",
+    )
+    p.add_argument("--name", required=True, help="what the profile is of, recorded in it and in the reports using it")
+    p.add_argument(
+        "--out",
+        dest="profile_file",
+        required=True,
+        metavar="FILE",
+        help="the profile file to write (JSON), for scan's --profile",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (default off: stop without writing)"
+    )
 
     p = verb("demo")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="where the reports go (default runs/demo)")

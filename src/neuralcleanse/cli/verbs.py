@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_json
 from ..config import ANOMALY_THRESHOLD, MIN_CLEAN_ACCURACY, ScanConfig
 from ..jobs import demo, evaluate_model, mitigate_model, scan_model, scan_zoo_job, train_model
 from ..loading import load_model
 from ..preprocess import Preprocessing, parse_value_range
+from ..profiles import profile_from_reports
 from ..store.mitigation_dir import MITIGATION_FILE, MITIGATION_HTML
 from ..store.out_dir import check_out_dir
 from ..store.scan_dir import REPORT_FILE, scanned_preprocessing
@@ -239,6 +241,7 @@ def _scan_config(args: argparse.Namespace) -> Any:
             blend=not args.no_blend,
             stimulation=not args.no_stimulation,
             second_scan=not args.no_second_scan,
+            profile=args.profile,
         )
     except ValueError as exc:
         field, _, rest = str(exc).partition(" ")
@@ -364,6 +367,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: The function behind each verb of the parser.
+def cmd_profile(args: argparse.Namespace) -> int:
+
+    out = Path(args.profile_file)
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give the profile file's path")
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"--out {out} exists; pass --overwrite to replace it")
+    profile = profile_from_reports(args.scans, args.name)
+    if profile.models < 2:
+        raise CLIError(f"a profile needs scans of 2 clean models or more, got {profile.models}")
+    atomic_write_json(out, profile.to_dict())
+    ratios = ", ".join(f"{label}: {r:.2f}" for label, r in enumerate(profile.expected_ratios()))
+    print(f"profile {profile.name!r}: {profile.scans} scans of {profile.models} models, weight {profile.weight:.2f}")
+    print(f"  each label's share of the median trigger: {ratios}")
+    print(f"  written to {out}; scan with --profile {out}")
+    return 0
+
+
 VERBS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -371,4 +392,5 @@ VERBS = {
     "scan-zoo": cmd_scan_zoo,
     "mitigate": cmd_mitigate,
     "demo": cmd_demo,
+    "profile": cmd_profile,
 }

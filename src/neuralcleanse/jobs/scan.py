@@ -18,6 +18,7 @@ from ..data import ImageData, clean_sample, load_dataset
 from ..metrics import true_trigger_overlap
 from ..preprocess import PreprocessedModel, Preprocessing
 from ..probe import check_compatible
+from ..profiles import LabelProfile, resolve_profile
 from ..progress import ProgressCallback
 from ..reverse import ReverseResult, reverse_engineer
 from ..scan import FewImagesError, NeuralCleanse, SanityCheckError, ScanReport, describe_short_labels, short_labels
@@ -45,7 +46,8 @@ def scan_model(
     """Scan a loaded model with a stratified clean sample of ``data``'s test split (``config.samples`` images,
     see :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the scan folder ``out``. A borderline verdict
     is scanned again with ``seed + 1`` on the sample of that seed, and the report flags the labels either scan
-    flags (:mod:`~neuralcleanse.second_scan`).
+    flags (:mod:`~neuralcleanse.second_scan`). The decision reads the norms through ``config.profile``
+    (:func:`~neuralcleanse.profiles.resolve_profile`: by default the built-in profile of ``data``'s dataset).
 
     ``dataset``: that split already loaded (a zoo scan loads it once for all models); ``search``: the
     :class:`~neuralcleanse.scan.NeuralCleanse` search function (label sharding)."""
@@ -59,7 +61,8 @@ def scan_model(
     per_class = config.per_label(counts)
     _check_counts(dataset.name, counts[: outputs.num_outputs], per_class, config)
     clean = clean_sample(dataset, per_class, seed)
-    scan = functools.partial(_scan, config=config, outputs=outputs, progress=progress, search=search)
+    profile = resolve_profile(config.profile, str(data), outputs.num_outputs) if config.reads_profile else None
+    scan = functools.partial(_scan, config=config, outputs=outputs, progress=progress, search=search, profile=profile)
     try:
         report = scan(loaded.model, clean, seed)
     except SanityCheckError as exc:
@@ -100,8 +103,11 @@ def _scan(
     outputs: Any,
     progress: ProgressCallback | None,
     search: Callable[..., ReverseResult] | None,
+    profile: LabelProfile | None,
 ) -> ScanReport:
-    scanner = NeuralCleanse(model, config, outputs=outputs, progress=progress, search=search or reverse_engineer)
+    scanner = NeuralCleanse(
+        model, config, outputs=outputs, progress=progress, search=search or reverse_engineer, profile=profile
+    )
     return scanner.scan(clean.images, clean.labels, seed=seed)
 
 

@@ -127,6 +127,10 @@ def scan_page(
         "stimulation_layer": report.stimulation_layer,
         "stimulation_ratio": STIMULATION_RATIO,
         "second_scan": report.second_scan,
+        "profile": report.profile,
+        "naturally_small": sorted(
+            (r.natural_ratio, r.label) for r in report.labels if r.natural_ratio is not None and r.natural_ratio < 1
+        ),
         "paper_flagged": [int(label) for label in report.paper_flagged],
         "pairs": report.pairs,
         "height": height,
