@@ -795,7 +795,8 @@ SECTIONS["profiles"] = Section(
     "The zoo's stored scans of its required families, replayed: the default decision and the cached symmetric "
     "checks on the norms as they are and on the norms read through the dataset's natural label profile (built "
     "from the tune half's clean models; a clean tune-half model is judged with the profile of the others); the "
-    "rows of the scans whose flagged labels the profile changes. The profiles' own figures and the summary per half, with the second scan replayed, are in "
+    "rows of the scans whose flagged labels the profile changes. The profiles' own figures and the summary per "
+    "half, with the second scan replayed, are in "
     'benchmarks/results/profiles.md (docs/detection.md, "Naturally small labels").',
     "python benchmarks/profiles.py",
     [

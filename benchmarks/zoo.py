@@ -14,7 +14,8 @@ gets the clean accuracy, the attack success per trigger, whether the attack took
 trigger), the seconds and the machine (rows merged by name). A model trained again because it is no longer on
 disk (the models are not committed) keeps its recorded row: the retraining's figures are in its ``model.json``.
 
-``scan`` runs ``NeuralCleanse(model).scan(images, labels, seed=s)`` with the library's defaults on every trained
+``scan`` runs ``NeuralCleanse(model).scan(images, labels, seed=s)`` with the library's defaults (the dataset's
+built-in natural label profile included, for the scans made since there are profiles) on every trained
 model whose attack took, with a stratified clean sample of the test split (for CIFAR-10, of the 10% held out of
 training), and appends one row per (model, seed) to benchmarks/results/zoo_scans.json with the per-label mask
 norms, attack success, clean gaps and mask compactness (and, where the row has them, the blend norms, the
@@ -63,6 +64,7 @@ from neuralcleanse import (
     TrojanConfig,
     accuracy,
     attack_success_rate,
+    builtin_profile,
     clean_sample,
     load_dataset,
     load_model,
@@ -395,7 +397,10 @@ def scan_row(
             min_clean_accuracy=None,
             success_threshold=success,
         )
-        report = NeuralCleanse(model, config).scan(clean.images, clean.labels, seed=seed)
+        # the dataset's built-in natural label profile, as `neuralcleanse scan --data <dataset>` reads it (none for
+        # the many-label task); zoo_report.py replays a clean tune-half model with the other models' profile
+        profile = builtin_profile(recipe["dataset"], model_row["num_classes"])
+        report = NeuralCleanse(model, config, profile=profile).scan(clean.images, clean.labels, seed=seed)
     except SanityCheckError as exc:
         return {**base, "error": str(exc), "seconds": time.perf_counter() - start}
     seconds = time.perf_counter() - start

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import re
@@ -49,6 +50,7 @@ from neuralcleanse.pairs import (
     symmetric_check,
 )
 from neuralcleanse.probe import probe_outputs
+from neuralcleanse.profiles import LabelProfile, builtin_profile, discounted, profile_from_scans
 
 REQUIRED = ("clean", "patch", "random-pattern", "blend", "trojan", "two-targets", "three-targets")
 DECISION = ScanConfig().decision  # the library's default decision
@@ -61,10 +63,12 @@ MUTUAL_SWEEP = (1.25, 1.5, 2.0, 3.0, 4.0, math.inf)  # and its mutual ratio (pai
 SUSPECT_SWEEP = (MIN_CONFUSION, 0.03, 0.05, 0.1, 0.2, math.inf)
 PAIRS_FILE = RESULTS / "zoo_pairs.json"
 GAPS = True  # decide with the rows' clean gaps (the favour criterion); off in the sweep's "without" row
+PROFILED = {"mnist": 10, "cifar10": 10, "gtsrb": 43}  # the datasets with a built-in profile, and their labels
+PROFILES = True  # the default decision reads the norms through the natural label profile; off in "without" columns
 FAVOUR_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.5)  # decision.FAVOUR_RATIO
 PREVIOUS_FAVOUR_RATIO = 0.35  # decision.FAVOUR_RATIO before the sixth round
 FAVOUR_GATE_SWEEP = (0.0, 0.3, 0.7, 1.0)  # decision.FAVOUR_GATE: -log10 of the block's p (0: no gate)
-COMPANION_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.45)  # decision.COMPANION_RATIO
+COMPANION_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5)  # decision.COMPANION_RATIO
 COMPANION_GAP_SWEEP = (1.5, 1.75, 2.0, 2.5, 3.0, math.inf)  # decision.COMPANION_GAP (inf: the gap below uncapped)
 BLOCK_REACH_SWEEP = (0.25, 0.35, 0.4, 0.5)  # decision.BLOCK_REACH (0.25, SMALL_RATIO: the rule before it)
 STEP_DOWN_SWEEP = (0.5, 0.55, 0.6, 0.65, 0.7)  # decision.STEP_DOWN_RATIO
@@ -147,9 +151,52 @@ def checked(
 
 
 def scan_decision(row: dict[str, Any], method: str, threshold: float) -> decision.Decision:
-    """``decide`` on the row's norms, with its clean gaps when the row has them (and GAPS is on)."""
+    """``decide`` on the row's norms, with its clean gaps when the row has them (and GAPS is on); the default
+    decision reads the norms through the row's natural label profile (:func:`profile_of`, while PROFILES is on),
+    as the scan does."""
     gaps = torch.tensor([math.nan if g is None else g for g in row["gaps"]]) if GAPS and "gaps" in row else None
-    return decide(torch.tensor(row["norms"]), method, threshold, gaps)  # type: ignore[arg-type]
+    norms = torch.tensor(row["norms"], dtype=torch.float64)
+    if PROFILES and method == DECISION:
+        norms = discounted(norms, profile_of(row))
+    return decide(norms, method, threshold, gaps)  # type: ignore[arg-type]
+
+
+def clean_references(scans: list[dict[str, Any]], half: str) -> dict[str, dict[str, list[list[float]]]]:
+    """Per built-in dataset, the norms of its clean models' scans in ``half``, by model (the rounds before the
+    fifteenth)."""
+    refs: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
+    later = round_names(13)  # the fifteenth round, planned after the profiles were built: it tests them
+    for s in scans:
+        dataset = task(s)
+        if s["model"] in later:
+            continue
+        if not s["infected"] and s["half"] == half and len(s["norms"]) == PROFILED.get(dataset):
+            refs[dataset][s["model"]].append(s["norms"])
+    return refs
+
+
+@functools.cache
+def _tune_references() -> dict[str, dict[str, list[list[float]]]]:
+    scans = [s for s in read_results(zoo.SCANS_FILE) if "norms" in s and zoo.row_variant(s) == DEFAULT_VARIANT]
+    return clean_references(scans, "tune")
+
+
+@functools.cache
+def _profile(dataset: str, num_labels: int, left_out: str | None) -> LabelProfile | None:
+    profile = builtin_profile(dataset, num_labels)
+    if profile is None or left_out is None:
+        return profile
+    others = {m: n for m, n in _tune_references()[dataset].items() if m != left_out}
+    return profile_from_scans(others, dataset, profile.source)
+
+
+def profile_of(row: dict[str, Any]) -> LabelProfile | None:
+    """The natural label profile a scan of the zoo is judged with: the built-in one of its task (measured on the
+    tune half's clean models, benchmarks/profiles.py), or, for one of those models, the profile of the others
+    (leave one model out); none for a task without one."""
+    dataset = task(row)
+    left_out = row["model"] if row["model"] in _tune_references().get(dataset, {}) else None
+    return _profile(dataset, len(row["norms"]), left_out)
 
 
 def judged(row: dict[str, Any], check: dict[str, Any], ratio: float, suspects: list[int]) -> PairCheck:
@@ -296,13 +343,16 @@ def by_trigger(rows: list[dict[str, Any]]) -> str:
 def compare(scans: list[dict[str, Any]], cache: dict[str, Any]) -> str:
     """Every decision at its default threshold on the same scans and symmetric checks (required families): exact
     TPR and FPR per dataset and half. The paper's decision runs no symmetric check."""
-    methods = ("paper", "k-aware", DECISION)
+    methods = ("paper", "k-aware", "no profile", DECISION)
     decided = {
-        m: zoo_rows(scans, cache, DEFAULT_THRESHOLDS[m], None if m == "paper" else NATURAL_RATIO, m) for m in methods
+        m: zoo_rows(scans, cache, DEFAULT_THRESHOLDS[m], None if m == "paper" else NATURAL_RATIO, m)
+        for m in methods
+        if m != "no profile"
     }
-    header = ["dataset", "half"] + [
-        f"{m}{' (default)' if m == DECISION else ''} {what}" for m in methods for what in ("TPR", "FPR")
-    ]
+    with patch(f"{__name__}.PROFILES", False):
+        decided["no profile"] = zoo_rows(scans, cache, DEFAULT_THRESHOLDS[DECISION])
+    names = {DECISION: f"{DECISION} (default)", "no profile": f"{DECISION} without the profile"}
+    header = ["dataset", "half"] + [f"{names.get(m, m)} {what}" for m in methods for what in ("TPR", "FPR")]
     body = []
     keys = sorted({(r["dataset"], r["half"]) for r in decided[DECISION] if r["required"]}, key=lambda k: (k[1], k[0]))
     for dataset, half in keys:
@@ -395,7 +445,7 @@ def round_names(index: int) -> set[str]:
     """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH), 3 the fifth
     (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH), 7 the ninth (NINTH), 8 the tenth
     (TENTH), 9 the eleventh (ELEVENTH, at each of its poison rates), 10 the twelfth (TWELFTH), 11 the thirteenth
-    (THIRTEENTH), 12 the fourteenth (FOURTEENTH)."""
+    (THIRTEENTH), 12 the fourteenth (FOURTEENTH), 13 the fifteenth (FIFTEENTH)."""
     return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
@@ -642,7 +692,10 @@ def main() -> None:
         "# Detection on the zoo (benchmarks/zoo_report.py)\n",
         f"{len(rows)} scans of {len({r['model'] for r in rows})} models (two scan seeds each where done). "
         "*paper*: MAD index of raw norms > 2. *new*: the library's default, "
-        f"{DECISION}: the step-down order-statistic test on log norms (p < 0.001; no label over "
+        f"{DECISION}, reading the norms of MNIST, CIFAR-10 and GTSRB models through their dataset's natural label "
+        "profile (naturally small labels' norms divided by their expected share of the median: "
+        "benchmarks/results/profiles.md; a clean tune-half model is judged with the profile of the others): "
+        "the step-down order-statistic test on log norms (p < 0.001; no label over "
         f"{decision.STEP_DOWN_RATIO:g} of the median), or the smallest one to three labels under a quarter of the "
         f"median whose block (reaching up to {decision.BLOCK_REACH:g} of it) is unusual at p < 0.05 over the labels "
         "under a quarter, or the "
@@ -743,6 +796,17 @@ def main() -> None:
         shipped_table(scans, rows, round_names(12)),
         "\n",
         round_scans_table(scans, round_names(12)),
+        "## The fifteenth round: the natural label profiles, on new models\n",
+        "Models planned before training (zoo_make_recipes.FIFTEENTH), after the decision gained its natural label "
+        "profiles and the companion criterion's settings were chosen again under them, nothing changed since: "
+        "every required family on MNIST's networks (logits and softmax, a linear clean model) and CIFAR-10's "
+        "batch-norm CNN; both halves, two scan seeds per model; in every table above and below as well. The "
+        "default decision replayed on the mask search's norms, and *without the profile*: the same decision on "
+        "the norms as they are. The scans as shipped (blend search, stimulation, second scan) are in "
+        "benchmarks/results/shipped.md.\n\n",
+        round_table(scans, cache, 13, "the profile", lambda: patch(f"{__name__}.PROFILES", False)),
+        "\n",
+        round_scans_table(scans, round_names(13)),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
         "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), or a blend "
         "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
@@ -763,8 +827,9 @@ def main() -> None:
         "## Tune half, per dataset and family\n",
         table([r for r in rows if r["half"] == "tune"], ("dataset", "family")),
         "## The decisions side by side (required families)\n",
-        "The same scans and symmetric checks decided by the paper's index, the k-aware test alone (the previous "
-        "default) and the default; TPR: exactly the targets, FPR: anything on a clean model.\n\n",
+        "The same scans and symmetric checks decided by the paper's index, the k-aware test alone, the default "
+        "reading the norms as they are (the default before the natural label profiles: benchmarks/results/"
+        "profiles.md) and the default; TPR: exactly the targets, FPR: anything on a clean model.\n\n",
         compare(scans, cache),
         f"## Threshold sweep of the default decision, {DECISION} (required families)\n",
         "The default was chosen on the tune columns; the test columns are shown for the record only.\n\n",
