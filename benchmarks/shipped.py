@@ -12,7 +12,11 @@ the fourteenth's included, so its test half is the fair figure. ``--models`` add
 rounds on disk are tabulated apart, as every round has reported earlier defaults on them. One thread; rows are kept
 in benchmarks/results/shipped.json and a rerun scans only what is missing.
 
-    python benchmarks/shipped.py [--models name,...] [--seeds 0,1]
+Scans read the norms through their dataset's natural label profile, as the scan job does (``neuralcleanse.profiles``);
+the fourteenth round's rows and the earlier rounds' were scanned before there were profiles. ``--round 13`` scans the
+fifteenth round (zoo_make_recipes.FIFTEENTH), planned and trained after the profiles were fixed.
+
+    python benchmarks/shipped.py [--models name,...] [--seeds 0,1] [--round N]
     python benchmarks/shipped.py report
 """
 
@@ -29,20 +33,28 @@ import zoo
 import zoo_report
 from common import add_scans, machine, markdown_table, rewrite_report
 
-from neuralcleanse import NeuralCleanse, ScanConfig, join_scans, load_model, wants_second_scan
+from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, join_scans, load_model, wants_second_scan
+from neuralcleanse.probe import probe_outputs
 
 STEM = "shipped"
+#: Scans read the norms through their dataset's natural label profile, as the scan job does. The rows of the
+#: fourteenth round and of the earlier rounds were scanned before the profiles existed (their ``profile`` is absent).
+PROFILE = True
 CONFIG = ScanConfig(min_clean_accuracy=None)  # the zoo's CIFAR-10 models are recorded, not checked (zoo.py)
 
 
 def scan_row(name: str, seed: int) -> dict[str, Any]:
     recipe = zoo.recipe(name)
     model = load_model(zoo.model_path(name)).model
+    images, labels = _sample(recipe, seed)
+    # the profile `neuralcleanse scan --data <dataset>` reads (none for the many-label tasks)
+    profile = builtin_profile(recipe["dataset"], probe_outputs(model, images[:32]).num_outputs) if PROFILE else None
     start = time.perf_counter()
-    first = NeuralCleanse(model, CONFIG).scan(*_sample(recipe, seed), seed=seed)
+    first = NeuralCleanse(model, CONFIG, profile=profile).scan(images, labels, seed=seed)
     report = first
     if wants_second_scan(first, CONFIG):
-        report = join_scans(first, NeuralCleanse(model, CONFIG).scan(*_sample(recipe, seed + 1), seed=seed + 1))
+        second = NeuralCleanse(model, CONFIG, profile=profile).scan(*_sample(recipe, seed + 1), seed=seed + 1)
+        report = join_scans(first, second)
     return {
         "model": name,
         "seed": seed,
@@ -56,6 +68,7 @@ def scan_row(name: str, seed: int) -> dict[str, Any]:
         "steadiness": first.steadiness,
         "second_flagged": None if report.second_scan is None else sorted(report.second_scan.flagged),
         "flagged": sorted(report.flagged),
+        "profile": None if profile is None else profile.name,
         "seconds": time.perf_counter() - start,
         "machine": machine(),
     }
@@ -73,13 +86,15 @@ def took(name: str) -> bool:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    fourteenth = zoo_report.round_names(12)
+    fourteenth, fifteenth = zoo_report.round_names(12), zoo_report.round_names(13)
     body = []
     groups = [
-        (f"{half}, fourteenth round", [r for r in rows if r["half"] == half and r["model"] in fourteenth])
+        (f"{half}, {name} round", [r for r in rows if r["half"] == half and r["model"] in names])
+        for name, names in (("fourteenth", fourteenth), ("fifteenth (with the profile)", fifteenth))
         for half in ("tune", "test")
     ]
-    groups.append(("test, earlier rounds", [r for r in rows if r["half"] == "test" and r["model"] not in fourteenth]))
+    earlier = [r for r in rows if r["half"] == "test" and r["model"] not in fourteenth | fifteenth]
+    groups.append(("test, earlier rounds", earlier))
     for group, members in groups:
         rs = [r for r in members if r["required"]]
         if not rs:
@@ -127,11 +142,14 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", help="comma-separated zoo models (default: the fourteenth round's)")
+    parser.add_argument(
+        "--round", type=int, default=12, help="the round of the default models (zoo_report.round_names)"
+    )
     parser.add_argument("--seeds", default="0,1", help="scan seeds (default 0,1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    fourteenth = [r["name"] for r in zoo.recipes() if r["name"] in zoo_report.round_names(12) and took(r["name"])]
-    names = args.models.split(",") if args.models else fourteenth
+    chosen = [r["name"] for r in zoo.recipes() if r["name"] in zoo_report.round_names(args.round) and took(r["name"])]
+    names = args.models.split(",") if args.models else chosen
     seeds = [int(s) for s in args.seeds.split(",")]
     add_scans(STEM, names, seeds, scan_row, render, lambda r: f"{r['model']} {r['seed']} {r['flagged']}")
 

@@ -327,6 +327,25 @@ FOURTEENTH: list[tuple[str, str, list[str]]] = [
 ]
 
 
+#: A fifteenth round, planned before any of it was trained, after the decision gained its natural label profiles
+#: (built from the tune half's clean models of the earlier rounds) and with nothing changed since: its scans are the
+#: profile's verdicts on models nothing was chosen on, both halves. MNIST's networks of every kind (logits and
+#: softmax, a linear model among the clean ones) and CIFAR-10's batch-norm CNN; the paper's poison rate, the usual
+#: epochs; no GTSRB (its training takes this machine's hours).
+FIFTEENTH: list[tuple[str, str, list[str]]] = [
+    ("mnist", "clean", ["mnist", "mnist", "bn-cnn", "resnet-softmax", "linear"]),
+    ("mnist", "patch", ["mnist", "bn-cnn", "resnet", "mlp-softmax"]),
+    ("mnist", "random-pattern", ["bn-cnn"]),
+    ("mnist", "blend", ["mnist", "resnet"]),
+    ("mnist", "trojan", ["mnist", "mnist"]),
+    ("mnist", "two-targets", ["mnist", "bn-cnn", "mlp"]),
+    ("mnist", "three-targets", ["bn-cnn"]),
+    ("cifar10", "clean", ["bn-cnn", "bn-cnn"]),
+    ("cifar10", "patch", ["bn-cnn", "bn-cnn"]),
+    ("cifar10", "two-targets", ["bn-cnn", "bn-cnn"]),
+]
+
+
 def attacks(family: str, rng: np.random.Generator, shape: tuple[int, int, int], labels: int) -> list[dict[str, Any]]:
     """The attacks of one model of ``family``: trigger specs and targets drawn from ``rng``."""
     targets = [int(t) for t in rng.permutation(labels)[:3]]
@@ -446,7 +465,7 @@ def later_round(
 
 def rounds() -> list[list[dict[str, Any]]]:
     """The recipes by round: the first (with the second, EXTRA, trained beside it), then the third to the
-    fourteenth (ELEVENTH at each of ELEVENTH_RATES)."""
+    fifteenth (ELEVENTH at each of ELEVENTH_RATES)."""
     first = list(first_rows())
     victims(first)
     # no Trojan in EXTRA: the victims above stay as they were
@@ -478,9 +497,12 @@ def rounds() -> list[list[dict[str, Any]]]:
     before += THIRTEENTH
     fourteenth = later_round(FOURTEENTH, before, SIXTH_EPOCHS, thirteenth[-1]["seed"] + 1)
     victims(fourteenth, pool_from=first)
+    before += FOURTEENTH
+    fifteenth = later_round(FIFTEENTH, before, SIXTH_EPOCHS, fourteenth[-1]["seed"] + 1)
+    victims(fifteenth)
     return [
         *(first, third, fourth, fifth, sixth, seventh, eighth, ninth, tenth),
-        *(eleventh, twelfth, thirteenth, fourteenth),
+        *(eleventh, twelfth, thirteenth, fourteenth, fifteenth),
     ]
 
 
