@@ -771,8 +771,9 @@ SECTIONS["second_scan"] = Section(
 
 SECTIONS["shipped"] = Section(
     "The scan as it ships, second scan included",
-    "The fourteenth round's zoo models and the test half's earlier rounds on disk (MNIST, CIFAR-10 and a clean "
-    "100-label model), both seeds, scanned as `neuralcleanse scan` scans them: the default scan "
+    "The fourteenth round's zoo models, the test half's earlier rounds on disk (MNIST, CIFAR-10 and a clean "
+    "100-label model) and the fifteenth round's (read through the natural label profiles, as the scan job reads "
+    "them since there are profiles), both seeds, scanned as `neuralcleanse scan` scans them: the default scan "
     "(mask search, symmetric checks, blend search, neuron stimulation) and, where its verdict is borderline, a "
     "second scan with the next seed and that seed's clean sample, joined; one row per scan. The summary per half "
     'is in benchmarks/results/shipped.md (docs/detection.md, "A second scan of a borderline verdict").',

@@ -89,8 +89,8 @@ def render(rows: list[dict[str, Any]]) -> str:
     fourteenth, fifteenth = zoo_report.round_names(12), zoo_report.round_names(13)
     body = []
     groups = [
-        (f"{half}, {name} round", [r for r in rows if r["half"] == half and r["model"] in names])
-        for name, names in (("fourteenth", fourteenth), ("fifteenth (with the profile)", fifteenth))
+        (f"{half}, {name}", [r for r in rows if r["half"] == half and r["model"] in names])
+        for name, names in (("fourteenth round", fourteenth), ("fifteenth round (profiles)", fifteenth))
         for half in ("tune", "test")
     ]
     earlier = [r for r in rows if r["half"] == "test" and r["model"] not in fourteenth | fifteenth]
