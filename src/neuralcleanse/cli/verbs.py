@@ -366,7 +366,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The function behind each verb of the parser.
 def cmd_profile(args: argparse.Namespace) -> int:
 
     out = Path(args.profile_file)
@@ -385,6 +384,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The function behind each verb of the parser.
 VERBS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
