@@ -63,7 +63,7 @@ MUTUAL_SWEEP = (1.25, 1.5, 2.0, 3.0, 4.0, math.inf)  # and its mutual ratio (pai
 SUSPECT_SWEEP = (MIN_CONFUSION, 0.03, 0.05, 0.1, 0.2, math.inf)
 PAIRS_FILE = RESULTS / "zoo_pairs.json"
 GAPS = True  # decide with the rows' clean gaps (the favour criterion); off in the sweep's "without" row
-PROFILED = {"mnist": 10, "cifar10": 10, "gtsrb": 43}  # the datasets with a built-in profile, and their labels
+PROFILED = {"mnist": 10, "cifar10": 10, "gtsrb": 43}  # the datasets profiles are measured for, and their labels
 PROFILES = True  # the default decision reads the norms through the natural label profile; off in "without" columns
 FAVOUR_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.5)  # decision.FAVOUR_RATIO
 PREVIOUS_FAVOUR_RATIO = 0.35  # decision.FAVOUR_RATIO before the sixth round
@@ -692,7 +692,7 @@ def main() -> None:
         "# Detection on the zoo (benchmarks/zoo_report.py)\n",
         f"{len(rows)} scans of {len({r['model'] for r in rows})} models (two scan seeds each where done). "
         "*paper*: MAD index of raw norms > 2. *new*: the library's default, "
-        f"{DECISION}, reading the norms of MNIST, CIFAR-10 and GTSRB models through their dataset's natural label "
+        f"{DECISION}, reading the norms of MNIST and CIFAR-10 models through their dataset's natural label "
         "profile (naturally small labels' norms divided by their expected share of the median: "
         "benchmarks/results/profiles.md; a clean tune-half model is judged with the profile of the others): "
         "the step-down order-statistic test on log norms (p < 0.001; no label over "

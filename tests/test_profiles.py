@@ -62,10 +62,12 @@ def test_a_label_as_small_on_clean_models_is_not_flagged_and_a_real_outlier_stil
 
 
 def test_the_built_in_profiles_fit_their_datasets_and_auto_finds_them(tmp_path):
-    for name, labels in (("mnist", 10), ("cifar10", 10), ("gtsrb", 43)):
+    for name, labels in (("mnist", 10), ("cifar10", 10)):
         p = builtin_profile(name, labels)
-        assert p is not None and p.num_labels == labels and 0 < p.weight <= 1 and p.models >= 2
+        assert p is not None and p.num_labels == labels and 0 < p.weight <= 1 and p.models >= 10
         assert resolve_profile("auto", name, labels) == p == resolve_profile(name, "folder/of/images", labels)
+    # GTSRB's profile is measured on too few clean models to ship: its scans read the norms as they are.
+    assert builtin_profile("gtsrb", 43) is None and resolve_profile("auto", "gtsrb", 43) is None
     assert builtin_profile("mnist", 9) is None and resolve_profile("auto", "mnist", 9) is None
     assert resolve_profile("auto", "my-images.npz", 10) is None and resolve_profile("none", "mnist", 10) is None
     (tmp_path / "p.json").write_text(json.dumps(profile([1.0, 0.5, 1.0]).to_dict()))

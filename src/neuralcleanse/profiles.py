@@ -3,9 +3,9 @@
 Some labels are easy to reach on any model of a task: MNIST's 8 holds most other digits' strokes, CIFAR-10's
 automobile and truck look alike. Their smallest triggers lie under the median on clean models too, where a decision
 over the norms can take them for a backdoor's target, or count them beside a real target whose trigger is as large.
-How small a label is, relative to the median, is a property of the task more than of the model: over the benchmark
-zoo's clean models of several architectures, a model's log ratios follow the mean of the others' with a correlation
-of 0.88 on MNIST and 0.82 on CIFAR-10 (benchmarks/results/profiles.md).
+How small a label is, relative to the median, is a property of the task more than of the model: over the clean
+models of the benchmark zoo's tune half, of several architectures, a model's log ratios follow the mean of the
+others' with a median correlation of 0.92 on MNIST and 0.78 on CIFAR-10 (benchmarks/results/profiles.md).
 
 A :class:`LabelProfile` holds, per label, the mean log ratio of its norm to the median norm over scans of clean
 reference models, and the weight a new clean model follows it with. :func:`discounted` divides each norm of a
@@ -164,13 +164,15 @@ def discounted(norms: torch.Tensor, profile: LabelProfile | None) -> torch.Tenso
 
 
 def builtin_profile(dataset: str, num_labels: int) -> LabelProfile | None:
-    """The built-in profile of a dataset (``"mnist"``, ``"cifar10"``, ``"gtsrb"``) over ``num_labels`` labels, or
+    """The built-in profile of a dataset (``"mnist"``, ``"cifar10"``) over ``num_labels`` labels, or
     ``None`` where there is none."""
-    resource = _DATA / f"{dataset}.json"
-    if not resource.is_file():
-        return None
-    profile = LabelProfile.from_dict(json.loads(resource.read_text()))
-    return profile if profile.num_labels == num_labels else None
+    profile = _builtin(dataset)
+    return profile if profile is not None and profile.num_labels == num_labels else None
+
+
+def _builtin(name: str) -> LabelProfile | None:
+    resource = _DATA / f"{name}.json"
+    return LabelProfile.from_dict(json.loads(resource.read_text())) if resource.is_file() else None
 
 
 def load_profile(path: str | Path) -> LabelProfile:
@@ -186,17 +188,14 @@ def load_profile(path: str | Path) -> LabelProfile:
 
 def resolve_profile(setting: str, data: str | None, num_labels: int) -> LabelProfile | None:
     """The profile a scan uses: ``"auto"``, the built-in profile of ``data`` (the clean data's name: ``"mnist"``,
-    ``"cifar10"``, ``"gtsrb"``) where there is one for ``num_labels`` labels; ``"none"``, none; a built-in
+    ``"cifar10"``) where there is one for ``num_labels`` labels; ``"none"``, none; a built-in
     profile's name, that profile; else the path of a profile file. A profile named must have ``num_labels``
     labels."""
     if setting == "none":
         return None
     if setting == "auto":
         return None if data is None else builtin_profile(data, num_labels)
-    if (_DATA / f"{setting}.json").is_file():
-        profile = LabelProfile.from_dict(json.loads((_DATA / f"{setting}.json").read_text()))
-    else:
-        profile = load_profile(setting)
+    profile = _builtin(setting) or load_profile(setting)
     if profile.num_labels != num_labels:
         raise ProfileError(f"{setting}: the profile has {profile.num_labels} labels, the model {num_labels}")
     return profile

@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="PROFILE",
         help="how small each label's trigger is on clean models of the task, to discount naturally small labels "
-        "by: auto (the built-in profile of --data mnist, cifar10 or gtsrb; none for other data), none, a built-in "
+        "by: auto (the built-in profile of --data mnist or cifar10; none for other data), none, a built-in "
         "profile's name or a file written by `neuralcleanse profile` (default auto; --decision paper reads none), "
         "see docs/detection.md",
     )
