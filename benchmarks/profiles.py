@@ -83,7 +83,7 @@ def measure() -> list[Scan]:
     cache = json.loads(zoo_report.PAIRS_FILE.read_text()) if zoo_report.PAIRS_FILE.exists() else {}
     zoo_report.cache_scan_pairs(scans, cache)
     profiles = build(scans)
-    tune = zoo_report.clean_references(scans, "tune")
+    tune, test = zoo_report.clean_references(scans, "tune"), zoo_report.clean_references(scans, "test")
     zoo_report._profile.cache_clear()  # the built-in profiles were just rewritten
     rows = []
     for s in scans:
@@ -116,7 +116,7 @@ def measure() -> list[Scan]:
             "models": p.models,
             "scans": p.scans,
             "tune": statistics.median(_loo_correlations(tune[dataset])),
-            "test": statistics.median(correlations(p, zoo_report.clean_references(scans, "test")[dataset])),
+            "test": statistics.median(correlations(p, test[dataset])),
         }
         for dataset, p in profiles.items()
     }
@@ -142,6 +142,14 @@ def joined(rows: list[Scan], key: str) -> dict[tuple[str, int], list[int]]:
         second = set(other[key]) if other is not None and r[steady] < STEADY else set()
         out[(model, seed)] = sorted(set(r[key]) | second)
     return out
+
+
+def count(rs: list[Scan], ok: Any) -> str:
+    return f"{sum(ok(r) for r in rs)}/{len(rs)}"
+
+
+def scan_key(r: Scan) -> tuple[str, int]:
+    return (r["model"], r["seed"])
 
 
 def table(stored: list[Scan]) -> str:
@@ -191,13 +199,6 @@ def table(stored: list[Scan]) -> str:
             sel = [r for r in sel if dataset in ("all", r["dataset"])]
             inf = [r for r in sel if r["targets"]]
             clean = [r for r in sel if not r["targets"]]
-
-            def count(rs: list[Scan], ok: Any) -> str:
-                return f"{sum(ok(r) for r in rs)}/{len(rs)}"
-
-            def key(r: Scan) -> tuple[str, int]:
-                return (r["model"], r["seed"])
-
             body.append(
                 [
                     half,
@@ -206,10 +207,10 @@ def table(stored: list[Scan]) -> str:
                     count(inf, lambda r: r["profile_flagged"] == r["targets"]),
                     count(clean, lambda r: bool(r["flagged"])),
                     count(clean, lambda r: bool(r["profile_flagged"])),
-                    count(inf, lambda r: raw2[key(r)] == r["targets"]),
-                    count(inf, lambda r: new2[key(r)] == r["targets"]),
-                    count(clean, lambda r: bool(raw2[key(r)])),
-                    count(clean, lambda r: bool(new2[key(r)])),
+                    count(inf, lambda r: raw2[scan_key(r)] == r["targets"]),
+                    count(inf, lambda r: new2[scan_key(r)] == r["targets"]),
+                    count(clean, lambda r: bool(raw2[scan_key(r)])),
+                    count(clean, lambda r: bool(new2[scan_key(r)])),
                     sum(not r["profile_pairs_checked"] for r in sel),
                 ]
             )
@@ -268,7 +269,7 @@ def main() -> None:
     if rewrite_report(STEM, table):
         return
     rows = measure()
-    write_results(STEM, rows, table(rows), indent=1)
+    write_results(STEM, rows, table(rows))
     print(table(read_results(STEM)))
 
 
