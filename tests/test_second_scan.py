@@ -8,6 +8,7 @@ import pytest
 import torch
 from _tiny import TARGET, TemplateNet, clean_images
 
+import neuralcleanse.jobs.scan as jobs_scan
 import neuralcleanse.second_scan as second_scan
 from neuralcleanse.cli import main
 from neuralcleanse.config import ScanConfig
@@ -89,3 +90,29 @@ def test_the_scan_command_scans_a_borderline_verdict_again_with_the_next_seed(tm
         assert main([*scan, flag, "--out", str(tmp_path / out)]) == 0
         report = json.loads((tmp_path / out / "report.json").read_text())
         assert report["second_scan"] is None and not report["config"]["second_scan"]
+
+
+def test_ctrl_c_during_the_second_scan_keeps_the_first(tmp_path, capsys, monkeypatch):
+    """The second scan is interrupted (as Ctrl-C interrupts it) on its first reversal: the first scan is whole,
+    and its report is written, saying so; the command exits 130 naming the folder."""
+    torch.jit.script(TemplateNet(backdoor=True)).save(str(tmp_path / "infected.pt"))
+    images, labels = clean_images(per_label=40)
+    np.savez(tmp_path / "clean.npz", x=(images.numpy() * 255).round().astype(np.uint8), y=labels.numpy())
+    monkeypatch.setattr(second_scan, "STEADY", 1.01)
+    reverse = jobs_scan.reverse_engineer
+
+    def interrupted_at_seed_1(*args, **kwargs):
+        if args[4].initial_seed() == 1:  # (model, images, targets, config, generator, ...)
+            raise KeyboardInterrupt
+        return reverse(*args, **kwargs)
+
+    monkeypatch.setattr(jobs_scan, "reverse_engineer", interrupted_at_seed_1)
+    out = tmp_path / "r"
+    scan = ["scan", str(tmp_path / "infected.pt"), "--data", str(tmp_path / "clean.npz"), "-q", "--samples", "120"]
+    assert main([*scan, "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted during the second scan" in err and str(out) in err and err.count("\n") == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["flagged"] == [TARGET] and report["second_scan"] is None and report["seed"] == 0
+    assert report["warnings"][-1] == jobs_scan.SECOND_SCAN_INTERRUPTED
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .verbs import VERBS  # after parsing: --help and usage errors never load torch
 
         return int(VERBS[args.verb](args))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.debug:
             raise
-        print("neuralcleanse: interrupted; nothing partial was written", file=sys.stderr)
+        # An interrupt that kept whole work says where it is; any other left nothing partial behind.
+        print(f"neuralcleanse: {exc or 'interrupted; nothing partial was written'}", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug or not _reported(exc):

@@ -26,9 +26,20 @@ from ..second_scan import join_scans, wants_second_scan
 from ..store.out_dir import check_out_dir
 from ..store.scan_dir import REPORT_FILE, write_scan_report
 
-__all__ = ["scan_model"]
+__all__ = ["SECOND_SCAN_INTERRUPTED", "SecondScanInterrupted", "scan_model"]
 
 logger = logging.getLogger(__name__)
+
+#: The warning of a report whose second scan was interrupted: its verdict is the borderline first scan's.
+SECOND_SCAN_INTERRUPTED = "the second scan of this borderline verdict was interrupted: the verdict is the first scan's"
+
+
+class SecondScanInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the second scan of a borderline verdict, after the first scan's report was written to ``out``."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(f"interrupted during the second scan; the first scan's report is in {out}")
+        self.out = out
 
 
 def scan_model(
@@ -46,7 +57,8 @@ def scan_model(
     """Scan a loaded model with a stratified clean sample of ``data``'s test split (``config.samples`` images,
     see :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the scan folder ``out``. A borderline verdict
     is scanned again with ``seed + 1`` on the sample of that seed, and the report flags the labels either scan
-    flags (:mod:`~neuralcleanse.second_scan`). The decision reads the norms through ``config.profile``
+    flags (:mod:`~neuralcleanse.second_scan`); interrupted (Ctrl-C) during that second scan, it writes the first
+    scan's report, saying so, and raises :class:`SecondScanInterrupted`. The decision reads the norms through ``config.profile``
     (:func:`~neuralcleanse.profiles.resolve_profile`: by default the built-in profile of ``data``'s dataset).
 
     ``dataset``: that split already loaded (a zoo scan loads it once for all models); ``search``: the
@@ -70,8 +82,25 @@ def scan_model(
         loaded = _fed(loaded, better.convention.preprocessing)
         report = scan(loaded.model, clean, seed)
         report = replace(report, warnings=[_fallback_warning(exc, better), *report.warnings])
+    write = functools.partial(
+        _write, out=out, loaded=loaded, model_name=model_name, data=data, per_class=per_class, overwrite=overwrite
+    )
     if wants_second_scan(report, config):  # borderline: the next seed, on another clean sample
-        report = join_scans(report, scan(loaded.model, clean_sample(dataset, per_class, seed + 1), seed + 1))
+        try:
+            second = scan(loaded.model, clean_sample(dataset, per_class, seed + 1), seed + 1)
+        except KeyboardInterrupt:  # the first scan is whole: keep it
+            write(replace(report, warnings=[*report.warnings, SECOND_SCAN_INTERRUPTED]))
+            raise SecondScanInterrupted(out) from None
+        report = join_scans(report, second)
+    write(report)
+    return report, out
+
+
+def _write(
+    report: ScanReport, out: Path, loaded: Any, model_name: str, data: str, per_class: list[int], overwrite: bool
+) -> None:
+    """The scan folder of ``report``, with what the job knows beside it: the model, its data and format, and how
+    the reversed triggers compare with the model's true ones where its file records them."""
     extra: dict[str, Any] = {
         "model": model_name,
         "data": str(data),
@@ -92,7 +121,6 @@ def scan_model(
             for t, target in known
         ]
     write_scan_report(report, out, overwrite=overwrite, extra=extra)
-    return report, out
 
 
 def _scan(
