@@ -58,8 +58,9 @@ def scan_model(
     see :meth:`~neuralcleanse.config.ScanConfig.per_label`) and write the scan folder ``out``. A borderline verdict
     is scanned again with ``seed + 1`` on the sample of that seed, and the report flags the labels either scan
     flags (:mod:`~neuralcleanse.second_scan`); interrupted (Ctrl-C) during that second scan, it writes the first
-    scan's report, saying so, and raises :class:`SecondScanInterrupted`. The decision reads the norms through ``config.profile``
-    (:func:`~neuralcleanse.profiles.resolve_profile`: by default the built-in profile of ``data``'s dataset).
+    scan's report, saying so, and raises :class:`SecondScanInterrupted`. The decision reads the norms through
+    ``config.profile`` (:func:`~neuralcleanse.profiles.resolve_profile`: by default the built-in profile of
+    ``data``'s dataset).
 
     ``dataset``: that split already loaded (a zoo scan loads it once for all models); ``search``: the
     :class:`~neuralcleanse.scan.NeuralCleanse` search function (label sharding)."""
