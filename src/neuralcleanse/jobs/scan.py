@@ -98,7 +98,7 @@ def scan_model(
 
 
 def _write(
-    report: ScanReport, out: Path, loaded: Any, model_name: str, data: str, per_class: list[int], overwrite: bool
+    report: ScanReport, out: Path, loaded: Any, model_name: str, data: str, per_class: int, overwrite: bool
 ) -> None:
     """The scan folder of ``report``, with what the job knows beside it: the model, its data and format, and how
     the reversed triggers compare with the model's true ones where its file records them."""
