@@ -46,6 +46,17 @@ def test_random_patch_is_binary_and_reproducible():
     assert values <= {0.0, 1.0} and len(values) == 2
 
 
+def test_pixels_are_scattered_single_pixels_reproducible_from_their_seed():
+    t = parse_trigger("pixels:count=6,seed=2,color=0.2/0.4/0.6", (3, 16, 16))
+    assert t.l1 == 6 and set(t.mask.unique().tolist()) == {0.0, 1.0}
+    where = t.mask[0].nonzero()
+    assert (where.max(0).values - where.min(0).values).max() > 3  # no patch: spread over the image
+    assert torch.allclose(t.pattern[:, where[:, 0], where[:, 1]], torch.tensor([[0.2], [0.4], [0.6]]).expand(3, 6))
+    assert t.pattern.sum() == pytest.approx(6 * 1.2)  # nothing painted outside the pixels
+    assert torch.equal(t.mask, parse_trigger("pixels:count=6,seed=2", (1, 16, 16)).mask)
+    assert not torch.equal(t.mask, parse_trigger("pixels:count=6,seed=3", (1, 16, 16)).mask)
+
+
 def test_image_patch(tmp_path):
     from PIL import Image
 
@@ -76,6 +87,8 @@ def test_parse_trigger_forms():
         ("square:size=40", "patch size must be between 1"),
         ("square:colour=white", "unknown option(s) ['colour']"),
         ("square:size", "expected key=value"),
+        ("pixels:count=0", "count must be between 1 and the image's 784 pixels"),
+        ("pixels:size=3", "unknown option(s) ['size']"),
         ("square:position=middle", "position must be one of"),
         ("blend:alpha=2", "alpha must be a fraction"),
         ("image:path=/nonexistent.png", "trigger image not found"),

@@ -131,6 +131,26 @@ class Trigger:
         return cls.patch(image_shape, (ph, pw), position, bits, margin, spec)
 
     @classmethod
+    def pixels(
+        cls,
+        image_shape: tuple[int, int, int],
+        count: int = 4,
+        seed: int = 0,
+        color: float | tuple[float, ...] = 1.0,
+        spec: str | None = None,
+    ) -> Trigger:
+        """``count`` single pixels at distinct positions drawn over the whole image from ``seed``, all of
+        ``color`` (a grey level or one value per channel): a dispersed trigger, with no patch around it."""
+        c, h, w = _check_shape(image_shape)
+        if not 0 < count <= h * w:
+            raise ValueError(f"count must be between 1 and the image's {h * w} pixels, got {count}")
+        g = torch.Generator().manual_seed(seed)
+        mask = torch.zeros(1, h * w)
+        mask[0, torch.randperm(h * w, generator=g)[:count]] = 1.0
+        mask = mask.view(1, h, w)
+        return cls(mask, _patch_pattern(color, c, h, w) * mask, spec)
+
+    @classmethod
     def image_patch(
         cls,
         image_shape: tuple[int, int, int],
@@ -246,6 +266,7 @@ def parse_trigger(spec: str, image_shape: tuple[int, int, int], crafted: bool = 
         square[:size=4,position=bottom-right,color=white,margin=0]   a solid patch; color is white, black,
                                                                       gray, a grey level or R/G/B levels
         random[:size=4,position=bottom-right,seed=0,margin=0]        a random black/white patch
+        pixels[:count=4,seed=0,color=white]                          count pixels scattered over the image
         image:path=FILE[,size=S,position=...,margin=0]              a patch read from an image file
         blend[:alpha=0.1,seed=0] or blend:path=FILE,alpha=0.1        a full-image pattern with opacity alpha
         trojan[:size=4,position=bottom-right,margin=0]               a patch whose pattern is crafted for the
@@ -273,17 +294,19 @@ def parse_trigger(spec: str, image_shape: tuple[int, int, int], crafted: bool = 
             return int(row), int(col)
         return pos
 
+    def color() -> float | tuple[float, ...]:
+        name = take("color", "white") or "white"
+        levels = (_COLORS[name],) if name in _COLORS else tuple(float(v) for v in name.split("/"))
+        return levels[0] if len(levels) == 1 else levels
+
     try:
         if kind == "square":
-            color_s = take("color", "white") or "white"
-            color: float | tuple[float, ...] = (
-                _COLORS[color_s] if color_s in _COLORS else tuple(float(v) for v in color_s.split("/"))
-            )
-            if isinstance(color, tuple) and len(color) == 1:
-                color = color[0]
             trig = Trigger.patch(
-                image_shape, int(take("size", "4") or 4), position(), color, int(take("margin", "0") or 0), spec
+                image_shape, int(take("size", "4") or 4), position(), color(), int(take("margin", "0") or 0), spec
             )
+        elif kind == "pixels":
+            count, seed = int(take("count", "4") or 4), int(take("seed", "0") or 0)
+            trig = Trigger.pixels(image_shape, count, seed, color(), spec)
         elif kind == "random":
             trig = Trigger.random_patch(
                 image_shape,
@@ -318,7 +341,7 @@ def parse_trigger(spec: str, image_shape: tuple[int, int, int], crafted: bool = 
             else:
                 trig = Trigger.random_blend(image_shape, alpha, int(take("seed", "0") or 0), spec)
         else:
-            raise ValueError(f"unknown kind {kind!r}; expected square, random, image, blend or trojan")
+            raise ValueError(f"unknown kind {kind!r}; expected square, random, pixels, image, blend or trojan")
     except ValueError as exc:
         raise ValueError(f"trigger {spec!r}: {exc}") from None
     if opts:

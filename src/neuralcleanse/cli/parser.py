@@ -78,7 +78,7 @@ def _add_trigger_args(p: argparse.ArgumentParser, help_suffix: str) -> None:
         "--trigger",
         action="append",
         metavar="SPEC",
-        help="a trigger, e.g. square:size=4,position=bottom-right,color=white; random:size=4; "
+        help="a trigger, e.g. square:size=4,position=bottom-right,color=white; random:size=4; pixels:count=4; "
         "image:path=FILE; blend:alpha=0.1 (repeatable)" + help_suffix,
     )
     p.add_argument(
