@@ -14,7 +14,8 @@ in benchmarks/results/shipped.json and a rerun scans only what is missing.
 
 Scans read the norms through their dataset's natural label profile, as the scan job does (``neuralcleanse.profiles``);
 the fourteenth round's rows and the earlier rounds' were scanned before there were profiles. ``--round 13`` scans the
-fifteenth round (zoo_make_recipes.FIFTEENTH), planned and trained after the profiles were fixed.
+fifteenth round (zoo_make_recipes.FIFTEENTH), planned and trained after the profiles were fixed, ``--round 14`` the
+sixteenth (SIXTEENTH, scattered pixel triggers).
 
     python benchmarks/shipped.py [--models name,...] [--seeds 0,1] [--round N]
     python benchmarks/shipped.py report
@@ -37,6 +38,8 @@ from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, join_scans
 from neuralcleanse.probe import probe_outputs
 
 STEM = "shipped"
+#: The rounds tabulated on their own (zoo_report.round_names), each planned and trained after the default it tests.
+ROUNDS = {12: "fourteenth round", 13: "fifteenth round (profiles)", 14: "sixteenth round (scattered pixels)"}
 #: Scans read the norms through their dataset's natural label profile, as the scan job does. The rows of the
 #: fourteenth round and of the earlier rounds were scanned before the profiles existed (their ``profile`` is absent).
 PROFILE = True
@@ -86,14 +89,15 @@ def took(name: str) -> bool:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    fourteenth, fifteenth = zoo_report.round_names(12), zoo_report.round_names(13)
+    rounds = {name: zoo_report.round_names(index) for index, name in ROUNDS.items()}
     body = []
     groups = [
         (f"{half}, {name}", [r for r in rows if r["half"] == half and r["model"] in names])
-        for name, names in (("fourteenth round", fourteenth), ("fifteenth round (profiles)", fifteenth))
+        for name, names in rounds.items()
         for half in ("tune", "test")
     ]
-    earlier = [r for r in rows if r["half"] == "test" and r["model"] not in fourteenth | fifteenth]
+    later = set().union(*rounds.values())
+    earlier = [r for r in rows if r["half"] == "test" and r["model"] not in later]
     groups.append(("test, earlier rounds", earlier))
     for group, members in groups:
         rs = [r for r in members if r["required"]]

@@ -26,11 +26,13 @@ OUTPUT = Path(__file__).resolve().parent / "zoo_recipes.json"
 
 #: (C, H, W) and number of labels; the many-label task puts d MNIST digits side by side (10^d labels).
 DATASETS = {"mnist": ((1, 28, 28), 10), "gtsrb": ((3, 32, 32), 43), "cifar10": ((3, 32, 32), 10)}
-REQUIRED = ("clean", "patch", "random-pattern", "blend", "trojan", "two-targets", "three-targets")
+REQUIRED = ("clean", "patch", "random-pattern", "pixels", "blend", "trojan", "two-targets", "three-targets")
 HARD = ("source-specific", "all-to-all", "large-patch")
 
 POISON_RATE = 0.1  # the paper's BadNets rate (Section VI-A), per trigger
 PATCH_SIZES = (1, 6)  # the patch family: a single pixel up to a 6x6 sticker (the brief's range)
+#: The pixels family: single pixels scattered over the image, from four up to sixteen (a 4x4 sticker's worth).
+PIXEL_COUNTS = (4, 16)
 MULTI_SIZES = (3, 6)  # patches of the multi-target, source-specific and all-to-all models
 TROJAN_SIZES = (4, 7)  # TrojanNN's square regions; held_out.py's Trojan models use 5 and 6
 LARGE_SIZES = (8, 11)  # large-patch family: 8x8 and up, at most about a seventh of a 28x28 image
@@ -345,6 +347,16 @@ FIFTEENTH: list[tuple[str, str, list[str]]] = [
     ("cifar10", "two-targets", ["bn-cnn", "bn-cnn"]),
 ]
 
+#: A sixteenth round, planned before any of it was trained, with nothing in the scan changed since the fifteenth: a
+#: family the zoo had not covered, pixel triggers scattered over the whole image (PIXEL_COUNTS pixels of one
+#: colour), on MNIST's networks of every kind and CIFAR-10's batch-norm CNN, and clean controls; the paper's poison
+#: rate, the usual epochs.
+SIXTEENTH: list[tuple[str, str, list[str]]] = [
+    ("mnist", "pixels", ["mnist", "mnist", "bn-cnn", "bn-cnn", "resnet", "resnet-softmax", "mlp", "mlp-softmax"]),
+    ("mnist", "clean", ["mnist", "bn-cnn"]),
+    ("cifar10", "pixels", ["bn-cnn", "bn-cnn", "bn-cnn", "bn-cnn"]),
+]
+
 
 def attacks(family: str, rng: np.random.Generator, shape: tuple[int, int, int], labels: int) -> list[dict[str, Any]]:
     """The attacks of one model of ``family``: trigger specs and targets drawn from ``rng``."""
@@ -355,6 +367,9 @@ def attacks(family: str, rng: np.random.Generator, shape: tuple[int, int, int], 
         return [{"trigger": solid(rng, shape, PATCH_SIZES), "target": targets[0]}]
     if family == "random-pattern":
         return [{"trigger": pattern(rng, shape, MULTI_SIZES), "target": targets[0]}]
+    if family == "pixels":
+        count, seed = between(rng, PIXEL_COUNTS), int(rng.integers(2**31))
+        return [{"trigger": f"pixels:count={count},seed={seed},color={colour(rng, shape[0])}", "target": targets[0]}]
     if family == "blend":
         alpha = rng.uniform(*BLEND_ALPHAS)
         return [{"trigger": f"blend:alpha={alpha:.2f},seed={int(rng.integers(2**31))}", "target": targets[0]}]
@@ -465,7 +480,7 @@ def later_round(
 
 def rounds() -> list[list[dict[str, Any]]]:
     """The recipes by round: the first (with the second, EXTRA, trained beside it), then the third to the
-    fifteenth (ELEVENTH at each of ELEVENTH_RATES)."""
+    sixteenth (ELEVENTH at each of ELEVENTH_RATES)."""
     first = list(first_rows())
     victims(first)
     # no Trojan in EXTRA: the victims above stay as they were
@@ -500,9 +515,11 @@ def rounds() -> list[list[dict[str, Any]]]:
     before += FOURTEENTH
     fifteenth = later_round(FIFTEENTH, before, SIXTH_EPOCHS, fourteenth[-1]["seed"] + 1)
     victims(fifteenth)
+    before += FIFTEENTH
+    sixteenth = later_round(SIXTEENTH, before, SIXTH_EPOCHS, fifteenth[-1]["seed"] + 1)
     return [
         *(first, third, fourth, fifth, sixth, seventh, eighth, ninth, tenth),
-        *(eleventh, twelfth, thirteenth, fourteenth, fifteenth),
+        *(eleventh, twelfth, thirteenth, fourteenth, fifteenth, sixteenth),
     ]
 
 

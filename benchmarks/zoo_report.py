@@ -52,7 +52,7 @@ from neuralcleanse.pairs import (
 from neuralcleanse.probe import probe_outputs
 from neuralcleanse.profiles import LabelProfile, builtin_profile, discounted, profile_from_scans
 
-REQUIRED = ("clean", "patch", "random-pattern", "blend", "trojan", "two-targets", "three-targets")
+REQUIRED = zoo_make_recipes.REQUIRED
 DECISION = ScanConfig().decision  # the library's default decision
 RATIO_SWEEP = (0.15, 0.2, 0.25, 0.3, 0.35)  # the size criterion's ratio (decision.SMALL_RATIO) tried
 FLOOR_SWEEP = (0.0, 0.5, 1.0, 1.3, 2.0)  # and its floor, -log10 p of the block (decision.RATIO_FLOOR)
@@ -165,7 +165,7 @@ def clean_references(scans: list[dict[str, Any]], half: str) -> dict[str, dict[s
     """Per built-in dataset, the norms of its clean models' scans in ``half``, by model (the rounds before the
     fifteenth)."""
     refs: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
-    later = round_names(13)  # the fifteenth round, planned after the profiles were built: it tests them
+    later = round_names(13) | round_names(14)  # the rounds planned after the profiles were built: they test them
     for s in scans:
         dataset = task(s)
         if s["model"] in later:
@@ -329,6 +329,8 @@ def trigger_class(recipe: dict[str, Any]) -> str:
     specs = [a["trigger"] for a in recipe["attacks"]]
     if any(spec.startswith("blend") for spec in specs):
         return "blend (whole image)"
+    if all(spec.startswith("pixels") for spec in specs):
+        return "scattered pixels"
     side = max(int(re.search(r"size=(\d+)", spec).group(1)) for spec in specs)  # type: ignore[union-attr]
     return next(name for name, sides in SIZE_CLASSES.items() if side in sides)
 
@@ -445,7 +447,7 @@ def round_names(index: int) -> set[str]:
     """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH), 3 the fifth
     (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH), 7 the ninth (NINTH), 8 the tenth
     (TENTH), 9 the eleventh (ELEVENTH, at each of its poison rates), 10 the twelfth (TWELFTH), 11 the thirteenth
-    (THIRTEENTH), 12 the fourteenth (FOURTEENTH), 13 the fifteenth (FIFTEENTH)."""
+    (THIRTEENTH), 12 the fourteenth (FOURTEENTH), 13 the fifteenth (FIFTEENTH), 14 the sixteenth (SIXTEENTH)."""
     return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
@@ -467,6 +469,16 @@ def round_table(
         body.append([*key, now["new TPR"], now["new FPR"], then["new TPR"], then["new FPR"]])
     header = ["dataset", "family", "half", "TPR", "FPR", f"without {without}: TPR", f"without {without}: FPR"]
     return markdown_table(header, body)
+
+
+def profiled_round(scans: list[dict[str, Any]], cache: dict[str, Any], index: int) -> list[str]:
+    """A round planned after the natural label profiles: its verdicts with and without them, then its scans."""
+    without = functools.partial(patch, f"{__name__}.PROFILES", False)
+    return [
+        round_table(scans, cache, index, "the profile", without),
+        "\n",
+        round_scans_table(scans, round_names(index)),
+    ]
 
 
 def poison_rate_table(rows: list[dict[str, Any]], names: set[str]) -> str:
@@ -804,13 +816,19 @@ def main() -> None:
         "default decision replayed on the mask search's norms, and *without the profile*: the same decision on "
         "the norms as they are. The scans as shipped (blend search, stimulation, second scan) are in "
         "benchmarks/results/shipped.md.\n\n",
-        round_table(scans, cache, 13, "the profile", lambda: patch(f"{__name__}.PROFILES", False)),
-        "\n",
-        round_scans_table(scans, round_names(13)),
+        *profiled_round(scans, cache, 13),
+        "## The sixteenth round: scattered pixel triggers, on new models\n",
+        "Models planned before training (zoo_make_recipes.SIXTEENTH), nothing in the scan changed since the "
+        "fifteenth round: a family the zoo had not covered, single pixels of one colour scattered over the whole "
+        "image (4 to 16 of them), on MNIST's networks (logits and softmax) and CIFAR-10's batch-norm CNN, and MNIST "
+        "clean controls; both halves, two scan seeds per model; in every table above and below as well. The "
+        "default decision replayed on the mask search's norms, and *without the profile*: the same decision on the "
+        "norms as they are.\n\n",
+        *profiled_round(scans, cache, 14),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
-        "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), or a blend "
-        "over the whole image. The norm a reversed trigger needs grows with the trigger, while natural labels need "
-        "what they need (docs/detection.md).\n\n",
+        "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), a blend "
+        "over the whole image, or pixels scattered over it. The norm a reversed trigger needs grows with the "
+        "trigger, while natural labels need what they need (docs/detection.md).\n\n",
         by_trigger([r for r in rows if r["half"] == "test" and r["required"]]),
         "## Partly right: a target named, the set incomplete (required families)\n",
         "Infected scans of models with one target and with several: exactly the targets flagged (the TPR above), at "
