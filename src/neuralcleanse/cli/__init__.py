@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         # An interrupt that kept whole work says where it is; any other left nothing partial behind.
-        print(f"neuralcleanse: {exc or 'interrupted; nothing partial was written'}", file=sys.stderr)
+        print(f"neuralcleanse: {str(exc) or 'interrupted; nothing partial was written'}", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug or not _reported(exc):
