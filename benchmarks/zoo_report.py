@@ -65,12 +65,14 @@ PAIRS_FILE = RESULTS / "zoo_pairs.json"
 GAPS = True  # decide with the rows' clean gaps (the favour criterion); off in the sweep's "without" row
 PROFILED = {"mnist": 10, "cifar10": 10, "gtsrb": 43}  # the datasets profiles are measured for, and their labels
 PROFILES = True  # the default decision reads the norms through the natural label profile; off in "without" columns
+TINY = True  # the default decision flags tiny triggers (decision.TINY_SHARE); off in its sweep's "without" row
 FAVOUR_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.5)  # decision.FAVOUR_RATIO
 PREVIOUS_FAVOUR_RATIO = 0.35  # decision.FAVOUR_RATIO before the sixth round
 FAVOUR_GATE_SWEEP = (0.0, 0.3, 0.7, 1.0)  # decision.FAVOUR_GATE: -log10 of the block's p (0: no gate)
 COMPANION_RATIO_SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5)  # decision.COMPANION_RATIO
 COMPANION_GAP_SWEEP = (1.5, 1.75, 2.0, 2.5, 3.0, math.inf)  # decision.COMPANION_GAP (inf: the gap below uncapped)
 BLOCK_REACH_SWEEP = (0.25, 0.35, 0.4, 0.5)  # decision.BLOCK_REACH (0.25, SMALL_RATIO: the rule before it)
+TINY_SWEEP = (0.0015, 0.002, 0.0025, 0.003, 0.004)  # decision.TINY_SHARE
 STEP_DOWN_SWEEP = (0.5, 0.55, 0.6, 0.65, 0.7)  # decision.STEP_DOWN_RATIO
 DEFAULT_VARIANT = zoo.variant("auto", 1)  # the scans of the main tables: default arithmetic, one thread
 
@@ -151,14 +153,26 @@ def checked(
 
 
 def scan_decision(row: dict[str, Any], method: str, threshold: float) -> decision.Decision:
-    """``decide`` on the row's norms, with its clean gaps when the row has them (and GAPS is on); the default
-    decision reads the norms through the row's natural label profile (:func:`profile_of`, while PROFILES is on),
-    as the scan does."""
+    """``decide`` on the row's norms, with its clean gaps when the row has them (and GAPS is on) and its images'
+    size (while TINY is on); the default decision reads the norms through the row's natural label profile
+    (:func:`profile_of`, while PROFILES is on), as the scan does."""
     gaps = torch.tensor([math.nan if g is None else g for g in row["gaps"]]) if GAPS and "gaps" in row else None
     norms = torch.tensor(row["norms"], dtype=torch.float64)
     if PROFILES and method == DECISION:
         norms = discounted(norms, profile_of(row))
-    return decide(norms, method, threshold, gaps)  # type: ignore[arg-type]
+    return decide(norms, method, threshold, gaps, pixels(row) if TINY else None)  # type: ignore[arg-type]
+
+
+def pixels(row: dict[str, Any]) -> int:
+    """H * W of the images a zoo scan's masks cover (the many-label task's digits side by side)."""
+    return _pixels(row["model"])
+
+
+@functools.cache
+def _pixels(model: str) -> int:
+    recipe = zoo.recipe(model)
+    (_, h, w), _ = zoo_make_recipes.DATASETS[recipe["dataset"]]
+    return h * w * int(recipe.get("digits", 1))
 
 
 def clean_references(scans: list[dict[str, Any]], half: str) -> dict[str, dict[str, list[list[float]]]]:
@@ -859,6 +873,17 @@ def main() -> None:
         "cached stay flagged.\n\n",
         settings_sweep(
             scans, cache, [("SMALL_RATIO", r) for r in RATIO_SWEEP] + [("RATIO_FLOOR", f) for f in FLOOR_SWEEP]
+        ),
+        "## Tiny triggers (required families, default threshold)\n",
+        "A label whose mask covers less than TINY_SHARE of the image's pixels is flagged whatever the other labels "
+        "need (decision.TINY_SHARE; docs/detection.md). Chosen on the tune columns of the sixteen rounds, after the "
+        "sixteenth round's scattered pixel triggers were scanned: the smallest share that gains what any gains. "
+        "Flags whose symmetric check is not cached stay flagged.\n\n",
+        settings_sweep(
+            scans,
+            cache,
+            [("TINY_SHARE", share) for share in TINY_SWEEP],
+            ("without tiny triggers", functools.partial(patch, f"{__name__}.TINY", False)),
         ),
         "## The favour criterion's settings (required families, default threshold)\n",
         "The smallest labels under FAVOUR_RATIO of the median, in a block whose norm p is under 10^-FAVOUR_GATE, "

@@ -9,7 +9,15 @@ import torch
 from _tiny import SIZE, ReaderNet, backdoored_reader, pair_reader, reader_images
 
 from neuralcleanse.config import ScanConfig
-from neuralcleanse.decision import COMPANION_GAP, COMPANION_RATIO, DECISIONS, SMALL_RATIO, STEP_DOWN_RATIO, decide
+from neuralcleanse.decision import (
+    COMPANION_GAP,
+    COMPANION_RATIO,
+    DECISIONS,
+    SMALL_RATIO,
+    STEP_DOWN_RATIO,
+    TINY_SHARE,
+    decide,
+)
 from neuralcleanse.outliers import anomaly_index
 from neuralcleanse.pairs import MUTUAL_RATIO, SUSPECT_CONFUSION, PairCheck, is_natural, mutual_verdicts
 from neuralcleanse.scan import NeuralCleanse
@@ -146,6 +154,23 @@ def test_companions_cannot_flag_a_model_nothing_else_flags():
     norms = torch.tensor([17.0, 18.0, 30.0, 45.0, 50.0, 62.0, 80.0, 95.0, 120.0, 60.0])
     d = decide(norms, "k-aware-ratio")
     assert d.flagged == [] and d.score < d.threshold
+
+
+def test_a_trigger_of_two_pixels_is_flagged_though_every_label_is_small():
+    """The norms of a CIFAR-10 model poisoned with nine scattered pixels (the zoo's cifar10-pixels-03, seed 1): the
+    backdoor left every label reachable with a few pixels, so its target (1.6 pixels' worth) is no outlier among
+    them; under TINY_SHARE of a 32x32 image's pixels it is flagged all the same. Ten times larger (a clean model's
+    scale), nothing is."""
+    norms = torch.tensor([5.3, 6.4, 3.7, 9.1, 36.2, 26.8, 1.6, 9.3, 20.2, 15.0])
+    assert decide(norms, "k-aware-ratio").flagged == []
+    tiny = decide(norms, "k-aware-ratio", pixels=32 * 32)
+    assert tiny.flagged == [6] and tiny.per_label[6] == pytest.approx(TINY_SHARE * 1024 / 1.6)
+    assert tiny.score == max(tiny.per_label) and max(tiny.per_label[:6] + tiny.per_label[7:]) < 1
+    assert decide(norms * 10, "k-aware-ratio", pixels=32 * 32).flagged == []
+    assert decide(norms, "k-aware-ratio", threshold=2.0, pixels=32 * 32).flagged == []  # 2.05 pixels / 1.6 < 2
+    assert decide(norms, "k-aware", pixels=32 * 32).flagged == []  # a criterion of the default alone
+    with pytest.raises(ValueError, match="pixels must be the images' H \\* W, at least 1, got 0"):
+        decide(norms, pixels=0)
 
 
 def test_two_labels_are_too_few_for_a_null():

@@ -36,13 +36,18 @@ there are. The decisions here differ in five ways:
   first's (a bigger or fainter sticker) sits in the gap between the flagged labels and the natural ones, where
   neither the size nor the order statistic can call it on its own. It acts only on a model already flagged, so
   it cannot flag a clean one.
+- **tiny triggers** (``"k-aware-ratio"`` given the images' size): a backdoor trained with a trigger of a few
+  pixels can leave every label reachable with a few pixels, so that its target, though the smallest, is no
+  outlier among them. A label whose trigger covers under :data:`TINY_SHARE` of the image's pixels is flagged
+  whatever the others need: no clean model of the benchmark zoo has a natural label under six times that.
 
 ``score`` is higher for more suspicious models: the paper's index for ``"paper"`` and ``"log-mad"``,
 ``-log10(p)`` of the smallest label for ``"k-aware"``, and for ``"k-aware-ratio"`` the largest of its
 criteria, each over its own default: the k-aware score over 3, the halvings from the median to the smallest
 norm over 2 (counted only for the labels of the unusual block) and the favour criterion's ``-log10`` p over 1.3
 (counted only for the labels it tests); a companion's score is its gap above over its gap below, capped at the
-score of the labels it joins; a threshold of 1 is every default.
+score of the labels it joins; a tiny trigger's score is :data:`TINY_SHARE` of the image's pixels over its norm; a
+threshold of 1 is every default.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ __all__ = [
     "RATIO_FLOOR",
     "SMALL_RATIO",
     "STEP_DOWN_RATIO",
+    "TINY_SHARE",
     "Decision",
     "DecisionMethod",
     "decide",
@@ -148,6 +154,12 @@ STEP_DOWN_RATIO = 0.6
 #: alone; the pair is judged together. At :data:`SMALL_RATIO`, every label of a block is under it.
 BLOCK_REACH = 0.4
 
+#: A label whose trigger's mask covers less than this share of the image's pixels (0.2%: two pixels of a 32x32
+#: image) is flagged by size alone (ours, chosen on the tune half of the benchmark zoo's sixteen rounds, where any
+#: share from 0.17% to 0.25% gains the same scans and loses none; the smallest natural label of any of its clean
+#: models needs 1.2% of the pixels, of an infected one 0.18%: docs/detection.md).
+TINY_SHARE = 0.002
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -179,6 +191,7 @@ def decide(
     method: DecisionMethod = "k-aware-ratio",
     threshold: float | None = None,
     gaps: torch.Tensor | None = None,
+    pixels: int | None = None,
 ) -> Decision:
     """Decide which labels are infected from their smallest-trigger norms.
 
@@ -191,6 +204,8 @@ def decide(
         threshold: on ``score``; :data:`DEFAULT_THRESHOLDS` by default.
         gaps: (K,) the labels' clean gaps (:func:`~neuralcleanse.favour.clean_gaps`; NaN where unknown), in the
             order of ``norms``; ``"k-aware-ratio"`` applies its favour criterion only when they are given.
+        pixels: the number of pixels (H * W) of the images the masks cover; ``"k-aware-ratio"`` flags tiny
+            triggers (:data:`TINY_SHARE`) only when it is given.
     """
     if method not in DECISIONS:
         raise ValueError(f"method must be one of {', '.join(DECISIONS)}, got {method!r}")
@@ -207,12 +222,15 @@ def decide(
         return Decision(method, result.flagged, result.model_index, limit, result.indices.tolist())
     if method == "k-aware":
         return _step_down(log_norms, limit)
+    if pixels is not None and pixels < 1:
+        raise ValueError(f"pixels must be the images' H * W, at least 1, got {pixels}")
+    tiny = None if pixels is None else math.log(TINY_SHARE * pixels)
     if gaps is None:
-        return _k_aware_or_small(log_norms, limit)
+        return _k_aware_or_small(log_norms, limit, tiny=tiny)
     gaps = torch.as_tensor(gaps, dtype=torch.float64).flatten()
     if gaps.shape != norms.shape or bool(gaps.isinf().any()) or bool((gaps < 0).any()):
         raise ValueError(f"gaps must be {norms.numel()} values >= 0 (NaN: unknown), one per norm, got {gaps.tolist()}")
-    return _k_aware_or_small(log_norms, limit, gaps.clamp_min(_FLOOR).log())
+    return _k_aware_or_small(log_norms, limit, gaps.clamp_min(_FLOOR).log(), tiny)
 
 
 def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
@@ -235,13 +253,17 @@ def _step_down(log_norms: torch.Tensor, threshold: float) -> Decision:
     return Decision("k-aware", flagged, 0.0 if score is None else score, threshold, per_label)
 
 
-def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch.Tensor | None = None) -> Decision:
+def _k_aware_or_small(
+    log_norms: torch.Tensor, threshold: float, log_gaps: torch.Tensor | None = None, tiny: float | None = None
+) -> Decision:
     """The k-aware step-down at ``threshold`` times its default (over :data:`STEP_DOWN_RATIO` of the median its
     score is capped there, so that it flags no label), joined by the labels flagged by size and, with the clean
     gaps, by favour. Size counts for the labels of the unusual block (:func:`_unusual_block`); among them, a label
     is flagged, from the smallest up, while it lies more than ``threshold * log2(1 / SMALL_RATIO)`` halvings below
-    the median norm (under a quarter of it at threshold 1). Favour (:func:`_favour`) flags a label whose score
-    exceeds ``threshold``; then the flagged labels' companions (:func:`_companions`) join."""
+    the median norm (under a quarter of it at threshold 1); and, given ``tiny`` (the log of the norm of
+    :data:`TINY_SHARE` of the image), a label whose norm is under it by more than a factor ``threshold``. Favour
+    (:func:`_favour`) flags a label whose score exceeds ``threshold``; then the flagged labels' companions
+    (:func:`_companions`) join."""
     k_aware = _step_down(log_norms, threshold * DEFAULT_THRESHOLDS["k-aware"])
     ceiling = float(log_norms.quantile(0.5)) + math.log(STEP_DOWN_RATIO)
     over = {i for i in range(log_norms.numel()) if float(log_norms[i]) >= ceiling}
@@ -254,10 +276,17 @@ def _k_aware_or_small(log_norms: torch.Tensor, threshold: float, log_gaps: torch
         small.append(label)
     counted = set(unusual)
     flagged = [i for i in k_aware.flagged if i not in over] + [i for i in small if i not in k_aware.flagged]
+    tininess = [0.0] * log_norms.numel() if tiny is None else (tiny - log_norms).exp().tolist()
+    flagged += [i for i in log_norms.argsort().tolist() if tininess[i] > threshold and i not in flagged]
     favour = {} if log_gaps is None else _favour(log_norms, log_gaps, set(flagged))
     favour = _below_the_flagged(log_norms, set(flagged), favour, threshold)
     per_label = [
-        max(surprise / DEFAULT_THRESHOLDS["k-aware"], size[i] if i in counted else 0.0, favour.get(i, 0.0))
+        max(
+            surprise / DEFAULT_THRESHOLDS["k-aware"],
+            size[i] if i in counted else 0.0,
+            favour.get(i, 0.0),
+            tininess[i],
+        )
         for i, surprise in enumerate(surprises)
     ]
     flagged += [i for i, score in favour.items() if score > threshold]

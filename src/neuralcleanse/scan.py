@@ -323,7 +323,8 @@ class NeuralCleanse:
         gaps = clean_gaps(clean_outputs, outputs.probabilities)[result.labels]
         profile = self._profile(targets, num_classes)
         decided = discounted(result.norms, profile)  # naturally small labels' norms, read as a clean model's
-        verdict = decide(decided, self.config.decision, self.config.decision_threshold, gaps)
+        pixels = images.shape[-2] * images.shape[-1]
+        verdict = decide(decided, self.config.decision, self.config.decision_threshold, gaps, pixels)
         suspects = [targets[i] for i in verdict.flagged]
         pairs = self._check_pairs(images, labels, suspects, result, generator, outputs.probabilities, clean_outputs)
         natural = {p.label for p in pairs if p.natural}
@@ -349,6 +350,7 @@ class NeuralCleanse:
             self.config.decision_threshold,
             gaps,
             blend_norms=None if blend is None else blend.norms,
+            pixels=pixels,
         )
         if judged and steady < STEADY:
             warnings.append(borderline_warning(steady) + "; scan again with another seed and other clean images")

@@ -44,18 +44,19 @@ def steadiness(
     draws: int = DRAWS,
     seed: int = 0,
     blend_norms: torch.Tensor | None = None,
+    pixels: int | None = None,
 ) -> float:
     """The share of ``draws`` redraws of ``norms`` (each label's log norm moved by normal noise of standard
-    deviation ``noise``) that :func:`~neuralcleanse.decision.decide` (``method``, ``threshold``, ``gaps``) gives
-    the verdict it gives ``norms``, with ``blend_norms`` redrawn and judged beside them when given; the same
-    arguments give the same share."""
+    deviation ``noise``) that :func:`~neuralcleanse.decision.decide` (``method``, ``threshold``, ``gaps``,
+    ``pixels``) gives the verdict it gives ``norms``, with ``blend_norms`` redrawn and judged beside them when
+    given; the same arguments give the same share."""
     if noise < 0 or draws < 1:
         raise ValueError(f"noise must be >= 0 and draws >= 1, got noise={noise} and draws={draws}")
     norms = torch.as_tensor(norms, dtype=torch.float64).flatten()
     blends = None if blend_norms is None else torch.as_tensor(blend_norms, dtype=torch.float64).flatten()
 
     def infected(n: torch.Tensor, b: torch.Tensor | None) -> bool:
-        return bool(decide(n, method, threshold, gaps).flagged) or (b is not None and bool(blend_suspects(b)))
+        return bool(decide(n, method, threshold, gaps, pixels).flagged) or (b is not None and bool(blend_suspects(b)))
 
     verdict = infected(norms, blends)
     generator = torch.Generator().manual_seed(seed)

@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..blends import BLEND_RATIO
-from ..decision import BLOCK_REACH, COMPANION_GAP, COMPANION_RATIO, FAVOUR_RATIO, STEP_DOWN_RATIO
+from ..decision import BLOCK_REACH, COMPANION_GAP, COMPANION_RATIO, FAVOUR_RATIO, STEP_DOWN_RATIO, TINY_SHARE
 from ..preprocess import Preprocessing, as_options
 from ..scan import LabelResult, ScanReport
 from ..stimulation import STIMULATION_RATIO
@@ -119,6 +119,7 @@ def scan_page(
         "companion_gap": COMPANION_GAP,
         "block_reach": BLOCK_REACH,
         "step_down_ratio": STEP_DOWN_RATIO,
+        "tiny_share": TINY_SHARE,
         "blend_searched": any(r.blend_l1 is not None for r in report.labels),
         "blend_flagged": [int(label) for label in report.blend_flagged],
         "blend_only": [int(label) for label in report.blend_flagged if report.by_blend(label)],
