@@ -15,7 +15,8 @@ in benchmarks/results/shipped.json and a rerun scans only what is missing.
 Scans read the norms through their dataset's natural label profile, as the scan job does (``neuralcleanse.profiles``);
 the fourteenth round's rows and the earlier rounds' were scanned before there were profiles. ``--round 13`` scans the
 fifteenth round (zoo_make_recipes.FIFTEENTH), planned and trained after the profiles were fixed, ``--round 14`` the
-sixteenth (SIXTEENTH, scattered pixel triggers).
+sixteenth (SIXTEENTH, scattered pixel triggers), ``--round 15`` the seventeenth (SEVENTEENTH, the tiny-trigger
+criterion's test).
 
     python benchmarks/shipped.py [--models name,...] [--seeds 0,1] [--round N]
     python benchmarks/shipped.py report
@@ -39,7 +40,12 @@ from neuralcleanse.probe import probe_outputs
 
 STEM = "shipped"
 #: The rounds tabulated on their own (zoo_report.round_names), each planned and trained after the default it tests.
-ROUNDS = {12: "fourteenth round", 13: "fifteenth round (profiles)", 14: "sixteenth round (scattered pixels)"}
+ROUNDS = {
+    12: "fourteenth round",
+    13: "fifteenth round (profiles)",
+    14: "sixteenth round (scattered pixels)",
+    15: "seventeenth round (tiny triggers)",
+}
 #: Scans read the norms through their dataset's natural label profile, as the scan job does. The rows of the
 #: fourteenth round and of the earlier rounds were scanned before the profiles existed (their ``profile`` is absent).
 PROFILE = True

@@ -179,7 +179,7 @@ def clean_references(scans: list[dict[str, Any]], half: str) -> dict[str, dict[s
     """Per built-in dataset, the norms of its clean models' scans in ``half``, by model (the rounds before the
     fifteenth)."""
     refs: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
-    later = round_names(13) | round_names(14)  # the rounds planned after the profiles were built: they test them
+    later = round_names(13) | round_names(14) | round_names(15)  # planned after the profiles were built: their test
     for s in scans:
         dataset = task(s)
         if s["model"] in later:
@@ -461,7 +461,8 @@ def round_names(index: int) -> set[str]:
     """The names of one round's recipes: 1 the third (zoo_make_recipes.THIRD), 2 the fourth (FOURTH), 3 the fifth
     (FIFTH), 4 the sixth (SIXTH), 5 the seventh (SEVENTH), 6 the eighth (EIGHTH), 7 the ninth (NINTH), 8 the tenth
     (TENTH), 9 the eleventh (ELEVENTH, at each of its poison rates), 10 the twelfth (TWELFTH), 11 the thirteenth
-    (THIRTEENTH), 12 the fourteenth (FOURTEENTH), 13 the fifteenth (FIFTEENTH), 14 the sixteenth (SIXTEENTH)."""
+    (THIRTEENTH), 12 the fourteenth (FOURTEENTH), 13 the fifteenth (FIFTEENTH), 14 the sixteenth (SIXTEENTH), 15 the
+    seventeenth (SEVENTEENTH)."""
     return {r["name"] for r in zoo_make_recipes.rounds()[index]}
 
 
@@ -839,6 +840,16 @@ def main() -> None:
         "default decision replayed on the mask search's norms, and *without the profile*: the same decision on the "
         "norms as they are.\n\n",
         *profiled_round(scans, cache, 14),
+        "## The seventeenth round: the tiny-trigger criterion, on new models\n",
+        "Models planned before training (zoo_make_recipes.SEVENTEENTH), after the tiny-trigger criterion "
+        "(decision.TINY_SHARE) was chosen on the sixteenth round, nothing changed since: CIFAR-10's batch-norm CNN "
+        "with scattered pixel triggers, the family that prompted it, and clean controls; both halves, two scan seeds "
+        "per model; in every table above and below as well. The default decision replayed on the mask search's "
+        "norms, and *without tiny triggers*: the same decision without that criterion. The scans as shipped are in "
+        "benchmarks/results/shipped.md.\n\n",
+        round_table(scans, cache, 15, "tiny triggers", functools.partial(patch, f"{__name__}.TINY", False)),
+        "\n",
+        round_scans_table(scans, round_names(15)),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
         "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), a blend "
         "over the whole image, or pixels scattered over it. The norm a reversed trigger needs grows with the "
