@@ -155,8 +155,8 @@ STEP_DOWN_RATIO = 0.6
 BLOCK_REACH = 0.4
 
 #: A label whose trigger's mask covers less than this share of the image's pixels (0.2%: two pixels of a 32x32
-#: image) is flagged by size alone (ours, chosen on the tune half of the benchmark zoo's sixteen rounds, where any
-#: share from 0.17% to 0.25% gains the same scans and loses none; the smallest natural label of any of its clean
+#: image) is flagged by size alone (ours, chosen on the tune half of the benchmark zoo's sixteen rounds: the smallest
+#: share that gains a scan, as any up to 0.3% does while losing none; the smallest natural label of any of its clean
 #: models needs 1.2% of the pixels, of an infected one 0.18%: docs/detection.md).
 TINY_SHARE = 0.002
 
