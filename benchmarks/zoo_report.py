@@ -486,14 +486,11 @@ def round_table(
     return markdown_table(header, body)
 
 
-def profiled_round(scans: list[dict[str, Any]], cache: dict[str, Any], index: int) -> list[str]:
-    """A round planned after the natural label profiles: its verdicts with and without them, then its scans."""
-    without = functools.partial(patch, f"{__name__}.PROFILES", False)
-    return [
-        round_table(scans, cache, index, "the profile", without),
-        "\n",
-        round_scans_table(scans, round_names(index)),
-    ]
+def round_tables(scans: list[dict[str, Any]], cache: dict[str, Any], index: int, without: str, flag: str) -> list[str]:
+    """A round planned to test one part of the default: its verdicts with and without it (``flag``, the module
+    switch that turns it off, named ``without``), then its scans."""
+    off = functools.partial(patch, f"{__name__}.{flag}", False)
+    return [round_table(scans, cache, index, without, off), "\n", round_scans_table(scans, round_names(index))]
 
 
 def poison_rate_table(rows: list[dict[str, Any]], names: set[str]) -> str:
@@ -831,7 +828,7 @@ def main() -> None:
         "default decision replayed on the mask search's norms, and *without the profile*: the same decision on "
         "the norms as they are. The scans as shipped (blend search, stimulation, second scan) are in "
         "benchmarks/results/shipped.md.\n\n",
-        *profiled_round(scans, cache, 13),
+        *round_tables(scans, cache, 13, "the profile", "PROFILES"),
         "## The sixteenth round: scattered pixel triggers, on new models\n",
         "Models planned before training (zoo_make_recipes.SIXTEENTH), nothing in the scan changed since the "
         "fifteenth round: a family the zoo had not covered, single pixels of one colour scattered over the whole "
@@ -839,7 +836,7 @@ def main() -> None:
         "clean controls; both halves, two scan seeds per model; in every table above and below as well. The "
         "default decision replayed on the mask search's norms, and *without the profile*: the same decision on the "
         "norms as they are.\n\n",
-        *profiled_round(scans, cache, 14),
+        *round_tables(scans, cache, 14, "the profile", "PROFILES"),
         "## The seventeenth round: the tiny-trigger criterion, on new models\n",
         "Models planned before training (zoo_make_recipes.SEVENTEENTH), after the tiny-trigger criterion "
         "(decision.TINY_SHARE) was chosen on the sixteenth round, nothing changed since: CIFAR-10's batch-norm CNN "
@@ -847,9 +844,7 @@ def main() -> None:
         "per model; in every table above and below as well. The default decision replayed on the mask search's "
         "norms, and *without tiny triggers*: the same decision without that criterion. The scans as shipped are in "
         "benchmarks/results/shipped.md.\n\n",
-        round_table(scans, cache, 15, "tiny triggers", functools.partial(patch, f"{__name__}.TINY", False)),
-        "\n",
-        round_scans_table(scans, round_names(15)),
+        *round_tables(scans, cache, 15, "tiny triggers", "TINY"),
         "## Test half, infected models by the size of their largest trigger (required families)\n",
         "A model's largest trigger: the side of its largest sticker (square, random pattern or Trojan), a blend "
         "over the whole image, or pixels scattered over it. The norm a reversed trigger needs grows with the "
