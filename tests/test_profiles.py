@@ -18,6 +18,7 @@ from neuralcleanse.profiles import (
     builtin_profile,
     discounted,
     profile_from_scans,
+    relative_gaps,
     resolve_profile,
 )
 from neuralcleanse.scan import NeuralCleanse
@@ -59,6 +60,57 @@ def test_a_label_as_small_on_clean_models_is_not_flagged_and_a_real_outlier_stil
     infected = norms.clone()
     infected[6] = 5.0  # a few pixels' trigger where clean models need the median's
     assert decide(discounted(infected, natural)).flagged == [6]
+
+
+def test_a_profile_holds_each_class_s_clean_gap_over_the_median_gap():
+    a = [1.0, 2.0, 4.0]
+    gaps = {"a": [[2.0, 4.0, 4.0], [2.0, 4.0, None]], "b": [[1.0, 2.0, 2.0], [1.0, 0.0, 2.0]]}
+    p = profile_from_scans({"a": [a, a], "b": [a, a]}, "gaps", gaps_by_model=gaps)
+    # Only the scans whose gaps are all known and positive count: one of each model, each [0.5, 1, 1] x its median.
+    assert p.expected_gap_ratios() == pytest.approx([0.5, 1.0, 1.0]) and p.gap_weight == pytest.approx(1.0)
+    assert p.scans == 4 and p.expected_ratios() == pytest.approx([0.5, 1.0, 2.0])
+    assert profile_from_scans({"a": [a]}, "no gaps").expected_gap_ratios() is None
+    with pytest.raises(ProfileError, match="gaps need one per label"):
+        profile_from_scans({"a": [a]}, "short", gaps_by_model={"a": [[1.0, 2.0]]})
+    # A profile file of before the gaps still reads (its gaps are then read as they are); bad gap ratios do not.
+    old = {k: v for k, v in p.to_dict().items() if not k.startswith("gap_")}
+    assert LabelProfile.from_dict(old).gap_log_ratios == ()
+    with pytest.raises(ProfileError, match="gap log ratios must be finite, one per label \\(3\\)"):
+        LabelProfile.from_dict({**p.to_dict(), "gap_log_ratios": [0.0, 1.0]})
+
+
+def test_every_label_s_gap_is_read_over_its_class_s_both_ways():
+    gaps = torch.tensor([4.0, 2.0, 8.0, math.nan], dtype=torch.float64)
+    p = replace(profile([1.0] * 4), gap_log_ratios=tuple(math.log(r) for r in (1.0, 0.5, 2.0, 1.0)), gap_weight=1.0)
+    read = relative_gaps(gaps, p)
+    assert read[:3].tolist() == pytest.approx([4.0, 4.0, 4.0]) and math.isnan(read[3])
+    assert relative_gaps(gaps, replace(p, gap_weight=0.5))[:3].tolist() == pytest.approx([4, 2 * 2**0.5, 8 / 2**0.5])
+    assert relative_gaps(gaps, None) is gaps and relative_gaps(gaps, profile([1.0] * 4)) is gaps
+    with pytest.raises(ProfileError, match="has 4 labels, the scan 3"):
+        relative_gaps(gaps[:3], p)
+
+
+def test_a_class_s_natural_lean_is_not_taken_for_a_backdoor():
+    """A clean CIFAR-10 model of the zoo's test half (cifar10-clean-28, scan seed 1): its airplane needs the
+    smallest trigger (0.36 of the median, read through the norm profile 0.39) and its clean gap lies far below the line the other labels' gaps draw
+    against their norms, which the automobile's gap (largest of any class on every CIFAR-10 model) tilts downhill.
+    Read over what each class leaves on clean models of the task, the airplane's gap is ordinary and nothing is
+    flagged. An infected model's target (cifar10-pixels-04, seed 0) stays flagged, and the bird beside it, the
+    class that lies nearest to the model's choice on every model, no longer joins it."""
+    cifar10 = builtin_profile("cifar10", 10)
+    assert cifar10 is not None and cifar10.gap_log_ratios
+    ratios = cifar10.expected_gap_ratios()
+    assert ratios[1] == max(ratios) and ratios[2] == min(ratios)  # the automobile furthest, the bird nearest
+    clean_norms = torch.tensor([15.62, 22.01, 27.72, 73.74, 63.25, 61.78, 59.76, 34.73, 50.0, 36.45], dtype=torch.float64)
+    clean_gaps = torch.tensor([4.86, 7.323, 3.555, 3.899, 4.047, 4.121, 5.339, 4.717, 6.329, 6.29], dtype=torch.float64)
+    norms = discounted(clean_norms, cifar10)
+    assert decide(norms, gaps=clean_gaps, pixels=1024).flagged == [0]
+    assert decide(norms, gaps=relative_gaps(clean_gaps, cifar10), pixels=1024).flagged == []
+    infected_norms = torch.tensor([6.02, 5.59, 4.07, 17.05, 61.72, 9.76, 25.59, 25.74, 2.27, 11.66], dtype=torch.float64)
+    infected_gaps = torch.tensor([4.62, 6.581, 3.516, 3.818, 4.01, 4.335, 5.301, 4.808, 5.515, 5.988], dtype=torch.float64)
+    norms = discounted(infected_norms, cifar10)
+    assert sorted(decide(norms, gaps=infected_gaps, pixels=1024).flagged) == [2, 8]
+    assert decide(norms, gaps=relative_gaps(infected_gaps, cifar10), pixels=1024).flagged == [8]
 
 
 def test_the_built_in_profiles_fit_their_datasets_and_auto_finds_them(tmp_path):
@@ -119,6 +171,7 @@ def test_the_profile_command_measures_clean_scans_and_scan_uses_the_file(tmp_pat
     written = json.loads(out.read_text())
     assert written["name"] == "templates" and written["models"] == 2 and 0 <= written["weight"] <= 1
     assert len(written["log_ratios"]) == 6 and "2 scans of 2 clean models" in written["source"]
+    assert len(written["gap_log_ratios"]) == 6 and 0 <= written["gap_weight"] <= 1  # from the reports' clean gaps
     assert main(["profile", *scans, "--name", "templates", "--out", str(out)]) == 1  # no --overwrite
     assert main(["profile", scans[0], "--name", "one", "--out", str(tmp_path / "one.json")]) == 1
     assert "2 clean models or more" in capsys.readouterr().err
@@ -128,7 +181,10 @@ def test_the_profile_command_measures_clean_scans_and_scan_uses_the_file(tmp_pat
     report = json.loads((tmp_path / "scan" / "report.json").read_text())
     assert report["flagged"] == [TARGET] and report["profile"]["name"] == "templates"
     assert report["config"]["profile"] == str(out)
-    assert "natural label\nprofile templates (2 clean models" in (tmp_path / "scan" / "report.html").read_text()
+    expected = [math.exp(x) for x in written["gap_log_ratios"]]
+    assert [r["natural_gap_ratio"] for r in report["labels"]] == pytest.approx(expected)
+    html = (tmp_path / "scan" / "report.html").read_text()
+    assert "natural label\nprofile templates (2 clean models" in html and "share of the median gap its class" in html
     capsys.readouterr()
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps(profile([1.0, 0.5, 1.0]).to_dict()))

@@ -35,7 +35,7 @@ from .metrics import outputs_of, predict
 from .outliers import AnomalyResult, anomaly_index
 from .pairs import PairCheck, symmetric_check
 from .probe import ModelOutputs, probe_outputs
-from .profiles import LabelProfile, ProfileError, discounted
+from .profiles import LabelProfile, ProfileError, discounted, relative_gaps
 from .progress import ProgressCallback, report
 from .reverse import ReverseResult, reverse_engineer
 from .steadiness import STEADY, steadiness
@@ -109,6 +109,9 @@ class LabelResult:
     #: the share of the median norm the natural label profile expects of the label on a clean model (profiles.py);
     #: the decision read the norm divided by it (to the profile's weight) where it is under 1
     natural_ratio: float | None = None
+    #: the share of the median clean gap the profile expects of the label on a clean model; the decision read the
+    #: clean gap divided by it (to the profile's gap weight)
+    natural_gap_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -323,8 +326,9 @@ class NeuralCleanse:
         gaps = clean_gaps(clean_outputs, outputs.probabilities)[result.labels]
         profile = self._profile(targets, num_classes)
         decided = discounted(result.norms, profile)  # naturally small labels' norms, read as a clean model's
+        leaning = relative_gaps(gaps, profile)  # each label's gap over its class's on clean models of the task
         pixels = images.shape[-2] * images.shape[-1]
-        verdict = decide(decided, self.config.decision, self.config.decision_threshold, gaps, pixels)
+        verdict = decide(decided, self.config.decision, self.config.decision_threshold, leaning, pixels)
         suspects = [targets[i] for i in verdict.flagged]
         pairs = self._check_pairs(images, labels, suspects, result, generator, outputs.probabilities, clean_outputs)
         natural = {p.label for p in pairs if p.natural}
@@ -348,7 +352,7 @@ class NeuralCleanse:
             decided,
             self.config.decision,
             self.config.decision_threshold,
-            gaps,
+            leaning,
             blend_norms=None if blend is None else blend.norms,
             pixels=pixels,
         )
@@ -394,7 +398,12 @@ class NeuralCleanse:
             raise ProfileError(
                 f"the profile {self.profile.name!r} has {self.profile.num_labels} labels, the model {num_classes}"
             )
-        return replace(self.profile, log_ratios=tuple(self.profile.log_ratios[t] for t in targets))
+        gaps = self.profile.gap_log_ratios
+        return replace(
+            self.profile,
+            log_ratios=tuple(self.profile.log_ratios[t] for t in targets),
+            gap_log_ratios=tuple(gaps[t] for t in targets) if gaps else (),
+        )
 
     def _check_pairs(
         self,
@@ -579,6 +588,7 @@ def _label_rows(
             None if blend is None else float(blend.norms[i]),
             None if stimulation is None else stimulation.ratios[t],
             None if profile is None else profile.expected_ratios()[i],
+            None if profile is None or not profile.gap_log_ratios else profile.expected_gap_ratios()[i],
         )
         for i, (t, share) in enumerate(zip(result.labels.tolist(), compactness(result.masks), strict=True))
     ]
