@@ -1,13 +1,13 @@
 """Natural label profiles (``neuralcleanse.profiles``): the built-in ones, and what they change in the zoo's verdicts.
 
-Builds the profile of MNIST, CIFAR-10 and GTSRB from the clean models of the zoo's tune half (the stored scans of
-zoo_scans.json, default arithmetic, both scan seeds) and writes those of MIN_MODELS models or more into the package
-(``src/neuralcleanse/profile_data``; GTSRB's is measured on too few). Then replays every stored scan of the zoo's
-required families with the default decision and the cached symmetric checks (as zoo_report.py does), once on the raw
-norms and once on the norms discounted by the profile, and with a second scan where the verdict is borderline (the
-model's other stored seed, as second_scan.py replays it). A clean tune-half model is judged with the profile of the
-other clean models (leave one model out); the test half, with the built-in profile, which none of its models helped to
-measure.
+Builds the profile (norms and clean gaps) of MNIST, CIFAR-10 and GTSRB from the clean models of the zoo's tune half
+(the stored scans of zoo_scans.json, default arithmetic, both scan seeds) and writes those of MIN_MODELS models or
+more into the package (``src/neuralcleanse/profile_data``; GTSRB's is measured on too few). Then replays every stored
+scan of the zoo's required families with the default decision and the cached symmetric checks (as zoo_report.py
+does), once on the raw norms and gaps and once read through the profile (naturally small labels' norms discounted,
+every gap read over its class's), and with a second scan where the verdict is borderline (the model's other stored
+seed, as second_scan.py replays it). A clean tune-half model is judged with the profile of the other clean models
+(leave one model out); the test half, with the built-in profile, which none of its models helped to measure.
 
     python benchmarks/profiles.py
     python benchmarks/profiles.py report
@@ -27,7 +27,7 @@ from common import ROOT, markdown_table, read_results, rewrite_report, write_res
 
 from neuralcleanse import ScanConfig
 from neuralcleanse.decision import decide
-from neuralcleanse.profiles import LabelProfile, discounted, profile_from_scans
+from neuralcleanse.profiles import LabelProfile, discounted, profile_from_scans, relative_gaps
 from neuralcleanse.steadiness import STEADY, steadiness
 
 STEM = "profiles"
@@ -46,8 +46,9 @@ def build(scans: list[Scan]) -> dict[str, LabelProfile]:
     """The tune half's profiles; those of MIN_MODELS clean models or more are written into the package (the
     others' files removed)."""
     profiles = {}
+    gaps = zoo_report.clean_references(scans, "tune", "gaps")
     for dataset, by_model in sorted(zoo_report.clean_references(scans, "tune").items()):
-        profiles[dataset] = profile_from_scans(by_model, dataset, SOURCE)
+        profiles[dataset] = profile_from_scans(by_model, dataset, SOURCE, gaps.get(dataset))
         path = PROFILE_DIR / f"{dataset}.json"
         if profiles[dataset].models >= MIN_MODELS:
             path.write_text(json.dumps(profiles[dataset].to_dict(), indent=1) + "\n")
@@ -67,15 +68,17 @@ def correlations(profile: LabelProfile, by_model: dict[str, list[list[float]]]) 
 
 
 def verdict(scan: Scan, cache: dict[str, Any], profile: LabelProfile | None) -> tuple[list[int], float, bool]:
-    """(flagged, steadiness, complete): the default decision on the scan's norms discounted by ``profile``, then
+    """(flagged, steadiness, complete): the default decision on the scan's norms discounted by ``profile`` (and its
+    clean gaps read over the profile's), then
     the cached symmetric checks; ``complete`` is false when a flagged label has no cached check (it stays
     flagged)."""
     config = ScanConfig()
     norms = discounted(torch.tensor(scan["norms"], dtype=torch.float64), profile)
-    gaps = torch.tensor([math.nan if g is None else g for g in scan["gaps"]])
-    d = decide(norms, config.decision, config.decision_threshold, gaps)
+    gaps = relative_gaps(torch.tensor([math.nan if g is None else g for g in scan["gaps"]]), profile)
+    pixels = zoo_report.pixels(scan)
+    d = decide(norms, config.decision, config.decision_threshold, gaps, pixels)
     flagged, complete = zoo_report.checked(scan, cache, d.flagged)
-    return flagged, steadiness(norms, config.decision, config.decision_threshold, gaps), complete
+    return flagged, steadiness(norms, config.decision, config.decision_threshold, gaps, pixels=pixels), complete
 
 
 def measure() -> list[Scan]:
@@ -113,6 +116,9 @@ def measure() -> list[Scan]:
         dataset: {
             "shipped": p.models >= MIN_MODELS,
             "weight": p.weight,
+            "ratios": p.expected_ratios(),
+            "gap_weight": p.gap_weight,
+            "gap_ratios": p.expected_gap_ratios(),
             "models": p.models,
             "scans": p.scans,
             "tune": statistics.median(_loo_correlations(tune[dataset])),
@@ -183,9 +189,26 @@ def table(stored: list[Scan]) -> str:
                 for d, s in sorted(stats.items())
             ],
         ),
+        "\n## Per label: expected share of the median norm and of the median clean gap\n",
+        "The mean over the reference scans of each label's norm over the scan's median norm (what a naturally small "
+        "label's norm is divided by) and of its clean gap over the median gap (what every label's gap is divided by, "
+        "to the gap weight; scans with a gap unknown or 0, as a softmax leaves them, are left out of the gaps).\n",
+        *[
+            markdown_table(
+                ["dataset", "", *map(str, range(len(s["ratios"])))],
+                [
+                    [d, "norm", *(f"{x:.2f}" for x in s["ratios"])],
+                    [d, f"gap (weight {s['gap_weight']:.2f})", *(f"{x:.2f}" for x in s["gap_ratios"] or ())],
+                ],
+            )
+            + "\n"
+            for d, s in sorted(stats.items())
+            if "ratios" in s and len(s["ratios"]) <= 10
+        ],
         "\n## The default decision with and without the profile (required families)\n",
         "Stored scans replayed: the default decision, then the cached symmetric checks. *raw*: the norms as they are "
-        "(the zoo's figures); *profile*: discounted by the dataset's profile. *+ second scan*: where the verdict is "
+        "(the zoo's figures); *profile*: discounted by the dataset's profile, the clean gaps read over its gap "
+        "ratios. *+ second scan*: where the verdict is "
         "borderline, the labels the model's other seed flags join (second_scan.md's replay). Exact: infected scans "
         "flagging exactly their targets; clean: clean scans flagging anything. *unchecked*: scans with a flagged "
         "label no cached symmetric check covers (it stays flagged). The 100- and 1000-label tasks have no profile "

@@ -92,22 +92,22 @@ def test_every_label_s_gap_is_read_over_its_class_s_both_ways():
 
 def test_a_class_s_natural_lean_is_not_taken_for_a_backdoor():
     """A clean CIFAR-10 model of the zoo's test half (cifar10-clean-28, scan seed 1): its airplane needs the
-    smallest trigger (0.36 of the median, read through the norm profile 0.39) and its clean gap lies far below the line the other labels' gaps draw
-    against their norms, which the automobile's gap (largest of any class on every CIFAR-10 model) tilts downhill.
-    Read over what each class leaves on clean models of the task, the airplane's gap is ordinary and nothing is
-    flagged. An infected model's target (cifar10-pixels-04, seed 0) stays flagged, and the bird beside it, the
-    class that lies nearest to the model's choice on every model, no longer joins it."""
+    smallest trigger (0.36 of the median, read through the norm profile 0.39) and its clean gap lies far below the
+    line the other labels' gaps draw against their norms, which the automobile's gap (largest of any class on every
+    CIFAR-10 model) tilts downhill. Read over what each class leaves on clean models of the task, the airplane's gap
+    is ordinary and nothing is flagged. An infected model's target (cifar10-pixels-04, seed 0) stays flagged, and
+    the bird beside it, the class that lies nearest to the model's choice on every model, no longer joins it."""
     cifar10 = builtin_profile("cifar10", 10)
     assert cifar10 is not None and cifar10.gap_log_ratios
     ratios = cifar10.expected_gap_ratios()
     assert ratios[1] == max(ratios) and ratios[2] == min(ratios)  # the automobile furthest, the bird nearest
-    clean_norms = torch.tensor([15.62, 22.01, 27.72, 73.74, 63.25, 61.78, 59.76, 34.73, 50.0, 36.45], dtype=torch.float64)
-    clean_gaps = torch.tensor([4.86, 7.323, 3.555, 3.899, 4.047, 4.121, 5.339, 4.717, 6.329, 6.29], dtype=torch.float64)
+    clean_norms = torch.tensor([15.62, 22.01, 27.72, 73.74, 63.25, 61.78, 59.76, 34.73, 50.0, 36.45]).double()
+    clean_gaps = torch.tensor([4.86, 7.323, 3.555, 3.899, 4.047, 4.121, 5.339, 4.717, 6.329, 6.29]).double()
     norms = discounted(clean_norms, cifar10)
     assert decide(norms, gaps=clean_gaps, pixels=1024).flagged == [0]
     assert decide(norms, gaps=relative_gaps(clean_gaps, cifar10), pixels=1024).flagged == []
-    infected_norms = torch.tensor([6.02, 5.59, 4.07, 17.05, 61.72, 9.76, 25.59, 25.74, 2.27, 11.66], dtype=torch.float64)
-    infected_gaps = torch.tensor([4.62, 6.581, 3.516, 3.818, 4.01, 4.335, 5.301, 4.808, 5.515, 5.988], dtype=torch.float64)
+    infected_norms = torch.tensor([6.02, 5.59, 4.07, 17.05, 61.72, 9.76, 25.59, 25.74, 2.27, 11.66]).double()
+    infected_gaps = torch.tensor([4.62, 6.581, 3.516, 3.818, 4.01, 4.335, 5.301, 4.808, 5.515, 5.988]).double()
     norms = discounted(infected_norms, cifar10)
     assert sorted(decide(norms, gaps=infected_gaps, pixels=1024).flagged) == [2, 8]
     assert decide(norms, gaps=relative_gaps(infected_gaps, cifar10), pixels=1024).flagged == [8]
