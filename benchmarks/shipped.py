@@ -16,7 +16,7 @@ Scans read the norms through their dataset's natural label profile, as the scan 
 the fourteenth round's rows and the earlier rounds' were scanned before there were profiles. ``--round 13`` scans the
 fifteenth round (zoo_make_recipes.FIFTEENTH), planned and trained after the profiles were fixed, ``--round 14`` the
 sixteenth (SIXTEENTH, scattered pixel triggers), ``--round 15`` the seventeenth (SEVENTEENTH, the tiny-trigger
-criterion's test).
+criterion's test), ``--round 16`` the eighteenth (EIGHTEENTH, the test of the clean gaps read over their class's).
 
     python benchmarks/shipped.py [--models name,...] [--seeds 0,1] [--round N]
     python benchmarks/shipped.py report
@@ -45,6 +45,7 @@ ROUNDS = {
     13: "fifteenth round (profiles)",
     14: "sixteenth round (scattered pixels)",
     15: "seventeenth round (tiny triggers)",
+    16: "eighteenth round (gap profiles)",
 }
 #: Scans read the norms through their dataset's natural label profile, as the scan job does. The rows of the
 #: fourteenth round and of the earlier rounds were scanned before the profiles existed (their ``profile`` is absent).
