@@ -138,7 +138,8 @@ def profile_from_scans(
         raise ProfileError(f"a profile needs scans over one number of labels, got label counts {sorted(sizes)}")
     every = [v for scans in vectors.values() for v in scans]
     known = {
-        m: [g for g in scans if all(x is not None and x > 0 for x in g)] for m, scans in (gaps_by_model or {}).items()
+        m: [[float(x) for x in g if x is not None] for g in scans if all(x is not None and x > 0 for x in g)]
+        for m, scans in (gaps_by_model or {}).items()
     }
     gaps = _vectors(known)
     if any(len(v) not in sizes for scans in gaps.values() for v in scans):

@@ -573,6 +573,8 @@ def _label_rows(
     profile: LabelProfile | None,
 ) -> list[LabelResult]:
     """One :class:`LabelResult` per label searched, in the search's order."""
+    natural = None if profile is None else profile.expected_ratios()
+    natural_gaps = None if profile is None else profile.expected_gap_ratios()
     return [
         LabelResult(
             int(t),
@@ -587,8 +589,8 @@ def _label_rows(
             float(share),
             None if blend is None else float(blend.norms[i]),
             None if stimulation is None else stimulation.ratios[t],
-            None if profile is None else profile.expected_ratios()[i],
-            None if profile is None or not profile.gap_log_ratios else profile.expected_gap_ratios()[i],
+            None if natural is None else natural[i],
+            None if natural_gaps is None else natural_gaps[i],
         )
         for i, (t, share) in enumerate(zip(result.labels.tolist(), compactness(result.masks), strict=True))
     ]
