@@ -21,13 +21,12 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-import torch
 import zoo_report
 from common import ROOT, markdown_table, read_results, rewrite_report, write_results
 
 from neuralcleanse import ScanConfig
 from neuralcleanse.decision import decide
-from neuralcleanse.profiles import LabelProfile, discounted, profile_from_scans, relative_gaps
+from neuralcleanse.profiles import LabelProfile, profile_from_scans
 from neuralcleanse.steadiness import STEADY, steadiness
 
 STEM = "profiles"
@@ -68,14 +67,11 @@ def correlations(profile: LabelProfile, by_model: dict[str, list[list[float]]]) 
 
 
 def verdict(scan: Scan, cache: dict[str, Any], profile: LabelProfile | None) -> tuple[list[int], float, bool]:
-    """(flagged, steadiness, complete): the default decision on the scan's norms discounted by ``profile`` (and its
-    clean gaps read over the profile's), then
-    the cached symmetric checks; ``complete`` is false when a flagged label has no cached check (it stays
-    flagged)."""
+    """(flagged, steadiness, complete): the default decision on what the zoo's report reads of the scan through
+    ``profile`` (``zoo_report.decision_inputs``), then the cached symmetric checks; ``complete`` is false when a
+    flagged label has no cached check (it stays flagged)."""
     config = ScanConfig()
-    norms = discounted(torch.tensor(scan["norms"], dtype=torch.float64), profile)
-    gaps = relative_gaps(torch.tensor([math.nan if g is None else g for g in scan["gaps"]]), profile)
-    pixels = zoo_report.pixels(scan)
+    norms, gaps, pixels = zoo_report.decision_inputs(scan, profile)
     d = decide(norms, config.decision, config.decision_threshold, gaps, pixels)
     flagged, complete = zoo_report.checked(scan, cache, d.flagged)
     return flagged, steadiness(norms, config.decision, config.decision_threshold, gaps, pixels=pixels), complete

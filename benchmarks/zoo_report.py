@@ -158,17 +158,24 @@ def checked(
 
 
 def scan_decision(row: dict[str, Any], method: str, threshold: float) -> decision.Decision:
-    """``decide`` on the row's norms, with its clean gaps when the row has them (and GAPS is on) and its images'
-    size (while TINY is on); the default decision reads the norms (and, while GAP_PROFILES is on, the clean gaps)
-    through the row's natural label profile (:func:`profile_of`, while PROFILES is on), as the scan does."""
+    """``decide`` on what :func:`decision_inputs` reads of the row's scan; the default decision reads it through the
+    row's natural label profile (:func:`profile_of`, while PROFILES is on), as the scan does."""
+    profile = profile_of(row) if PROFILES and method == DECISION else None
+    norms, gaps, size = decision_inputs(row, profile)
+    return decide(norms, method, threshold, gaps, size)  # type: ignore[arg-type]
+
+
+def decision_inputs(
+    row: dict[str, Any], profile: LabelProfile | None
+) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+    """(norms, gaps, pixels): the row's norms discounted by ``profile``; its clean gaps, when the row has them and
+    GAPS is on, read over the profile's (while GAP_PROFILES is on); and its images' size, while TINY is on.
+    ``profile`` None: the norms and gaps as they are."""
     gaps = torch.tensor([math.nan if g is None else g for g in row["gaps"]]) if GAPS and "gaps" in row else None
-    norms = torch.tensor(row["norms"], dtype=torch.float64)
-    if PROFILES and method == DECISION:
-        profile = profile_of(row)
-        norms = discounted(norms, profile)
-        if gaps is not None and GAP_PROFILES:
-            gaps = relative_gaps(gaps, _gap_form(profile))
-    return decide(norms, method, threshold, gaps, pixels(row) if TINY else None)  # type: ignore[arg-type]
+    norms = discounted(torch.tensor(row["norms"], dtype=torch.float64), profile)
+    if gaps is not None and GAP_PROFILES:
+        gaps = relative_gaps(gaps, _gap_form(profile))
+    return norms, gaps, pixels(row) if TINY else None
 
 
 def _gap_form(profile: LabelProfile | None) -> LabelProfile | None:
