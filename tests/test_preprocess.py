@@ -182,3 +182,10 @@ def test_log_probabilities_agree_for_logits_and_probabilities():
     torch.testing.assert_close(from_probabilities, expected)
     zero = log_probabilities(torch.tensor([[1.0, 0.0]]), outputs_probabilities=True)
     assert torch.isfinite(zero).all()  # a probability of exactly 0 gives a large negative number, not -inf
+
+
+def test_log_probabilities_keep_the_gradient_of_a_label_far_below_the_top():
+    logits = torch.tensor([[0.0, -45.0]], requires_grad=True)  # the second label's probability: e^-45, about 3e-20
+    log_probabilities(torch.softmax(logits, 1), outputs_probabilities=True)[0, 1].backward()
+    assert logits.grad is not None
+    torch.testing.assert_close(logits.grad, torch.tensor([[-1.0, 1.0]]), atol=1e-6, rtol=0)  # d log p1 / dz = 1 - p

@@ -119,6 +119,27 @@ def test_probability_outputs_are_detected_and_scanned(data):
     assert report.outputs_probabilities and report.flagged == [TARGET]
 
 
+class Confident(torch.nn.Module):
+    """``inner``'s logits times ``scale``: the same decisions, made with a network's usual confidence."""
+
+    def __init__(self, inner: torch.nn.Module, scale: float) -> None:
+        super().__init__()
+        self.inner, self.scale = inner, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.scale
+
+
+def test_a_confident_softmax_model_is_searched_from_far_below_the_top(data):
+    # On the noisy images a search starts from, the confident model gives its target a probability of 1e-13 to
+    # 1e-30: the search must still reach it
+    images, labels = data
+    model = torch.nn.Sequential(Confident(TemplateNet(True), 8.0), torch.nn.Softmax(dim=1))
+    report = NeuralCleanse(model).scan(images, labels, seed=0)
+    assert report.outputs_probabilities and report.flagged == [TARGET]
+    assert all(row.found for row in report.labels)
+
+
 def test_same_seed_same_report(data):
     images, labels = data
     cfg = ReverseConfig(max_epochs=5, steps_per_epoch=2, batch_size=8)

@@ -246,13 +246,16 @@ def is_probabilities(outputs: torch.Tensor, atol: float = 1e-3) -> bool:
 
 def log_probabilities(outputs: torch.Tensor, outputs_probabilities: bool) -> torch.Tensor:
     """Log-probabilities from a model's outputs: ``log_softmax`` of logits, or the log of probabilities
-    (clamped away from 0) when the model already ends in a softmax, so that no second softmax flattens the
-    loss.
+    when the model already ends in a softmax, so that no second softmax flattens the loss.
+
+    Probabilities are clamped at the smallest normal number of their dtype, so that log(0) stays finite while
+    every probability the dtype holds keeps its gradient: a confident network ends far below 1e-12 for every
+    label but one on the noisy images a trigger search starts from (float32 holds labels up to about e^-87
+    below the top one), and a clamp any higher would leave the search for such a label without a gradient.
 
     Shape:
         - outputs: ``(N, K)``; returns ``(N, K)``.
     """
     if outputs_probabilities:
-        floor = max(1e-12, torch.finfo(outputs.dtype).tiny)  # log(0) stays finite, far below real values
-        return outputs.clamp_min(floor).log()
+        return outputs.clamp_min(torch.finfo(outputs.dtype).tiny).log()
     return torch.log_softmax(outputs, dim=-1)
