@@ -140,6 +140,17 @@ def test_a_confident_softmax_model_is_searched_from_far_below_the_top(data):
     assert all(row.found for row in report.labels)
 
 
+def test_a_softmax_model_that_rounds_labels_to_zero_is_scanned_in_float64(data):
+    # Twenty times the template net's logits: float32 rounds every label but one to 0 on the noisy images a search
+    # starts from, and no clamp brings their gradient back
+    images, labels = data
+    model = torch.nn.Sequential(Confident(TemplateNet(True), 20.0), torch.nn.Softmax(dim=1))
+    report = NeuralCleanse(model).scan(images, labels, seed=0)
+    assert report.outputs_probabilities and report.flagged == [TARGET]
+    assert all(row.found for row in report.labels)
+    assert report.config["compute_dtype"] == "float64" and "float64" in report.warnings[-1]
+
+
 def test_same_seed_same_report(data):
     images, labels = data
     cfg = ReverseConfig(max_epochs=5, steps_per_epoch=2, batch_size=8)

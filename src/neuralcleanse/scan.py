@@ -38,6 +38,7 @@ from .probe import ModelOutputs, probe_outputs
 from .profiles import LabelProfile, ProfileError, discounted, relative_gaps
 from .progress import ProgressCallback, report
 from .reverse import ReverseResult, reverse_engineer
+from .saturation import Float64LogProbabilities, saturates
 from .steadiness import STEADY, steadiness
 from .stimulation import Stimulation, scan_stimulation, stimulation_suspects
 from .triggers import Trigger
@@ -303,6 +304,8 @@ class NeuralCleanse:
         start = time.perf_counter()
         _check_images(images)
         outputs = self.outputs or probe_outputs(self.model, images[:32].to(model_device(self.model)))
+        if outputs.probabilities and saturates(self.model, images.to(model_device(self.model)), seed or 0):
+            return self._scan_in_float64(images, labels, targets, seed, outputs)
         num_classes = outputs.num_outputs
         if labels is not None:
             report(self.progress, "check", 0, 1)
@@ -388,6 +391,34 @@ class NeuralCleanse:
             stimulation_flagged=stimulation_flagged,
             stimulation_layer=None if stimulation is None else stimulation.layer,
             profile=profile,
+        )
+
+    def _scan_in_float64(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        targets: list[int] | None,
+        seed: int | None,
+        outputs: ModelOutputs,
+    ) -> ScanReport:
+        """The scan of the model read as float64 log-probabilities (:class:`~neuralcleanse.saturation.
+        Float64LogProbabilities`), reported as this model's: its softmax rounds some label to 0 where a search
+        starts (:func:`~neuralcleanse.saturation.saturates`)."""
+        model = Float64LogProbabilities(self.model)
+        logits = replace(outputs, probabilities=False)
+        scanner = NeuralCleanse(
+            model, self.config, outputs=logits, progress=self.progress, search=self.search, profile=self.profile
+        )
+        result = scanner.scan(images, labels, targets, seed)
+        note = (
+            "the model's softmax rounds some labels' probabilities to 0 on the noisy images a trigger search starts "
+            "from, so it was scanned in float64 (the log of its outputs read as logits), several times slower"
+        )
+        return replace(
+            result,
+            outputs_probabilities=True,
+            config={**result.config, "compute_dtype": "float64"},
+            warnings=[*result.warnings, note],
         )
 
     def _profile(self, targets: list[int], num_classes: int) -> LabelProfile | None:

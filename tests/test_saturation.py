@@ -1,0 +1,37 @@
+"""Softmax models confident enough to round labels to 0 where a trigger search starts (hand-built, see _tiny.py)."""
+
+import torch
+from _tiny import TemplateNet, clean_images
+
+from neuralcleanse.saturation import Float64LogProbabilities, saturates
+
+
+class Confident(torch.nn.Module):
+    """``inner``'s logits times ``scale``, then a softmax: the same decisions, made with more confidence."""
+
+    def __init__(self, inner: torch.nn.Module, scale: float) -> None:
+        super().__init__()
+        self.inner, self.scale = inner, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.inner(x) * self.scale, dim=1)
+
+
+def test_a_softmax_that_rounds_a_label_to_zero_on_noisy_images_saturates():
+    images, _ = clean_images(per_label=20)
+    assert not saturates(Confident(TemplateNet(True), 1.0), images)
+    assert not saturates(Confident(TemplateNet(True), 8.0), images)  # far below 1e-12, still above float32's floor
+    assert saturates(Confident(TemplateNet(True), 20.0), images)
+
+
+def test_float64_log_probabilities_keep_what_float32_rounds_to_zero():
+    images, _ = clean_images(per_label=2)
+    model = Confident(TemplateNet(True), 40.0)
+    x = images[:4].clone().requires_grad_(True)
+    assert bool((model(x) == 0).any())  # float32 loses some labels entirely
+    log_p = Float64LogProbabilities(model)(x)
+    assert log_p.dtype == torch.float32 and bool(torch.isfinite(log_p).all())
+    expected = torch.log_softmax(TemplateNet(True)(images[:4]).double() * 40.0, dim=1).float()
+    torch.testing.assert_close(log_p, expected, atol=1e-3, rtol=1e-5)
+    log_p[:, 1].sum().backward()  # a label hundreds of nats below the top still moves the input
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
