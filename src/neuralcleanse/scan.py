@@ -403,12 +403,11 @@ class NeuralCleanse:
     ) -> ScanReport:
         """The scan of the model read as float64 log-probabilities (:class:`~neuralcleanse.saturation.
         Float64LogProbabilities`), reported as this model's: its softmax rounds some label to 0 where a search
-        starts (:func:`~neuralcleanse.saturation.saturates`)."""
+        starts (:func:`~neuralcleanse.saturation.saturates`). Its searches run in this process: workers that load
+        the model from its file (:class:`~neuralcleanse.sharding.RayShards`) would search it unwrapped."""
         model = Float64LogProbabilities(self.model)
         logits = replace(outputs, probabilities=False)
-        scanner = NeuralCleanse(
-            model, self.config, outputs=logits, progress=self.progress, search=self.search, profile=self.profile
-        )
+        scanner = NeuralCleanse(model, self.config, outputs=logits, progress=self.progress, profile=self.profile)
         result = scanner.scan(images, labels, targets, seed)
         note = (
             "the model's softmax rounds some labels' probabilities to 0 on the noisy images a trigger search starts "
