@@ -1,32 +1,22 @@
 """Softmax models confident enough to round labels to 0 where a trigger search starts (hand-built, see _tiny.py)."""
 
 import torch
-from _tiny import TemplateNet, clean_images
+from _tiny import ConfidentSoftmax, TemplateNet, clean_images
 
 from neuralcleanse.saturation import Float64LogProbabilities, saturates
 
 
-class Confident(torch.nn.Module):
-    """``inner``'s logits times ``scale``, then a softmax: the same decisions, made with more confidence."""
-
-    def __init__(self, inner: torch.nn.Module, scale: float) -> None:
-        super().__init__()
-        self.inner, self.scale = inner, scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.inner(x) * self.scale, dim=1)
-
-
 def test_a_softmax_that_rounds_a_label_to_zero_on_noisy_images_saturates():
     images, _ = clean_images(per_label=20)
-    assert not saturates(Confident(TemplateNet(True), 1.0), images)
-    assert not saturates(Confident(TemplateNet(True), 8.0), images)  # far below 1e-12, still above float32's floor
-    assert saturates(Confident(TemplateNet(True), 20.0), images)
+    assert not saturates(ConfidentSoftmax(TemplateNet(True), 1.0), images)
+    # times 8: labels far below 1e-12 on noisy images, still above float32's floor
+    assert not saturates(ConfidentSoftmax(TemplateNet(True), 8.0), images)
+    assert saturates(ConfidentSoftmax(TemplateNet(True), 20.0), images)
 
 
 def test_float64_log_probabilities_keep_what_float32_rounds_to_zero():
     images, _ = clean_images(per_label=2)
-    model = Confident(TemplateNet(True), 40.0)
+    model = ConfidentSoftmax(TemplateNet(True), 40.0)
     x = images[:4].clone().requires_grad_(True)
     assert bool((model(x) == 0).any())  # float32 loses some labels entirely
     log_p = Float64LogProbabilities(model)(x)
