@@ -659,6 +659,28 @@ SECTIONS["more_searches"] = Section(
     ],
 )
 
+SECTIONS["softmax_search"] = Section(
+    "The search on models that end in a softmax: the clamp before the log",
+    "The zoo's MNIST models whose network ends in a softmax (retrained from their recipes where not on disk), "
+    "scanned with the default ScanConfig and MNIST's profile, their probabilities clamped at 1e-12 before the log "
+    "(the scan before) and at the dtype's smallest normal number (the default), side by side. *Unreached*: labels "
+    "whose search never reached the attack-success threshold. benchmarks/results/softmax_search.md has the counts "
+    '(docs/how-it-works.md, "The search for one label").',
+    "python benchmarks/softmax_search.py [--only NAME,...] [--seeds 0,1]",
+    [
+        ("model", lambda r: r["model"]),
+        ("arch", lambda r: r["arch"]),
+        ("half", lambda r: r["half"]),
+        ("seed", lambda r: r["seed"]),
+        ("clamp", lambda r: r["clamp"]),
+        ("targets", lambda r: str(r["targets"])),
+        ("flagged", lambda r: str(r["flagged"])),
+        ("unreached", lambda r: str(r["unreached"])),
+        ("right", lambda r: "yes" if r["correct"] else "no"),
+        ("seconds", lambda r: num(r["seconds"])),
+    ],
+)
+
 SECTIONS["true_start"] = Section(
     "Searches from the true trigger beside the default's",
     "Each target of the zoo's patch, pixel, random-pattern and several-target models on disk: its norm over the "

@@ -1,0 +1,198 @@
+"""The trigger search on models that end in a softmax: their probabilities clamped at 1e-12 (the scan before) against
+the clamp at the dtype's smallest normal number (the default), side by side on the same models and machine.
+
+    python benchmarks/softmax_search.py [--only NAME,...] [--seeds 0,1] [--threads 1]
+    python benchmarks/softmax_search.py report
+
+A confident network sends the noisy images a search starts from (masks drawn uniform on [0, 1]) to one label and
+leaves the others far below 1e-12; clamped there, the search for such a label has no gradient and may never start
+(``neuralcleanse.preprocess.log_probabilities``). Every MNIST model of the zoo that ends in a softmax (trained first
+when not on disk: a retraining of its recipe), scanned as zoo.py scans (the default ``ScanConfig``, MNIST's built-in
+profile) once per clamp, on the zoo's clean sample of each seed. Per scan: the labels whose search never reached the
+attack-success threshold, the labels flagged, whether exactly the targets, the time. ``report`` rewrites the tables
+from the stored rows. Writes benchmarks/results/softmax_search.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from unittest.mock import patch
+
+import torch
+import zoo
+from common import machine, markdown_table, read_results, replace_rows, rewrite_report
+
+from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, load_model
+from neuralcleanse.preprocess import log_probabilities
+
+RESULTS_FILE = "softmax_search"
+
+
+def clamped_at_1e12(outputs: torch.Tensor, outputs_probabilities: bool) -> torch.Tensor:
+    """``log_probabilities`` as the scan had it: probabilities clamped at 1e-12 (or the dtype's smallest normal
+    number, where that is larger)."""
+    if outputs_probabilities:
+        return outputs.clamp_min(max(1e-12, torch.finfo(outputs.dtype).tiny)).log()
+    return torch.log_softmax(outputs, dim=-1)
+
+
+CLAMPS: dict[str, Callable[[torch.Tensor, bool], torch.Tensor]] = {
+    "1e-12 (before)": clamped_at_1e12,
+    "smallest normal (default)": log_probabilities,
+}
+
+
+def models() -> list[str]:
+    """The zoo's MNIST recipes whose network ends in a softmax, in recipe order."""
+    return [r["name"] for r in zoo.recipes() if r["dataset"] == "mnist" and r["arch"].endswith("-softmax")]
+
+
+def scan_row(name: str, seed: int, clamp: str) -> dict[str, Any]:
+    recipe = zoo.recipe(name)
+    loaded = load_model(zoo.model_path(name))
+    clean = zoo.scan_images(recipe, seed)
+    config = ScanConfig(min_clean_accuracy=None)  # as zoo.py scans
+    start = time.perf_counter()
+    with patch("neuralcleanse.reverse.log_probabilities", CLAMPS[clamp]):
+        scanner = NeuralCleanse(loaded.model, config, profile=builtin_profile("mnist", 10))
+        report = scanner.scan(clean.images, clean.labels, seed=seed)
+    targets = zoo.scan_targets(recipe, len(report.labels))
+    return {
+        "model": name,
+        **{k: recipe[k] for k in ("arch", "family", "required")},
+        "half": zoo.half(recipe),
+        "seed": seed,
+        "clamp": clamp,
+        "targets": targets,
+        "flagged": sorted(report.flagged),
+        "mask_flagged": sorted(report.mask_flagged),
+        "correct": sorted(report.flagged) == targets,
+        "unreached": [r.label for r in report.labels if not r.found],
+        "norms": [r.mask_l1 for r in report.labels],
+        "seconds": time.perf_counter() - start,
+        "machine": machine(),
+    }
+
+
+def _count(rows: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> str:
+    return f"{sum(map(test, rows))}/{len(rows)}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    body = []
+    for clamp, half in ((c, h) for c in CLAMPS for h in ("tune", "test", "both")):
+        group = [r for r in rows if r["clamp"] == clamp and half in (r["half"], "both")]
+        infected = [r for r in group if r["targets"] and r["required"]]
+        clean = [r for r in group if not r["targets"]]
+        body.append(
+            [
+                clamp,
+                half,
+                _count(infected, lambda r: r["correct"]),
+                _count(infected, lambda r: bool(set(r["targets"]) & set(r["flagged"]))),
+                _count(clean, lambda r: bool(r["flagged"])),
+                _count(group, lambda r: bool(r["unreached"])),
+                _count(infected, lambda r: bool(set(r["targets"]) & set(r["unreached"]))),
+                f"{sum(r['seconds'] for r in group) / 60:.1f}",
+            ]
+        )
+    by_scan: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_scan.setdefault((r["model"], r["seed"]), {})[r["clamp"]] = r
+    before, after = CLAMPS
+    scans = []
+    for (model, seed), both in by_scan.items():
+        if before in both and after in both:
+            a, b = both[before], both[after]
+            scans.append(
+                [
+                    model,
+                    a["arch"],
+                    a["half"],
+                    seed,
+                    a["targets"],
+                    a["flagged"],
+                    b["flagged"],
+                    a["unreached"],
+                    b["unreached"],
+                ]
+            )
+    machines = sorted({json.dumps(r["machine"], sort_keys=True) for r in rows})
+    return (
+        "# The search on models that end in a softmax (benchmarks/softmax_search.py)\n\n"
+        "The zoo's MNIST models whose network ends in a softmax (retrained from their recipes where not on disk), "
+        "scanned with the default `ScanConfig` and MNIST's profile, their probabilities clamped at 1e-12 before the "
+        "log (the scan before) and at the dtype's smallest normal number (the default), side by side on one machine "
+        "and one thread. *Unreached*: labels whose search never reached the attack-success threshold (their norm is "
+        "where the search gave up, not a trigger). Infected scans: required families.\n\n"
+        + markdown_table(
+            [
+                "clamp",
+                "half",
+                "infected exact",
+                "a target flagged",
+                "clean flagged",
+                "scans with a label unreached",
+                "scans with a target unreached",
+                "minutes",
+            ],
+            body,
+        )
+        + "\n## Every scan\n\n"
+        + markdown_table(
+            [
+                "model",
+                "arch",
+                "half",
+                "seed",
+                "targets",
+                "flagged, 1e-12",
+                "flagged, default",
+                "unreached, 1e-12",
+                "unreached, default",
+            ],
+            scans,
+        )
+        + "\nMachines: "
+        + "; ".join(machines)
+        + "\n"
+    )
+
+
+def main() -> None:
+    if rewrite_report(RESULTS_FILE, table):
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated model names (default: every MNIST softmax model)")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    order = models()
+    names = args.only.split(",") if args.only else order
+    seeds = [int(s) for s in args.seeds.split(",")]
+    clamps = list(CLAMPS)
+    for name in names:
+        zoo.ensure(name)
+        for seed in seeds:
+            done = {(r["model"], r["seed"], r["clamp"]) for r in read_results(RESULTS_FILE)}
+            for clamp in clamps:
+                if (name, seed, clamp) in done:
+                    continue
+                row = scan_row(name, seed, clamp)
+                print(json.dumps({k: row[k] for k in ("model", "seed", "clamp", "flagged", "unreached")}), flush=True)
+                replace_rows(
+                    RESULTS_FILE,
+                    [row],
+                    lambda r: (r["model"], r["seed"], r["clamp"]),
+                    lambda r: (order.index(r["model"]), r["seed"], clamps.index(r["clamp"])),
+                    table,
+                )
+
+
+if __name__ == "__main__":
+    main()
