@@ -400,6 +400,7 @@ NINETEENTH_EPOCHS = {
     ("gtsrb", "three-targets", "bn-cnn"): 32,
 }
 
+
 def attacks(family: str, rng: np.random.Generator, shape: tuple[int, int, int], labels: int) -> list[dict[str, Any]]:
     """The attacks of one model of ``family``: trigger specs and targets drawn from ``rng``."""
     targets = [int(t) for t in rng.permutation(labels)[:3]]
