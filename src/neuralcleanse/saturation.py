@@ -19,7 +19,8 @@ import copy
 import torch
 from torch import nn
 
-from ._torch import eval_mode
+from ._torch import eval_mode, model_device
+from .preprocess import log_probabilities
 
 __all__ = ["PROBE_IMAGES", "STARVED_SHARE", "Float64LogProbabilities", "saturates"]
 
@@ -38,13 +39,14 @@ def saturates(model: nn.Module, images: torch.Tensor, seed: int = 0) -> bool:
     search would get a gradient from too few images to start.
 
     Shape:
-        images: (N, C, H, W) clean images in [0, 1], on the model's device.
+        images: (N, C, H, W) clean images in [0, 1], on any device (those probed are moved to the model's).
     """
     g = torch.Generator().manual_seed(seed)
-    x = images[torch.randperm(images.shape[0], generator=g)[:PROBE_IMAGES].to(images.device)]
+    device = model_device(model)
+    x = images[torch.randperm(images.shape[0], generator=g)[:PROBE_IMAGES].to(images.device)].to(device)
     n, c, h, w = x.shape
-    masks = torch.rand(n, 1, h, w, generator=g).to(x.device)
-    patterns = torch.rand(n, c, h, w, generator=g).to(x.device)
+    masks = torch.rand(n, 1, h, w, generator=g).to(device)
+    patterns = torch.rand(n, c, h, w, generator=g).to(device)
     with torch.no_grad(), eval_mode(model):
         probabilities = model(((1 - masks) * x + masks * patterns).float()).float()
     zero = probabilities < torch.finfo(torch.float32).tiny
@@ -62,4 +64,4 @@ class Float64LogProbabilities(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):  # float64 is never autocast; say so for every device
             probabilities = self.model(x.double())
-        return probabilities.clamp_min(torch.finfo(torch.float64).tiny).log().float()
+        return log_probabilities(probabilities, outputs_probabilities=True).float()
