@@ -1,7 +1,7 @@
 """A softmax that rounds labels to zero where a trigger search starts, and the same model read in float64.
 
 A model that ends in a softmax gives a search nothing but its probabilities. A confident network sends the noisy
-images a search starts from (clean images under masks and patterns drawn uniform on [0, 1]) to one label and
+images a search starts from (clean images under random masks and patterns) to one label and
 leaves the others tens of nats below it; past about e^-103 float32 rounds a probability to exactly 0, its log has
 no gradient, and the search for that label ends unreached, however low the clamp before the log. Networks are
 most confident far from their training images, which is where those first images lie.
@@ -32,11 +32,14 @@ PROBE_IMAGES = 64
 STARVED_SHARE = 0.5
 
 
-def saturates(model: nn.Module, images: torch.Tensor, seed: int = 0) -> bool:
+def saturates(
+    model: nn.Module, images: torch.Tensor, seed: int = 0, init_range: tuple[float, float] = (0.0, 1.0)
+) -> bool:
     """Whether ``model``, which ends in a softmax, gives some label a probability of exactly 0 in float32 (under
     the smallest normal number) on at least :data:`STARVED_SHARE` of up to :data:`PROBE_IMAGES` of ``images``,
-    each stamped with a mask and a pattern drawn uniform on [0, 1] as a search's first masks are: that label's
-    search would get a gradient from too few images to start.
+    each stamped with a mask and a pattern drawn uniform on ``init_range`` as a search's first masks are
+    (:attr:`~neuralcleanse.reverse.ReverseConfig.init_range`): that label's search would get a gradient from too
+    few images to start.
 
     Shape:
         images: (N, C, H, W) clean images in [0, 1], on any device (those probed are moved to the model's).
@@ -45,8 +48,9 @@ def saturates(model: nn.Module, images: torch.Tensor, seed: int = 0) -> bool:
     device = model_device(model)
     x = images[torch.randperm(images.shape[0], generator=g)[:PROBE_IMAGES].to(images.device)].to(device)
     n, c, h, w = x.shape
-    masks = torch.rand(n, 1, h, w, generator=g).to(device)
-    patterns = torch.rand(n, c, h, w, generator=g).to(device)
+    lo, span = init_range[0], init_range[1] - init_range[0]
+    masks = (lo + span * torch.rand(n, 1, h, w, generator=g)).to(device)
+    patterns = (lo + span * torch.rand(n, c, h, w, generator=g)).to(device)
     with torch.no_grad(), eval_mode(model):
         probabilities = model(((1 - masks) * x + masks * patterns).float()).float()
     zero = probabilities < torch.finfo(torch.float32).tiny
