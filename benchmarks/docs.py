@@ -681,6 +681,26 @@ SECTIONS["softmax_search"] = Section(
     ],
 )
 
+SECTIONS["input_convention"] = Section(
+    "A model trained on normalised input, scanned fed [0, 1]",
+    "The zoo's models of the paper's MNIST network with their normalisation layer removed (so they expect input "
+    "normalised by MNIST's mean and std), scanned fed [0, 1], as a scan given no preprocessing feeds a model that "
+    "passes its accuracy check, and fed as trained, side by side; control rows: the zoo's MNIST models as trained, "
+    "not scanned. benchmarks/results/input_convention.md has the counts (docs/formats.md, \"Preprocessing\").",
+    "python benchmarks/input_convention.py; python benchmarks/input_convention.py controls",
+    [
+        ("model", lambda r: r["model"]),
+        ("family", lambda r: r["family"]),
+        ("seed", lambda r: r["seed"]),
+        ("fed", lambda r: r["feed"]),
+        ("accuracy, [0, 1]", lambda r: pct(r["accuracy"]["in [0, 1]"])),
+        ("accuracy, normalised", lambda r: pct(r["accuracy"]["normalised by MNIST's mean and std"])),
+        ("flagged", lambda r: str(r["flagged"]) if "flagged" in r else "—"),
+        ("right", lambda r: ("yes" if r["correct"] else "no") if "correct" in r else "—"),
+        ("seconds", lambda r: num(r["seconds"]) if "seconds" in r else "—"),
+    ],
+)
+
 SECTIONS["true_start"] = Section(
     "Searches from the true trigger beside the default's",
     "Each target of the zoo's patch, pixel, random-pattern and several-target models on disk: its norm over the "
