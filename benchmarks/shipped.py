@@ -46,6 +46,7 @@ ROUNDS = {
     14: "sixteenth round (scattered pixels)",
     15: "seventeenth round (tiny triggers)",
     16: "eighteenth round (gap profiles)",
+    17: "nineteenth round (GTSRB's missing families)",
 }
 #: Scans read the norms through their dataset's natural label profile, as the scan job does. The rows of the
 #: fourteenth round and of the earlier rounds were scanned before the profiles existed (their ``profile`` is absent).
