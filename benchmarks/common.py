@@ -163,6 +163,35 @@ def add_scans(
                 replace_rows(name, [row], lambda r: (r["model"], r["seed"]), order, table)
 
 
+def add_variant_scans(
+    name: str,
+    models: list[str],
+    seeds: Sequence[int],
+    field: str,
+    variants: Sequence[str],
+    scan: Callable[[str, int, str], dict[str, Any]],
+    table: Callable[[list[dict[str, Any]]], str],
+    line: Callable[[dict[str, Any]], str],
+) -> None:
+    """:func:`add_scans` for a scan taken several ways, side by side: each model, seed and variant (the row's
+    ``field``, one of ``variants``) that results file ``name`` lacks is scanned (``scan``) and added as it comes, in
+    the order of ``models``, then seeds, then ``variants``. Rows of other kinds in the file are kept, after them."""
+    done = {(r["model"], r["seed"], r.get(field)) for r in read_results(name)}
+
+    def order(r: dict[str, Any]) -> tuple[bool, int, str, int, int]:
+        way = variants.index(r[field]) if r.get(field) in variants else len(variants)
+        known = models.index(r["model"]) if r["model"] in models else len(models)
+        return (way == len(variants), known, r["model"], r["seed"], way)
+
+    for model in models:
+        for seed in seeds:
+            for variant in variants:
+                if (model, seed, variant) not in done:
+                    row = scan(model, seed, variant)
+                    print(line(row), flush=True)
+                    replace_rows(name, [row], lambda r: (r["model"], r["seed"], r.get(field)), order, table)
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):

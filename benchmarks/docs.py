@@ -686,7 +686,7 @@ SECTIONS["input_convention"] = Section(
     "The zoo's models of the paper's MNIST network with their normalisation layer removed (so they expect input "
     "normalised by MNIST's mean and std), scanned fed [0, 1], as a scan given no preprocessing feeds a model that "
     "passes its accuracy check, and fed as trained, side by side; control rows: the zoo's MNIST models as trained, "
-    "not scanned. benchmarks/results/input_convention.md has the counts (docs/formats.md, \"Preprocessing\").",
+    'not scanned. benchmarks/results/input_convention.md has the counts (docs/formats.md, "Preprocessing").',
     "python benchmarks/input_convention.py; python benchmarks/input_convention.py controls",
     [
         ("model", lambda r: r["model"]),

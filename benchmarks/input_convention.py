@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import zoo
-from common import machine, markdown_table, read_results, replace_rows, rewrite_report
+from common import add_variant_scans, machine, markdown_table, replace_rows, rewrite_report
 from torch import nn
 
 from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, load_model
@@ -243,7 +243,7 @@ def main() -> None:
             RESULTS_FILE,
             [control_row(name, 0) for name in names],
             lambda r: (r["model"], r["seed"], r["feed"]),
-            lambda r: (r["feed"] == CONTROL, r["model"], r["seed"], r["feed"]),
+            lambda r: (r["feed"] == CONTROL, r["model"], r["seed"]),
             table,
         )
         return
@@ -253,25 +253,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    order = models()
-    names = args.only.split(",") if args.only else order
-    seeds = [int(s) for s in args.seeds.split(",")]
-    feeds = list(FEEDS)
-    for name in names:
-        for seed in seeds:
-            done = {(r["model"], r["seed"], r["feed"]) for r in read_results(RESULTS_FILE)}
-            for feed in feeds:
-                if (name, seed, feed) in done:
-                    continue
-                row = scan_row(name, seed, feed)
-                print(json.dumps({k: row[k] for k in ("model", "seed", "feed", "flagged", "score")}), flush=True)
-                replace_rows(
-                    RESULTS_FILE,
-                    [row],
-                    lambda r: (r["model"], r["seed"], r["feed"]),
-                    lambda r: (r["feed"] == CONTROL, r["model"], r["seed"], r["feed"]),
-                    table,
-                )
+    add_variant_scans(
+        RESULTS_FILE,
+        args.only.split(",") if args.only else models(),
+        [int(s) for s in args.seeds.split(",")],
+        "feed",
+        list(FEEDS),
+        scan_row,
+        table,
+        lambda row: json.dumps({k: row[k] for k in ("model", "seed", "feed", "flagged", "score")}),
+    )
 
 
 if __name__ == "__main__":

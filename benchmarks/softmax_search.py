@@ -24,7 +24,7 @@ from unittest.mock import patch
 
 import torch
 import zoo
-from common import machine, markdown_table, read_results, replace_rows, rewrite_report
+from common import add_variant_scans, machine, markdown_table, rewrite_report
 
 from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, load_model
 from neuralcleanse.preprocess import log_probabilities
@@ -172,26 +172,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    order = models()
-    names = args.only.split(",") if args.only else order
-    seeds = [int(s) for s in args.seeds.split(",")]
-    clamps = list(CLAMPS)
+    names = args.only.split(",") if args.only else models()
     for name in names:
         zoo.ensure(name)
-        for seed in seeds:
-            done = {(r["model"], r["seed"], r["clamp"]) for r in read_results(RESULTS_FILE)}
-            for clamp in clamps:
-                if (name, seed, clamp) in done:
-                    continue
-                row = scan_row(name, seed, clamp)
-                print(json.dumps({k: row[k] for k in ("model", "seed", "clamp", "flagged", "unreached")}), flush=True)
-                replace_rows(
-                    RESULTS_FILE,
-                    [row],
-                    lambda r: (r["model"], r["seed"], r["clamp"]),
-                    lambda r: (order.index(r["model"]), r["seed"], clamps.index(r["clamp"])),
-                    table,
-                )
+    add_variant_scans(
+        RESULTS_FILE,
+        names,
+        [int(s) for s in args.seeds.split(",")],
+        "clamp",
+        list(CLAMPS),
+        scan_row,
+        table,
+        lambda row: json.dumps({k: row[k] for k in ("model", "seed", "clamp", "flagged", "unreached")}),
+    )
 
 
 if __name__ == "__main__":
