@@ -192,6 +192,19 @@ def add_variant_scans(
                     replace_rows(name, [row], lambda r: (r["model"], r["seed"], r.get(field)), order, table)
 
 
+def share(rows: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> str:
+    """``"k/n"``: how many of ``rows`` pass ``test``."""
+    return f"{sum(map(test, rows))}/{len(rows)}"
+
+
+def side_by_side(rows: list[dict[str, Any]], field: str) -> dict[tuple[str, int], dict[str, dict[str, Any]]]:
+    """The rows of each scan (model and seed), by the way it was taken (their ``field``), in the rows' order."""
+    scans: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        scans.setdefault((r["model"], r["seed"]), {})[r[field]] = r
+    return scans
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):

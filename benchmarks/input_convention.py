@@ -25,12 +25,11 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import zoo
-from common import add_variant_scans, machine, markdown_table, replace_rows, rewrite_report
+from common import add_variant_scans, machine, markdown_table, replace_rows, rewrite_report, share, side_by_side
 from torch import nn
 
 from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, load_model
@@ -126,10 +125,6 @@ def gain_line(kind: str, rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _count(rows: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> str:
-    return f"{sum(map(test, rows))}/{len(rows)}"
-
-
 def _median(values: list[float]) -> float:
     return float(torch.tensor(values).median()) if values else float("nan")
 
@@ -152,19 +147,16 @@ def table(rows: list[dict[str, Any]]) -> str:
         body.append(
             [
                 feed,
-                _count(infected, lambda r: r["correct"]),
-                _count(infected, lambda r: bool(set(r["targets"]) & set(r["flagged"]))),
-                _count(clean, lambda r: bool(r["flagged"])),
+                share(infected, lambda r: r["correct"]),
+                share(infected, lambda r: bool(set(r["targets"]) & set(r["flagged"]))),
+                share(clean, lambda r: bool(r["flagged"])),
                 f"{_median([r['score'] for r in infected]):.2f}",
                 f"{sum(r['seconds'] for r in group) / 60:.1f}",
             ]
         )
     plain, right = FEEDS
-    by_scan: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        by_scan.setdefault((r["model"], r["seed"]), {})[r["feed"]] = r
     scans = []
-    for (model, seed), both in by_scan.items():
+    for (model, seed), both in side_by_side(rows, "feed").items():
         if plain in both and right in both:
             a, b = both[plain], both[right]
             accuracy = a["accuracy"]

@@ -24,7 +24,7 @@ from unittest.mock import patch
 
 import torch
 import zoo
-from common import add_variant_scans, machine, markdown_table, rewrite_report
+from common import add_variant_scans, machine, markdown_table, rewrite_report, share, side_by_side
 
 from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, load_model
 from neuralcleanse.preprocess import log_probabilities
@@ -78,10 +78,6 @@ def scan_row(name: str, seed: int, clamp: str) -> dict[str, Any]:
     }
 
 
-def _count(rows: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> str:
-    return f"{sum(map(test, rows))}/{len(rows)}"
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     body = []
     for clamp, half in ((c, h) for c in CLAMPS for h in ("tune", "test", "both")):
@@ -92,20 +88,17 @@ def table(rows: list[dict[str, Any]]) -> str:
             [
                 clamp,
                 half,
-                _count(infected, lambda r: r["correct"]),
-                _count(infected, lambda r: bool(set(r["targets"]) & set(r["flagged"]))),
-                _count(clean, lambda r: bool(r["flagged"])),
-                _count(group, lambda r: bool(r["unreached"])),
-                _count(infected, lambda r: bool(set(r["targets"]) & set(r["unreached"]))),
+                share(infected, lambda r: r["correct"]),
+                share(infected, lambda r: bool(set(r["targets"]) & set(r["flagged"]))),
+                share(clean, lambda r: bool(r["flagged"])),
+                share(group, lambda r: bool(r["unreached"])),
+                share(infected, lambda r: bool(set(r["targets"]) & set(r["unreached"]))),
                 f"{sum(r['seconds'] for r in group) / 60:.1f}",
             ]
         )
-    by_scan: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        by_scan.setdefault((r["model"], r["seed"]), {})[r["clamp"]] = r
     before, after = CLAMPS
     scans = []
-    for (model, seed), both in by_scan.items():
+    for (model, seed), both in side_by_side(rows, "clamp").items():
         if before in both and after in both:
             a, b = both[before], both[after]
             scans.append(
