@@ -25,3 +25,12 @@ def test_float64_log_probabilities_keep_what_float32_rounds_to_zero():
     torch.testing.assert_close(log_p, expected, atol=1e-3, rtol=1e-5)
     log_p[:, 1].sum().backward()  # a label hundreds of nats below the top still moves the input
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_the_probe_stamps_its_images_as_the_search_starts():
+    images, _ = clean_images(per_label=20)
+    model = ConfidentSoftmax(TemplateNet(True), 8.0)
+    # masks drawn at 0 leave the clean images, where the network is surest of itself: labels round to 0 there ...
+    assert saturates(model, images, init_range=(0.0, 0.0))
+    # ... but not on the noisy images fast mode's searches start from
+    assert not saturates(model, images, init_range=(0.4, 0.6))
