@@ -1,10 +1,10 @@
 """A softmax that rounds labels to zero where a trigger search starts, and the same model read in float64.
 
 A model that ends in a softmax gives a search nothing but its probabilities. A confident network sends the noisy
-images a search starts from (clean images under random masks and patterns) to one label and
-leaves the others tens of nats below it; past about e^-103 float32 rounds a probability to exactly 0, its log has
-no gradient, and the search for that label ends unreached, however low the clamp before the log. Networks are
-most confident far from their training images, which is where those first images lie.
+images a search starts from (clean images under random masks and patterns) to one label and leaves the others tens
+of nats below it; past about e^-103 float32 rounds a probability to exactly 0, its log has no gradient, and the
+search for that label ends unreached, however low the clamp before the log. What counts is the network's confidence
+on those first images, not on the clean ones, where it may be surer still.
 
 :func:`saturates` tells such a model by stamping clean images as a search's first steps do; the scan then reads it
 through :class:`Float64LogProbabilities`: the model in float64 (probabilities down to about e^-745), its outputs'
