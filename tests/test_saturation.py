@@ -3,6 +3,8 @@
 import torch
 from _tiny import ConfidentSoftmax, TemplateNet, clean_images
 
+from neuralcleanse.config import FAST
+from neuralcleanse.reverse import ReverseConfig
 from neuralcleanse.saturation import Float64LogProbabilities, saturates
 
 
@@ -31,6 +33,6 @@ def test_the_probe_stamps_its_images_as_the_search_starts():
     images, _ = clean_images(per_label=20)
     model = ConfidentSoftmax(TemplateNet(True), 8.0)
     # masks drawn at 0 leave the clean images, where the network is surest of itself: labels round to 0 there ...
-    assert saturates(model, images, init_range=(0.0, 0.0))
+    assert saturates(model, images, config=ReverseConfig(init_range=(0.0, 0.0)))
     # ... but not on the noisy images fast mode's searches start from
-    assert not saturates(model, images, init_range=(0.4, 0.6))
+    assert not saturates(model, images, config=FAST)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ._torch import eval_mode, model_device
 from .preprocess import log_probabilities
+from .reverse import ReverseConfig, draw_starts
 
 __all__ = ["PROBE_IMAGES", "STARVED_SHARE", "Float64LogProbabilities", "saturates"]
 
@@ -32,14 +33,12 @@ PROBE_IMAGES = 64
 STARVED_SHARE = 0.5
 
 
-def saturates(
-    model: nn.Module, images: torch.Tensor, seed: int = 0, init_range: tuple[float, float] = (0.0, 1.0)
-) -> bool:
+def saturates(model: nn.Module, images: torch.Tensor, seed: int = 0, config: ReverseConfig | None = None) -> bool:
     """Whether ``model``, which ends in a softmax, gives some label a probability of exactly 0 in float32 (under
     the smallest normal number) on at least :data:`STARVED_SHARE` of up to :data:`PROBE_IMAGES` of ``images``,
-    each stamped with a mask and a pattern drawn uniform on ``init_range`` as a search's first masks are
-    (:attr:`~neuralcleanse.reverse.ReverseConfig.init_range`): that label's search would get a gradient from too
-    few images to start.
+    each stamped with a mask and a pattern drawn as a search with ``config`` (None: the original's) draws its first
+    ones (:func:`~neuralcleanse.reverse.draw_starts`): that label's search would get a gradient from too few images
+    to start.
 
     Shape:
         images: (N, C, H, W) clean images in [0, 1], on any device (those probed are moved to the model's).
@@ -47,10 +46,8 @@ def saturates(
     g = torch.Generator().manual_seed(seed)
     device = model_device(model)
     x = images[torch.randperm(images.shape[0], generator=g)[:PROBE_IMAGES].to(images.device)].to(device)
-    n, c, h, w = x.shape
-    lo, span = init_range[0], init_range[1] - init_range[0]
-    masks = (lo + span * torch.rand(n, 1, h, w, generator=g)).to(device)
-    patterns = (lo + span * torch.rand(n, c, h, w, generator=g)).to(device)
+    starts = draw_starts(g, x.shape[0], x.shape[1:], config or ReverseConfig())
+    masks, patterns = (start.to(device) for start in starts)
     with torch.no_grad(), eval_mode(model):
         probabilities = model(((1 - masks) * x + masks * patterns).float()).float()
     zero = probabilities < torch.finfo(torch.float32).tiny

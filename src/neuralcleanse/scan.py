@@ -304,7 +304,7 @@ class NeuralCleanse:
         start = time.perf_counter()
         _check_images(images)
         outputs = self.outputs or probe_outputs(self.model, images[:32].to(model_device(self.model)))
-        if outputs.probabilities and saturates(self.model, images, seed or 0, self.config.reverse.init_range):
+        if outputs.probabilities and saturates(self.model, images, seed or 0, self.config.reverse):
             return self._scan_in_float64(images, labels, targets, seed, outputs)
         num_classes = outputs.num_outputs
         if labels is not None:
