@@ -701,6 +701,24 @@ SECTIONS["input_convention"] = Section(
     ],
 )
 
+SECTIONS["sample_size"] = Section(
+    "How many clean images a verdict needs",
+    "The zoo's models on disk whose attack took, scanned with the zoo's clean sample (100 images per label on "
+    "MNIST, 87 on CIFAR-10, 23 on GTSRB) and with 30 and 10 images per label, side by side on the same models and "
+    'seeds. benchmarks/results/sample_size.md has the counts (docs/how-it-works.md, "Scan inputs").',
+    "python benchmarks/sample_size.py",
+    [
+        ("model", lambda r: r["model"]),
+        ("half", lambda r: r["half"]),
+        ("seed", lambda r: r["seed"]),
+        ("images per label", lambda r: r["images_per_label"]),
+        ("targets", lambda r: str(r["targets"])),
+        ("flagged", lambda r: str(r["flagged"])),
+        ("right", lambda r: "yes" if r["correct"] else "no"),
+        ("seconds", lambda r: num(r["seconds"])),
+    ],
+)
+
 SECTIONS["true_start"] = Section(
     "Searches from the true trigger beside the default's",
     "Each target of the zoo's patch, pixel, random-pattern and several-target models on disk: its norm over the "

@@ -1,6 +1,6 @@
 """How many clean images a verdict needs: the zoo's models on disk scanned with the zoo's sample (100 images per
-label on 10-label tasks, 23 on GTSRB) and with 30 and 10 images per label, side by side on the same models, seeds
-and machine.
+label on MNIST, 87 on CIFAR-10, 23 on GTSRB) and with 30 and 10 images per label, side by side on the same models,
+seeds and machine.
 
     python benchmarks/sample_size.py [--only NAME,...] [--seeds 0] [--threads 1]
     python benchmarks/sample_size.py report
