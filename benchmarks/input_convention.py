@@ -24,7 +24,6 @@ import argparse
 import copy
 import json
 import sys
-import time
 from typing import Any
 
 import torch
@@ -32,7 +31,7 @@ import zoo
 from common import add_variant_scans, machine, markdown_table, replace_rows, rewrite_report, share, side_by_side
 from torch import nn
 
-from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, load_model
+from neuralcleanse import load_model
 from neuralcleanse.config import MIN_CLEAN_ACCURACY
 from neuralcleanse.conventions import rank_conventions
 from neuralcleanse.models import PaperNet
@@ -65,32 +64,11 @@ def without_normalisation(name: str) -> nn.Module:
 
 
 def scan_row(name: str, seed: int, feed: str) -> dict[str, Any]:
-    recipe = zoo.recipe(name)
     stripped = without_normalisation(name)
-    clean = zoo.scan_images(recipe, seed)
+    clean = zoo.scan_images(zoo.recipe(name), seed)
     fits = rank_conventions(stripped, clean.images, clean.labels)
-    model = PreprocessedModel(stripped, FEEDS[feed]).eval()
-    config = ScanConfig(min_clean_accuracy=None)  # as zoo.py scans
-    start = time.perf_counter()
-    report = NeuralCleanse(model, config, profile=builtin_profile("mnist", 10)).scan(
-        clean.images, clean.labels, seed=seed
-    )
-    targets = zoo.scan_targets(recipe, len(report.labels))
-    return {
-        "model": name,
-        **{k: recipe[k] for k in ("arch", "family", "required")},
-        "half": zoo.half(recipe),
-        "seed": seed,
-        "feed": feed,
-        "targets": targets,
-        "flagged": sorted(report.flagged),
-        "correct": sorted(report.flagged) == targets,
-        "score": report.decision.score,
-        "norms": [r.mask_l1 for r in report.labels],
-        "accuracy": {fit.convention.name: fit.accuracy for fit in fits},
-        "seconds": time.perf_counter() - start,
-        "machine": machine(),
-    }
+    _, row = zoo.scan_as_zoo(name, PreprocessedModel(stripped, FEEDS[feed]).eval(), clean, seed)
+    return {**row, "feed": feed, "accuracy": {fit.convention.name: fit.accuracy for fit in fits}}
 
 
 def control_row(name: str, seed: int) -> dict[str, Any]:

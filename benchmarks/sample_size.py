@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from typing import Any
 
 import torch
 import zoo
-from common import add_variant_scans, machine, markdown_table, read_results, rewrite_report, share, side_by_side
+from common import add_variant_scans, markdown_table, read_results, rewrite_report, share, side_by_side
 
-from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, load_model
+from neuralcleanse import load_model
 from neuralcleanse.config import MIN_IMAGES_PER_LABEL
 from neuralcleanse.data import clean_sample
 
@@ -59,31 +58,10 @@ def images(recipe: dict[str, Any], seed: int, sample: str) -> Any:
 
 
 def scan_row(name: str, seed: int, sample: str) -> dict[str, Any]:
-    recipe = zoo.recipe(name)
     model = load_model(zoo.model_path(name)).model
-    clean = images(recipe, seed, sample)
-    num_labels = int(clean.labels.max()) + 1
-    config = ScanConfig(min_clean_accuracy=None)  # as zoo.py scans
-    start = time.perf_counter()
-    report = NeuralCleanse(model, config, profile=builtin_profile(recipe["dataset"], num_labels)).scan(
-        clean.images, clean.labels, seed=seed
-    )
-    targets = zoo.scan_targets(recipe, len(report.labels))
-    return {
-        "model": name,
-        **{k: recipe[k] for k in ("dataset", "arch", "family", "required")},
-        "half": zoo.half(recipe),
-        "seed": seed,
-        "sample": sample,
-        "images_per_label": len(clean) // num_labels,
-        "targets": targets,
-        "flagged": sorted(report.flagged),
-        "correct": sorted(report.flagged) == targets,
-        "score": report.decision.score,
-        "norms": [r.mask_l1 for r in report.labels],
-        "seconds": time.perf_counter() - start,
-        "machine": machine(),
-    }
+    clean = images(zoo.recipe(name), seed, sample)
+    _, row = zoo.scan_as_zoo(name, model, clean, seed)
+    return {**row, "sample": sample, "images_per_label": len(clean) // len(row["norms"])}
 
 
 def _seeds_agree(rows: list[dict[str, Any]]) -> str:

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 from unittest.mock import patch
 
 import torch
 import zoo
-from common import add_variant_scans, machine, markdown_table, rewrite_report, share, side_by_side
+from common import add_variant_scans, markdown_table, rewrite_report, share, side_by_side
 
-from neuralcleanse import NeuralCleanse, ScanConfig, builtin_profile, load_model
+from neuralcleanse import load_model
 from neuralcleanse.preprocess import log_probabilities
 
 RESULTS_FILE = "softmax_search"
@@ -52,29 +51,15 @@ def models() -> list[str]:
 
 
 def scan_row(name: str, seed: int, clamp: str) -> dict[str, Any]:
-    recipe = zoo.recipe(name)
-    loaded = load_model(zoo.model_path(name))
-    clean = zoo.scan_images(recipe, seed)
-    config = ScanConfig(min_clean_accuracy=None)  # as zoo.py scans
-    start = time.perf_counter()
+    model = load_model(zoo.model_path(name)).model
+    clean = zoo.scan_images(zoo.recipe(name), seed)
     with patch("neuralcleanse.reverse.log_probabilities", CLAMPS[clamp]):
-        scanner = NeuralCleanse(loaded.model, config, profile=builtin_profile("mnist", 10))
-        report = scanner.scan(clean.images, clean.labels, seed=seed)
-    targets = zoo.scan_targets(recipe, len(report.labels))
+        report, row = zoo.scan_as_zoo(name, model, clean, seed)
     return {
-        "model": name,
-        **{k: recipe[k] for k in ("arch", "family", "required")},
-        "half": zoo.half(recipe),
-        "seed": seed,
+        **row,
         "clamp": clamp,
-        "targets": targets,
-        "flagged": sorted(report.flagged),
         "mask_flagged": sorted(report.mask_flagged),
-        "correct": sorted(report.flagged) == targets,
         "unreached": [r.label for r in report.labels if not r.found],
-        "norms": [r.mask_l1 for r in report.labels],
-        "seconds": time.perf_counter() - start,
-        "machine": machine(),
     }
 
 

@@ -60,6 +60,7 @@ from neuralcleanse import (
     NeuralCleanse,
     SanityCheckError,
     ScanConfig,
+    ScanReport,
     Trigger,
     TrojanConfig,
     accuracy,
@@ -356,6 +357,33 @@ def scan_targets(recipe: dict[str, Any], num_classes: int) -> list[int]:
     if any("shift" in a for a in recipe["attacks"]):
         return list(range(num_classes))
     return sorted({a["target"] for a in recipe["attacks"]})
+
+
+def scan_as_zoo(name: str, model: nn.Module, clean: ImageData, seed: int) -> tuple[ScanReport, dict[str, Any]]:
+    """Scan ``model`` (zoo model ``name``, or a variant of it) on ``clean`` as :func:`scan_row` does (the default
+    ``ScanConfig`` but the accuracy check, the dataset's built-in profile, one scan); the report and the row fields
+    the benchmarks that scan zoo models side by side share: the model's recipe, half, seed, targets, verdict, score,
+    norms and seconds."""
+    spec = recipe(name)
+    num_labels = int(clean.labels.max()) + 1
+    config = ScanConfig(min_clean_accuracy=None)  # some CIFAR-10 models stay under the check: see scan_row
+    start = time.perf_counter()
+    profile = builtin_profile(spec["dataset"], num_labels)
+    report = NeuralCleanse(model, config, profile=profile).scan(clean.images, clean.labels, seed=seed)
+    targets = scan_targets(spec, len(report.labels))
+    return report, {
+        "model": name,
+        **{k: spec[k] for k in ("dataset", "arch", "family", "required")},
+        "half": half(spec),
+        "seed": seed,
+        "targets": targets,
+        "flagged": sorted(report.flagged),
+        "correct": sorted(report.flagged) == targets,
+        "score": report.decision.score,
+        "norms": [r.mask_l1 for r in report.labels],
+        "seconds": time.perf_counter() - start,
+        "machine": machine(),
+    }
 
 
 def scan_images(recipe: dict[str, Any], seed: int) -> ImageData:
