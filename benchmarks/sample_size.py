@@ -25,7 +25,7 @@ import torch
 import zoo
 from common import add_variant_scans, markdown_table, read_results, rewrite_report, share, side_by_side
 
-from neuralcleanse import load_model
+from neuralcleanse import ImageData, load_model
 from neuralcleanse.config import MIN_IMAGES_PER_LABEL
 from neuralcleanse.data import clean_sample
 
@@ -50,7 +50,8 @@ def models() -> list[str]:
     ]
 
 
-def images(recipe: dict[str, Any], seed: int, sample: str) -> Any:
+def images(recipe: dict[str, Any], seed: int, sample: str) -> ImageData:
+    """The clean images of one scan: the zoo's sample, or ``sample``'s count per label drawn from the same split."""
     count = per_label(sample)
     if count is None:
         return zoo.scan_images(recipe, seed)
