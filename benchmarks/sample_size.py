@@ -92,7 +92,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             infected = [r for r in group if r["targets"]]
             clean = [r for r in group if not r["targets"]]
             same = [
-                s for s in scans.values() if sample in s and SAMPLES[0] in s and s[SAMPLES[0]]["dataset"] == dataset
+                s
+                for s in scans.values()
+                if sample in s and SAMPLES[0] in s and s[SAMPLES[0]]["dataset"] == dataset and s[sample]["required"]
             ]
             body.append(
                 [
